@@ -1,0 +1,245 @@
+//! The [`Broker`] trait, the global broker, and the delivery types consumers hand to workers.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::message::{DecodeError, Message};
+use crate::middleware::Middlewares;
+
+pub mod stub;
+
+/// Where messages wait: Redis in production, [`StubBroker`](stub::StubBroker) in tests and
+/// when nothing is configured.
+///
+/// A broker stores messages per queue, hands them to consumers, and keeps fetched messages
+/// until they are acked (done), nacked (dead-lettered) or requeued. Delayed messages (an `eta`
+/// option) wait in the queue's delay queue, `name.DQ`; consumers only return due messages.
+///
+/// App code rarely calls this trait directly: `my_actor::send(..)` enqueues through the
+/// global broker and a [`Worker`](crate::Worker) consumes.
+///
+/// ```
+/// use actor_runtime::{Broker, Message, StubBroker};
+///
+/// # tokio_test_block_on(async {
+/// let broker = StubBroker::new();
+/// broker.declare_queue("default").await.unwrap();
+/// broker.enqueue(Message::new("default", "noop", vec![]), None).await.unwrap();
+/// assert_eq!(broker.stats("default").await.unwrap().ready, 1);
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// `"stub"`, `"redis"`...
+    fn kind(&self) -> &'static str;
+
+    /// The middleware stack, run in order on enqueue and around every message.
+    fn middleware(&self) -> &Middlewares;
+
+    /// Makes `queue` (and its delay queue) known to the broker; idempotent.
+    async fn declare_queue(&self, queue: &str) -> Result<()>;
+
+    /// Queues declared so far, canonical names, sorted.
+    fn queues(&self) -> Vec<String>;
+
+    /// Stores `message` without running middleware. With a `delay` the message goes to the
+    /// delay queue with an `eta`. Returns the message as stored (queue name, broker ids).
+    async fn enqueue_raw(&self, message: Message, delay: Option<Duration>) -> Result<Message>;
+
+    /// Enqueues `message`, running the middleware's `before_enqueue`/`after_enqueue`.
+    async fn enqueue(&self, mut message: Message, delay: Option<Duration>) -> Result<Message> {
+        let middleware = self.middleware().snapshot();
+        for m in middleware.iter() {
+            m.before_enqueue(&mut message, delay).await?;
+        }
+        let message = self.enqueue_raw(message, delay).await?;
+        for m in middleware.iter().rev() {
+            m.after_enqueue(&message, delay).await;
+        }
+        Ok(message)
+    }
+
+    /// Starts consuming `queue` (and its due delayed messages).
+    async fn consume(&self, queue: &str, prefetch: usize) -> Result<Box<dyn Consumer>>;
+
+    /// Drops every message of `queue`: ready, delayed and dead-lettered.
+    async fn flush(&self, queue: &str) -> Result<()>;
+
+    /// [`flush`](Broker::flush) for every declared queue.
+    async fn flush_all(&self) -> Result<()> {
+        for queue in self.queues() {
+            self.flush(&queue).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `queue` and its delay queue are empty and nothing fetched is unacked.
+    ///
+    /// With `fail_fast`, returns [`Error::DeadLettered`] as soon as a message of the queue is
+    /// dead-lettered while waiting (so a test sees the actor's error, not a timeout).
+    async fn join(&self, queue: &str, timeout: Option<Duration>, fail_fast: bool) -> Result<()>;
+
+    /// Counts of the queue's messages by state.
+    async fn stats(&self, queue: &str) -> Result<QueueStats>;
+
+    /// Dead-lettered messages of `queue`, oldest first, at most `limit`.
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// Moves dead-lettered messages back to their queue (all if `ids` is `None`); returns how
+    /// many moved.
+    async fn requeue_dead_letters(&self, queue: &str, ids: Option<&[String]>) -> Result<usize>;
+
+    /// Deletes the dead letters of `queue`; returns how many.
+    async fn purge_dead_letters(&self, queue: &str) -> Result<usize>;
+
+    /// Stops background tasks (heartbeats, maintenance).
+    async fn close(&self) {}
+}
+
+/// Counts of one queue's messages, by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Waiting to be fetched.
+    pub ready: u64,
+    /// Waiting in the delay queue.
+    pub delayed: u64,
+    /// Fetched by a consumer and not yet acked (prefetched or running).
+    pub in_flight: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+}
+
+/// A dead-lettered message.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// The broker's id for it.
+    pub id: String,
+    /// The message, or why it could not be read.
+    pub message: std::result::Result<Message, String>,
+    /// When it was dead-lettered, ms since the epoch.
+    pub dead_at: u64,
+    /// Why it was dead-lettered, where the broker keeps it.
+    pub reason: Option<String>,
+}
+
+/// Identifies a fetched message to its consumer for ack, nack or requeue.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DeliveryTag {
+    /// The queue the message was fetched from (`name` or `name.DQ`).
+    pub queue: Arc<str>,
+    /// The broker's id of this copy (the Redis message id).
+    pub id: String,
+}
+
+/// A fetched message.
+pub struct Delivery {
+    /// For ack, nack and requeue.
+    pub tag: DeliveryTag,
+    /// The decoded message, or why decoding failed (the message is then dead-lettered).
+    pub message: std::result::Result<Message, DecodeError>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("tag", &self.tag)
+            .field("message", &self.message.as_ref().map(|m| &m.actor_name))
+            .finish()
+    }
+}
+
+/// Fetches one queue's messages for a worker.
+#[async_trait]
+pub trait Consumer: Send + Sync {
+    /// Up to `max` due messages; waits up to `timeout` for the first one and returns an empty
+    /// batch when none came.
+    async fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>>;
+
+    /// Marks messages done: they leave the broker.
+    async fn ack(&self, tags: &[DeliveryTag]) -> Result<()>;
+
+    /// Dead-letters a message, recording `reason`.
+    async fn nack(&self, tag: &DeliveryTag, reason: &str) -> Result<()>;
+
+    /// Returns fetched, unprocessed messages to their queue.
+    async fn requeue(&self, tags: &[DeliveryTag]) -> Result<()>;
+
+    /// Stops consuming; returns anything still held back (e.g. delayed messages in memory).
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+static GLOBAL: RwLock<Option<Arc<dyn Broker>>> = RwLock::new(None);
+static FROM_ENV: OnceLock<std::result::Result<Arc<dyn Broker>, String>> = OnceLock::new();
+
+/// Sets the broker that `send` and workers use by default (Dramatiq's `set_broker`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use actor_runtime::{get_broker, set_broker, StubBroker};
+///
+/// set_broker(Arc::new(StubBroker::new()));
+/// assert_eq!(get_broker().unwrap().kind(), "stub");
+/// ```
+pub fn set_broker(broker: Arc<dyn Broker>) {
+    *GLOBAL.write().unwrap_or_else(|e| e.into_inner()) = Some(broker);
+}
+
+/// The global broker: the one given to [`set_broker`], or else one built once from the
+/// environment (see [`broker_from_env`]).
+pub fn get_broker() -> Result<Arc<dyn Broker>> {
+    if let Some(broker) = GLOBAL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return Ok(broker.clone());
+    }
+    let built = FROM_ENV.get_or_init(|| broker_from_env().map_err(|e| e.to_string()));
+    match built {
+        Ok(broker) => {
+            let mut global = GLOBAL.write().unwrap_or_else(|e| e.into_inner());
+            Ok(global.get_or_insert_with(|| broker.clone()).clone())
+        }
+        Err(msg) => Err(Error::Config(msg.clone())),
+    }
+}
+
+/// The environment names a production deployment (`APP_ENV`, `ENVIRONMENT` or `ENV` is
+/// `production`/`prod`).
+pub fn environment_is_production() -> bool {
+    ["APP_ENV", "ENVIRONMENT", "ENV"].iter().any(|key| {
+        std::env::var(key)
+            .map(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "production" | "prod"
+                )
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// A broker chosen from the environment: `REDIS_URL` set means Redis; unset means the
+/// in-memory stub with a warning, or an error when the environment says production.
+pub fn broker_from_env() -> Result<Arc<dyn Broker>> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => crate::redis_from_env(url.trim()),
+        _ if environment_is_production() => Err(Error::Config(
+            "REDIS_URL is not set but the environment is production; refusing to use the \
+             in-memory stub broker (messages would be lost on exit)"
+                .into(),
+        )),
+        _ => {
+            tracing::warn!(
+                "REDIS_URL is not set: using the in-memory stub broker; messages live only in \
+                 this process"
+            );
+            Ok(Arc::new(stub::StubBroker::new()))
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The in-memory broker: the zero-setup default and the test double.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Broker, Consumer, DeadLetter, Delivery, DeliveryTag, QueueStats};
+use crate::error::{Error, Result};
+use crate::message::{canonical_queue, delay_queue, is_valid_queue_name, now_ms, Message};
+use crate::middleware::Middlewares;
+
+/// An in-memory broker with the Redis broker's semantics: FIFO queues, delayed messages,
+/// unacked messages kept until ack, dead letters, per-queue counts.
+///
+/// Messages are stored encoded, so a message that would not survive the wire fails here too.
+/// It lives in one process: use it for tests and for trying things out, not production.
+///
+/// ```
+/// use std::sync::Arc;
+/// use actor_runtime::{actor, Broker, StubBroker, Worker};
+///
+/// #[actor]
+/// async fn double(x: i64) -> i64 {
+///     x * 2
+/// }
+///
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let broker = Arc::new(StubBroker::new());
+/// let worker = Worker::new(broker.clone()).start().await.unwrap();
+/// double::message(21).broker(broker.clone()).send().await.unwrap();
+/// broker.join("default", None, true).await.unwrap();
+/// worker.stop().await.unwrap();
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct StubBroker {
+    inner: Arc<Inner>,
+    middleware: Middlewares,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<HashMap<String, QueueState>>,
+    /// Woken on every change, for `join`.
+    changed: Notify,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    ready: VecDeque<(String, Vec<u8>)>,
+    /// By (eta, insertion id).
+    delayed: BTreeMap<(u64, u64), (String, Message)>,
+    unacked: HashMap<String, Vec<u8>>,
+    dead: Vec<StubDeadLetter>,
+    /// Woken when messages become ready.
+    ready_notify: Arc<Notify>,
+}
+
+#[derive(Debug, Clone)]
+struct StubDeadLetter {
+    id: String,
+    bytes: Vec<u8>,
+    dead_at: u64,
+    reason: String,
+}
+
+impl Default for StubBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StubBroker {
+    /// An empty broker with no middleware.
+    pub fn new() -> Self {
+        StubBroker {
+            inner: Arc::new(Inner::default()),
+            middleware: Middlewares::default(),
+        }
+    }
+
+    /// Every dead-lettered message of every queue, with its reason.
+    pub fn dead_letters_all(&self) -> Vec<(Message, String)> {
+        let state = self.inner.lock();
+        let mut all: Vec<_> = state
+            .values()
+            .flat_map(|q| q.dead.iter())
+            .filter_map(|d| Some((d.dead_at, Message::decode(&d.bytes).ok()?, d.reason.clone())))
+            .collect();
+        all.sort_by_key(|(at, _, _)| *at);
+        all.into_iter().map(|(_, m, r)| (m, r)).collect()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, QueueState>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_id(&self) -> String {
+        format!("stub-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn queue<'a>(
+        state: &'a mut HashMap<String, QueueState>,
+        queue: &str,
+    ) -> Result<&'a mut QueueState> {
+        state
+            .get_mut(canonical_queue(queue))
+            .ok_or_else(|| Error::QueueNotFound(queue.to_owned()))
+    }
+}
+
+/// Moves due delayed messages to the ready queue, as a Redis worker moves `.DQ` messages.
+fn promote_due(q: &mut QueueState, now: u64) -> bool {
+    let mut moved = false;
+    while let Some(entry) = q.delayed.first_entry() {
+        if entry.key().0 > now {
+            break;
+        }
+        let (id, mut message) = entry.remove();
+        message.queue_name = canonical_queue(&message.queue_name).to_owned();
+        message.options.remove("eta");
+        q.ready.push_back((id, message.encode()));
+        moved = true;
+    }
+    moved
+}
+
+#[async_trait]
+impl Broker for StubBroker {
+    fn kind(&self) -> &'static str {
+        "stub"
+    }
+
+    fn middleware(&self) -> &Middlewares {
+        &self.middleware
+    }
+
+    async fn declare_queue(&self, queue: &str) -> Result<()> {
+        let name = canonical_queue(queue);
+        if !is_valid_queue_name(name) {
+            return Err(Error::InvalidQueueName(queue.to_owned()));
+        }
+        self.inner.lock().entry(name.to_owned()).or_default();
+        Ok(())
+    }
+
+    fn queues(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.inner.lock().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    async fn enqueue_raw(&self, mut message: Message, delay: Option<Duration>) -> Result<Message> {
+        let queue = canonical_queue(&message.queue_name).to_owned();
+        self.declare_queue(&queue).await?;
+        let id = self.inner.new_id();
+        {
+            let mut state = self.inner.lock();
+            let q = Inner::queue(&mut state, &queue)?;
+            match delay {
+                Some(delay) => {
+                    let eta = now_ms() + delay.as_millis() as u64;
+                    message.queue_name = delay_queue(&queue);
+                    message.options.insert("eta".into(), eta.into());
+                    let seq = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                    q.delayed.insert((eta, seq), (id, message.clone()));
+                }
+                None => {
+                    message.queue_name = queue;
+                    q.ready.push_back((id, message.encode()));
+                }
+            }
+            q.ready_notify.notify_waiters();
+        }
+        self.inner.changed.notify_waiters();
+        Ok(message)
+    }
+
+    async fn consume(&self, queue: &str, _prefetch: usize) -> Result<Box<dyn Consumer>> {
+        self.declare_queue(queue).await?;
+        let queue = canonical_queue(queue);
+        let notify = Inner::queue(&mut self.inner.lock(), queue)?
+            .ready_notify
+            .clone();
+        Ok(Box::new(StubConsumer {
+            inner: self.inner.clone(),
+            queue: Arc::from(queue),
+            notify,
+        }))
+    }
+
+    async fn flush(&self, queue: &str) -> Result<()> {
+        {
+            let mut state = self.inner.lock();
+            let q = Inner::queue(&mut state, queue)?;
+            q.ready.clear();
+            q.delayed.clear();
+            q.unacked.clear();
+            q.dead.clear();
+        }
+        self.inner.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn join(&self, queue: &str, timeout: Option<Duration>, fail_fast: bool) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let next_eta = {
+                let mut state = self.inner.lock();
+                let q = Inner::queue(&mut state, queue)?;
+                if fail_fast {
+                    if let Some(dead) = q.dead.first() {
+                        let message = Message::decode(&dead.bytes).ok();
+                        return Err(Error::DeadLettered {
+                            queue: queue.to_owned(),
+                            message_id: message
+                                .as_ref()
+                                .map_or_else(|| dead.id.clone(), |m| m.message_id.clone()),
+                            actor: message.map(|m| m.actor_name).unwrap_or_default(),
+                            reason: dead.reason.clone(),
+                        });
+                    }
+                }
+                if q.ready.is_empty() && q.delayed.is_empty() && q.unacked.is_empty() {
+                    return Ok(());
+                }
+                q.delayed.keys().next().map(|(eta, _)| *eta)
+            };
+            // Delayed messages become due without any notification: wake for them too.
+            let mut wake = deadline;
+            if let Some(eta) = next_eta {
+                let due = Instant::now() + Duration::from_millis(eta.saturating_sub(now_ms()));
+                wake = Some(wake.map_or(due, |w| w.min(due)));
+            }
+            match wake {
+                Some(at) => {
+                    if tokio::time::timeout_at(at, changed).await.is_err()
+                        && deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        return Err(Error::JoinTimeout {
+                            queue: queue.to_owned(),
+                            timeout: timeout.unwrap_or_default(),
+                        });
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let mut state = self.inner.lock();
+        let q = Inner::queue(&mut state, queue)?;
+        Ok(QueueStats {
+            ready: q.ready.len() as u64,
+            delayed: q.delayed.len() as u64,
+            in_flight: q.unacked.len() as u64,
+            dead: q.dead.len() as u64,
+        })
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+        let mut state = self.inner.lock();
+        let q = Inner::queue(&mut state, queue)?;
+        Ok(q.dead
+            .iter()
+            .take(limit)
+            .map(|d| DeadLetter {
+                id: d.id.clone(),
+                message: Message::decode(&d.bytes).map_err(|e| e.to_string()),
+                dead_at: d.dead_at,
+                reason: Some(d.reason.clone()),
+            })
+            .collect())
+    }
+
+    async fn requeue_dead_letters(&self, queue: &str, ids: Option<&[String]>) -> Result<usize> {
+        let moved = {
+            let mut state = self.inner.lock();
+            let q = Inner::queue(&mut state, queue)?;
+            let (back, keep): (Vec<_>, Vec<_>) = q
+                .dead
+                .drain(..)
+                .partition(|d| ids.is_none_or(|ids| ids.contains(&d.id)));
+            q.dead = keep;
+            let moved = back.len();
+            q.ready.extend(back.into_iter().map(|d| (d.id, d.bytes)));
+            q.ready_notify.notify_waiters();
+            moved
+        };
+        self.inner.changed.notify_waiters();
+        Ok(moved)
+    }
+
+    async fn purge_dead_letters(&self, queue: &str) -> Result<usize> {
+        let mut state = self.inner.lock();
+        let q = Inner::queue(&mut state, queue)?;
+        Ok(q.dead.drain(..).count())
+    }
+}
+
+/// Consumes one queue of a [`StubBroker`].
+struct StubConsumer {
+    inner: Arc<Inner>,
+    queue: Arc<str>,
+    notify: Arc<Notify>,
+}
+
+impl StubConsumer {
+    fn with_queue<T>(&self, f: impl FnOnce(&mut QueueState) -> T) -> Result<T> {
+        let result = {
+            let mut state = self.inner.lock();
+            f(Inner::queue(&mut state, &self.queue)?)
+        };
+        self.inner.changed.notify_waiters();
+        Ok(result)
+    }
+}
+
+#[async_trait]
+impl Consumer for StubConsumer {
+    async fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = self.notify.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            let (batch, next_eta) = {
+                let mut state = self.inner.lock();
+                let q = Inner::queue(&mut state, &self.queue)?;
+                promote_due(q, now_ms());
+                let mut batch = Vec::new();
+                while batch.len() < max {
+                    let Some((id, bytes)) = q.ready.pop_front() else {
+                        break;
+                    };
+                    let message = Message::decode(&bytes);
+                    q.unacked.insert(id.clone(), bytes);
+                    batch.push(Delivery {
+                        tag: DeliveryTag {
+                            queue: self.queue.clone(),
+                            id,
+                        },
+                        message,
+                    });
+                }
+                (batch, q.delayed.keys().next().map(|(eta, _)| *eta))
+            };
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            let mut wake = deadline;
+            if let Some(eta) = next_eta {
+                wake =
+                    wake.min(Instant::now() + Duration::from_millis(eta.saturating_sub(now_ms())));
+            }
+            if tokio::time::timeout_at(wake, ready).await.is_err() && Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn ack(&self, tags: &[DeliveryTag]) -> Result<()> {
+        self.with_queue(|q| {
+            for tag in tags {
+                q.unacked.remove(&tag.id);
+            }
+        })
+    }
+
+    async fn nack(&self, tag: &DeliveryTag, reason: &str) -> Result<()> {
+        self.with_queue(|q| {
+            if let Some(bytes) = q.unacked.remove(&tag.id) {
+                q.dead.push(StubDeadLetter {
+                    id: tag.id.clone(),
+                    bytes,
+                    dead_at: now_ms(),
+                    reason: reason.to_owned(),
+                });
+            }
+        })
+    }
+
+    async fn requeue(&self, tags: &[DeliveryTag]) -> Result<()> {
+        self.with_queue(|q| {
+            // Back to the head, in their original order: they keep their place in line.
+            for tag in tags.iter().rev() {
+                if let Some(bytes) = q.unacked.remove(&tag.id) {
+                    q.ready.push_front((tag.id.clone(), bytes));
+                }
+            }
+            q.ready_notify.notify_waiters();
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! The runtime's error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong outside an actor's own code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Two registered actors share one name.
+    #[error("actor name `{name}` is registered twice: by `{first}` and by `{second}`")]
+    DuplicateActor {
+        /// The shared name.
+        name: String,
+        /// Rust path of the first registration.
+        first: &'static str,
+        /// Rust path of the second registration.
+        second: &'static str,
+    },
+    /// No actor of that name is registered in this process.
+    #[error("no actor named `{0}` is registered")]
+    UnknownActor(String),
+    /// The queue was never declared on this broker.
+    #[error("queue `{0}` is not declared")]
+    QueueNotFound(String),
+    /// The queue name does not match `[a-zA-Z_][a-zA-Z0-9._-]*` or ends in `.DQ`/`.XQ`.
+    #[error("invalid queue name `{0}`: use [a-zA-Z_][a-zA-Z0-9._-]* without a .DQ/.XQ suffix")]
+    InvalidQueueName(String),
+    /// An argument could not be encoded to JSON.
+    #[error("cannot encode the arguments of `{actor}`: {source}")]
+    Encode {
+        /// The actor being sent.
+        actor: &'static str,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// `join` gave up waiting.
+    #[error("queue `{queue}` did not drain within {timeout:?}")]
+    JoinTimeout {
+        /// The queue.
+        queue: String,
+        /// The wait.
+        timeout: Duration,
+    },
+    /// `join` in fail-fast mode saw a message being dead-lettered.
+    #[error("message {message_id} of `{actor}` on queue `{queue}` was dead-lettered: {reason}")]
+    DeadLettered {
+        /// The queue.
+        queue: String,
+        /// The message's id.
+        message_id: String,
+        /// Its actor.
+        actor: String,
+        /// Why, e.g. the actor's error.
+        reason: String,
+    },
+    /// The broker's connection failed (after retries).
+    #[error("broker connection error: {0}")]
+    Connection(String),
+    /// The broker or worker was configured wrongly.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The operation is not available on this broker.
+    #[error("{0} is not supported by this broker")]
+    Unsupported(&'static str),
+    /// The broker was closed.
+    #[error("the broker is closed")]
+    Closed,
+}
+
+/// `Result` with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,255 @@
+//! The Dramatiq message envelope.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One message: which actor to run, with which arguments, plus options.
+///
+/// On the wire this is exactly Dramatiq's seven-key JSON object; Python Dramatiq refuses any
+/// other top-level key, so extensions live in [`options`](Message::options), which keeps
+/// unknown keys on a round trip.
+///
+/// ```
+/// use actor_runtime::Message;
+///
+/// let msg = Message::new("default", "add", vec![1.into(), 2.into()]);
+/// let bytes = msg.encode();
+/// let back = Message::decode(&bytes).unwrap();
+/// assert_eq!(back.actor_name, "add");
+/// assert_eq!(back.message_id, msg.message_id);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// The queue the message sits in (`name.DQ` while it waits in a delay queue).
+    pub queue_name: String,
+    /// The registered name of the actor that runs it.
+    pub actor_name: String,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments, by parameter name.
+    pub kwargs: Map<String, Value>,
+    /// Broker and middleware options (`eta`, `retries`, `redis_message_id`, ...).
+    pub options: Map<String, Value>,
+    /// A UUID, stable across retries and moves between queues.
+    #[serde(default = "new_message_id")]
+    pub message_id: String,
+    /// When the message was first built, in ms since the Unix epoch.
+    #[serde(default = "now_ms")]
+    pub message_timestamp: u64,
+}
+
+/// Why bytes could not be read as a [`Message`].
+#[derive(Debug, thiserror::Error)]
+#[error("malformed message: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+impl Message {
+    /// A message for `actor_name` on `queue_name`, with a fresh id and timestamp.
+    pub fn new(queue_name: &str, actor_name: &str, args: Vec<Value>) -> Message {
+        Message {
+            queue_name: queue_name.to_owned(),
+            actor_name: actor_name.to_owned(),
+            args,
+            kwargs: Map::new(),
+            options: Map::new(),
+            message_id: new_message_id(),
+            message_timestamp: now_ms(),
+        }
+    }
+
+    /// Compact JSON, as Dramatiq's encoder writes it.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising owned strings, maps and JSON values cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a message, accepting the `NaN`/`Infinity` tokens that Python's `json` writes.
+    ///
+    /// `Infinity` and `-Infinity` become the largest finite floats and `NaN` becomes `null`,
+    /// since JSON (and so `serde_json`) has no such values.
+    pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+        match serde_json::from_slice(bytes) {
+            Ok(message) => Ok(message),
+            Err(err) => match replace_non_finite(bytes) {
+                Some(fixed) => Ok(serde_json::from_slice(&fixed)?),
+                None => Err(err.into()),
+            },
+        }
+    }
+
+    /// The queue without a `.DQ`/`.XQ` suffix.
+    pub fn canonical_queue(&self) -> &str {
+        canonical_queue(&self.queue_name)
+    }
+
+    /// An integer option (`retries`, `eta`, `max_age`...), if present and numeric.
+    pub fn option_u64(&self, key: &str) -> Option<u64> {
+        match self.options.get(key)? {
+            Value::Number(n) => n
+                .as_u64()
+                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+            _ => None,
+        }
+    }
+
+    /// How many times this message has been retried so far.
+    pub fn retries(&self) -> u32 {
+        self.option_u64("retries").unwrap_or(0).min(u32::MAX as u64) as u32
+    }
+
+    /// `eta` option: when a delayed message becomes due, in ms since the epoch.
+    pub fn eta(&self) -> Option<u64> {
+        self.option_u64("eta")
+    }
+}
+
+/// The queue name without a `.DQ`/`.XQ` suffix.
+pub(crate) fn canonical_queue(name: &str) -> &str {
+    name.strip_suffix(".DQ")
+        .or_else(|| name.strip_suffix(".XQ"))
+        .unwrap_or(name)
+}
+
+/// The delay queue of `name`.
+pub(crate) fn delay_queue(name: &str) -> String {
+    format!("{}.DQ", canonical_queue(name))
+}
+
+/// Whether `name` is a valid queue name (`[a-zA-Z_][a-zA-Z0-9._-]*`, no reserved suffix).
+pub fn is_valid_queue_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_');
+    first_ok
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.ends_with(".DQ")
+        && !name.ends_with(".XQ")
+}
+
+pub(crate) fn new_message_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Rewrites bare `NaN`, `Infinity` and `-Infinity` tokens (outside strings) into valid JSON.
+/// Returns `None` when there is none, so the original parse error stands.
+fn replace_non_finite(bytes: &[u8]) -> Option<Vec<u8>> {
+    const TOKENS: [(&[u8], &[u8]); 3] = [
+        (b"-Infinity", b"-1.7976931348623157e308"),
+        (b"Infinity", b"1.7976931348623157e308"),
+        (b"NaN", b"null"),
+    ];
+    let mut out = Vec::with_capacity(bytes.len() + 32);
+    let (mut in_string, mut escaped, mut changed) = (false, false, false);
+    let mut i = 0;
+    'scan: while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else {
+            for (token, replacement) in TOKENS {
+                if bytes[i..].starts_with(token) {
+                    out.extend_from_slice(replacement);
+                    i += token.len();
+                    changed = true;
+                    continue 'scan;
+                }
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_exactly_the_seven_dramatiq_keys() {
+        let msg = Message::new("default", "add", vec![1.into()]);
+        let value: Value = serde_json::from_slice(&msg.encode()).unwrap();
+        let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "actor_name",
+                "args",
+                "kwargs",
+                "message_id",
+                "message_timestamp",
+                "options",
+                "queue_name"
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_extra_top_level_keys() {
+        let raw = br#"{"queue_name":"q","actor_name":"a","args":[],"kwargs":{},"options":{},"message_id":"x","message_timestamp":1,"extra":1}"#;
+        assert!(Message::decode(raw).is_err());
+    }
+
+    #[test]
+    fn rejects_missing_required_fields() {
+        let raw = br#"{"queue_name":"q","args":[],"kwargs":{},"options":{}}"#;
+        let err = Message::decode(raw).unwrap_err();
+        assert!(err.to_string().contains("actor_name"), "{err}");
+    }
+
+    #[test]
+    fn fills_missing_id_and_timestamp_as_dramatiq_does() {
+        let raw = br#"{"queue_name":"q","actor_name":"a","args":[],"kwargs":{},"options":{}}"#;
+        let msg = Message::decode(raw).unwrap();
+        assert_eq!(msg.message_id.len(), 36);
+        assert!(msg.message_timestamp > 0);
+    }
+
+    #[test]
+    fn accepts_python_non_finite_numbers_outside_strings_only() {
+        let raw = br#"{"queue_name":"q","actor_name":"a","args":[NaN,"NaN Infinity"],"kwargs":{},"options":{"time_limit":Infinity,"x":-Infinity},"message_id":"m","message_timestamp":1}"#;
+        let msg = Message::decode(raw).unwrap();
+        assert_eq!(msg.args[0], Value::Null);
+        assert_eq!(msg.args[1], "NaN Infinity");
+        assert_eq!(msg.options["time_limit"].as_f64(), Some(f64::MAX));
+        assert_eq!(msg.options["x"].as_f64(), Some(f64::MIN));
+    }
+
+    #[test]
+    fn preserves_unknown_options() {
+        let mut msg = Message::new("q", "a", vec![]);
+        msg.options
+            .insert("custom".into(), serde_json::json!({"k": [1, 2]}));
+        let back = Message::decode(&msg.encode()).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn queue_names() {
+        assert!(is_valid_queue_name("default"));
+        assert!(is_valid_queue_name("_a.b-c9"));
+        assert!(!is_valid_queue_name("9a"));
+        assert!(!is_valid_queue_name("a b"));
+        assert!(!is_valid_queue_name("a.DQ"));
+        assert_eq!(canonical_queue("a.DQ"), "a");
+        assert_eq!(delay_queue("a.XQ"), "a.DQ");
+    }
+}

@@ -1,0 +1,5 @@
+//! The worker: consumes queues and runs actors.
+
+/// Runs actors (placeholder while the worker lands).
+#[derive(Debug)]
+pub struct Worker;
