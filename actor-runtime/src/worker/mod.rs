@@ -1,5 +1,345 @@
-//! The worker: consumes queues and runs actors.
+//! The worker: consumes queues and runs the registered actors.
 
-/// Runs actors (placeholder while the worker lands).
-#[derive(Debug)]
-pub struct Worker;
+mod consumer;
+mod executor;
+mod process;
+mod shutdown;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::message::canonical_queue;
+use crate::registry::Registry;
+
+use consumer::QueueRunner;
+use executor::Shared;
+
+pub use shutdown::wait_for_signal;
+
+/// Consumes queues and runs the actors registered with `#[actor]` (Dramatiq's `Worker`).
+///
+/// `threads` bounds how many messages run at once (async actors share the runtime; plain
+/// `fn` actors use tokio's blocking pool); `prefetch` bounds how many messages per queue are
+/// fetched and not yet acked, including running ones.
+///
+/// ```
+/// use std::sync::Arc;
+/// use actor_runtime::{actor, Broker, StubBroker, Worker};
+///
+/// #[actor(queue_name = "emails")]
+/// async fn send_welcome(user_id: u64) {
+///     println!("welcome, user {user_id}");
+/// }
+///
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let broker = Arc::new(StubBroker::new());
+/// let worker = Worker::new(broker.clone()).threads(4).queues(["emails"]).start().await.unwrap();
+/// send_welcome::message(7).broker(broker.clone()).send().await.unwrap();
+/// broker.join("emails", None, true).await.unwrap();
+/// let report = worker.stop().await.unwrap();
+/// assert_eq!(report.succeeded, 1);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Worker {
+    broker: Arc<dyn Broker>,
+    queues: Option<Vec<String>>,
+    threads: usize,
+    prefetch: Option<usize>,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("broker", &self.broker.kind())
+            .field("queues", &self.queues)
+            .field("threads", &self.threads)
+            .field("prefetch", &self.prefetch)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// A worker on `broker`, with 8 threads (Dramatiq's default), every queue, and a 30 s
+    /// shutdown grace period.
+    pub fn new(broker: Arc<dyn Broker>) -> Worker {
+        Worker {
+            broker,
+            queues: None,
+            threads: 8,
+            prefetch: None,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// How many messages run at once (at least 1).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Consume only these queues (default: every queue of a registered actor or declared on
+    /// the broker).
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = Some(queues.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Messages fetched per queue and not yet acked, running ones included (default
+    /// `max(2 × threads, 32)`: enough to amortise round trips without hoarding).
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = Some(prefetch.max(1));
+        self
+    }
+
+    /// How long running messages may take to finish once shutdown begins; those still
+    /// running after it are cancelled and returned to their queue.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Starts consuming; returns a handle to stop the worker.
+    pub async fn start(self) -> Result<RunningWorker> {
+        let registry = Registry::global()?;
+        let queues = self.resolve_queues(registry).await?;
+        for actor in registry.actors() {
+            tracing::info!(
+                actor = actor.name,
+                queue = actor.queue,
+                path = actor.rust_path,
+                "actor registered"
+            );
+        }
+        let prefetch = self.prefetch.unwrap_or((self.threads * 2).max(32));
+        let shared = Arc::new(Shared::new(self.broker.clone(), registry, self.threads));
+        let fetch_stop = CancellationToken::new();
+        let dispatch_stop = CancellationToken::new();
+        let ack_stop = CancellationToken::new();
+        let background = TaskTracker::new();
+        let mut runners = Vec::new();
+        for queue in &queues {
+            let consumer: Arc<dyn crate::broker::Consumer> =
+                Arc::from(self.broker.consume(queue, prefetch).await?);
+            let (acks, rx) = mpsc::unbounded_channel();
+            let runner = Arc::new(QueueRunner {
+                name: Arc::from(queue.as_str()),
+                consumer: consumer.clone(),
+                prefetch: Arc::new(Semaphore::new(prefetch)),
+                acks,
+            });
+            background.spawn(consumer::ack_loop(
+                runner.name.clone(),
+                consumer,
+                rx,
+                ack_stop.clone(),
+            ));
+            runners.push(runner);
+        }
+        let fetchers = TaskTracker::new();
+        for runner in &runners {
+            fetchers.spawn(consumer::fetch_loop(
+                shared.clone(),
+                runner.clone(),
+                fetch_stop.clone(),
+            ));
+        }
+        fetchers.close();
+        let tasks = TaskTracker::new();
+        let dispatcher = tokio::spawn(executor::dispatch_loop(
+            shared.clone(),
+            tasks.clone(),
+            dispatch_stop.clone(),
+        ));
+        tracing::info!(broker = self.broker.kind(), queues = ?queues, threads = self.threads, prefetch, "worker started");
+        Ok(RunningWorker {
+            shared,
+            runners,
+            queues,
+            fetchers,
+            fetch_stop,
+            dispatcher,
+            dispatch_stop,
+            tasks,
+            background,
+            ack_stop,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops gracefully (a second signal cancels running
+    /// messages at once and returns them to their queue).
+    pub async fn run(self) -> Result<ShutdownReport> {
+        let worker = self.start().await?;
+        let signal = wait_for_signal().await?;
+        tracing::info!(%signal, "shutting down gracefully");
+        let stop = worker.stop();
+        tokio::pin!(stop);
+        tokio::select! {
+            report = &mut stop => report,
+            signal = wait_for_signal() => {
+                tracing::warn!(signal = %signal.unwrap_or("?"), "second signal: cancelling running messages");
+                // Stop is idempotent: cut the grace period to zero and let it finish.
+                FORCE.notify_waiters();
+                stop.await
+            }
+        }
+    }
+
+    async fn resolve_queues(&self, registry: &Registry) -> Result<Vec<String>> {
+        let mut queues: Vec<String> = match &self.queues {
+            Some(queues) => queues
+                .iter()
+                .map(|q| canonical_queue(q).to_owned())
+                .collect(),
+            None => {
+                let mut all: Vec<String> =
+                    registry.queues().into_iter().map(str::to_owned).collect();
+                all.extend(self.broker.queues());
+                all
+            }
+        };
+        queues.sort();
+        queues.dedup();
+        for queue in &queues {
+            self.broker.declare_queue(queue).await?;
+        }
+        if queues.is_empty() {
+            return Err(Error::Config(
+                "no queue to consume: no actor is registered and none was given".into(),
+            ));
+        }
+        Ok(queues)
+    }
+}
+
+static FORCE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A started worker; [`stop`](RunningWorker::stop) it to shut down gracefully.
+pub struct RunningWorker {
+    shared: Arc<Shared>,
+    runners: Vec<Arc<QueueRunner>>,
+    queues: Vec<String>,
+    fetchers: TaskTracker,
+    fetch_stop: CancellationToken,
+    dispatcher: tokio::task::JoinHandle<()>,
+    dispatch_stop: CancellationToken,
+    tasks: TaskTracker,
+    background: TaskTracker,
+    ack_stop: CancellationToken,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for RunningWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningWorker")
+            .field("queues", &self.queues)
+            .finish()
+    }
+}
+
+/// What a worker did, reported when it stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Messages whose actor succeeded.
+    pub succeeded: u64,
+    /// Actor runs that failed (each retry counts).
+    pub failed: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: u64,
+    /// Prefetched messages returned to their queue unstarted.
+    pub requeued: u64,
+    /// Running messages cancelled at the end of the grace period and returned to their queue.
+    pub cancelled: u64,
+}
+
+impl RunningWorker {
+    /// The queues being consumed.
+    pub fn queues(&self) -> &[String] {
+        &self.queues
+    }
+
+    /// A token cancelled when shutdown begins (what `notify_shutdown` actors observe).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
+    /// Stops gracefully: stop fetching, return prefetched messages to their queues, let
+    /// running messages finish within the shutdown timeout (then cancel and requeue them),
+    /// flush acks.
+    pub async fn stop(self) -> Result<ShutdownReport> {
+        self.shared.shutdown.cancel();
+        self.fetch_stop.cancel();
+        self.fetchers.wait().await;
+        self.dispatch_stop.cancel();
+        let _ = self.dispatcher.await;
+
+        let mut report = ShutdownReport::default();
+        let pending = self.shared.take_pending();
+        report.requeued = pending.len() as u64;
+        let mut by_queue: HashMap<Arc<str>, (Arc<QueueRunner>, Vec<_>)> = HashMap::new();
+        for item in pending {
+            by_queue
+                .entry(item.runner.name.clone())
+                .or_insert_with(|| (item.runner.clone(), Vec::new()))
+                .1
+                .push(item.delivery.tag);
+        }
+        for (runner, tags) in by_queue.into_values() {
+            if let Err(err) = runner.consumer.requeue(&tags).await {
+                tracing::error!(queue = %runner.name, error = %err, count = tags.len(), "could not requeue prefetched messages; they will be recovered as a dead worker's");
+            }
+        }
+
+        self.tasks.close();
+        let finished = tokio::select! {
+            _ = self.tasks.wait() => true,
+            _ = tokio::time::sleep(self.shutdown_timeout) => false,
+            _ = FORCE.notified() => false,
+        };
+        if !finished {
+            self.shared.cancel_running.cancel();
+            self.tasks.wait().await;
+            let running = self.shared.take_in_flight();
+            report.cancelled = running.len() as u64;
+            tracing::warn!(
+                count = running.len(),
+                "shutdown timeout: returning running messages to their queues"
+            );
+            for (runner, tag) in running {
+                if let Err(err) = runner.consumer.requeue(std::slice::from_ref(&tag)).await {
+                    tracing::error!(queue = %runner.name, id = %tag.id, error = %err, "could not requeue a running message");
+                }
+            }
+        }
+
+        self.ack_stop.cancel();
+        self.background.close();
+        self.background.wait().await;
+        for runner in &self.runners {
+            if let Err(err) = runner.consumer.close().await {
+                tracing::error!(queue = %runner.name, error = %err, "closing the consumer failed");
+            }
+        }
+        let counters = &self.shared.counters;
+        report.succeeded = counters.succeeded.load(Ordering::Relaxed);
+        report.failed = counters.failed.load(Ordering::Relaxed);
+        report.dead_lettered = counters.dead_lettered.load(Ordering::Relaxed);
+        tracing::info!(?report, "worker stopped");
+        Ok(report)
+    }
+}

@@ -1,0 +1,291 @@
+//! Dispatching prefetched messages to a bounded number of concurrent actor runs.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::actor::{ActorFailure, Handler};
+use crate::broker::{Broker, Delivery, DeliveryTag};
+use crate::registry::Registry;
+
+use super::consumer::QueueRunner;
+use super::process::{process, Outcome};
+
+/// What the worker's tasks share.
+pub(crate) struct Shared {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) registry: &'static Registry,
+    pending: Mutex<BinaryHeap<Pending>>,
+    pending_ready: Notify,
+    seq: AtomicU64,
+    threads: Arc<Semaphore>,
+    /// Messages being processed, by sequence number, so a forced stop can requeue them.
+    in_flight: Mutex<HashMap<u64, (Arc<QueueRunner>, DeliveryTag)>>,
+    /// Cancelled when shutdown begins, for actors that observe it.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled when the grace period ends: running messages are dropped and requeued.
+    pub(crate) cancel_running: CancellationToken,
+    pub(crate) counters: Counters,
+}
+
+/// Totals since the worker started.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+}
+
+/// A fetched message waiting for a free slot, ordered by priority then arrival.
+pub(crate) struct Pending {
+    key: Reverse<(i32, u64)>,
+    pub(crate) runner: Arc<QueueRunner>,
+    pub(crate) delivery: Delivery,
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+impl Pending {
+    pub(crate) fn new(
+        shared: &Shared,
+        runner: Arc<QueueRunner>,
+        delivery: Delivery,
+        permit: OwnedSemaphorePermit,
+    ) -> Pending {
+        let priority = delivery.message.as_ref().map_or(i32::MIN, |m| {
+            m.options
+                .get("priority")
+                .and_then(Value::as_i64)
+                .map(|p| p.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
+                .or_else(|| {
+                    shared
+                        .registry
+                        .get(&m.actor_name)
+                        .map(|r| r.options.priority)
+                })
+                .unwrap_or(0)
+        });
+        let seq = shared.seq.fetch_add(1, AtomicOrdering::Relaxed);
+        Pending {
+            key: Reverse((priority, seq)),
+            runner,
+            delivery,
+            permit,
+        }
+    }
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        broker: Arc<dyn Broker>,
+        registry: &'static Registry,
+        threads: usize,
+    ) -> Self {
+        Shared {
+            broker,
+            registry,
+            pending: Mutex::new(BinaryHeap::new()),
+            pending_ready: Notify::new(),
+            seq: AtomicU64::new(0),
+            threads: Arc::new(Semaphore::new(threads)),
+            in_flight: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            cancel_running: CancellationToken::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, BinaryHeap<Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn in_flight(&self) -> MutexGuard<'_, HashMap<u64, (Arc<QueueRunner>, DeliveryTag)>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn push_pending(&self, items: impl Iterator<Item = Pending>) {
+        self.pending().extend(items);
+        self.pending_ready.notify_one();
+    }
+
+    /// Everything fetched but not started, for requeueing at shutdown.
+    pub(crate) fn take_pending(&self) -> Vec<Pending> {
+        std::mem::take(&mut *self.pending()).into_vec()
+    }
+
+    /// Messages still running (after a forced stop), for requeueing.
+    pub(crate) fn take_in_flight(&self) -> Vec<(Arc<QueueRunner>, DeliveryTag)> {
+        self.in_flight().drain().map(|(_, v)| v).collect()
+    }
+}
+
+/// Starts messages as slots free up, until `stop`.
+pub(crate) async fn dispatch_loop(
+    shared: Arc<Shared>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let slot = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            slot = shared.threads.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        let item = loop {
+            let ready = shared.pending_ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            let next = shared.pending().pop();
+            if let Some(item) = next {
+                // More may be waiting for another free slot.
+                if !shared.pending().is_empty() {
+                    shared.pending_ready.notify_one();
+                }
+                break item;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = ready => {}
+            }
+        };
+        let seq = item.key.0 .1;
+        shared
+            .in_flight()
+            .insert(seq, (item.runner.clone(), item.delivery.tag.clone()));
+        let task_shared = shared.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = run(&task_shared, seq, item) => {}
+                // Left in `in_flight`, the message is requeued by `stop`.
+                _ = task_shared.cancel_running.cancelled() => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn run(shared: &Shared, seq: u64, item: Pending) {
+    let Pending {
+        runner,
+        delivery,
+        permit,
+        ..
+    } = item;
+    let outcome = process(shared, &delivery).await;
+    match outcome {
+        Outcome::Ack => {
+            // The ack loop outlives every message task; a send error means it is gone at a
+            // forced exit, and the message is then redelivered.
+            let _ = runner.acks.send((delivery.tag, permit));
+        }
+        Outcome::Nack(reason) => {
+            shared
+                .counters
+                .dead_lettered
+                .fetch_add(1, AtomicOrdering::Relaxed);
+            for attempt in 1..=5u32 {
+                match runner.consumer.nack(&delivery.tag, &reason).await {
+                    Ok(()) => break,
+                    Err(err) => {
+                        tracing::error!(queue = %runner.name, id = %delivery.tag.id, error = %err, attempt, "dead-lettering failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                    }
+                }
+            }
+        }
+        Outcome::Requeue => {
+            if let Err(err) = runner
+                .consumer
+                .requeue(std::slice::from_ref(&delivery.tag))
+                .await
+            {
+                tracing::error!(queue = %runner.name, id = %delivery.tag.id, error = %err, "requeue failed; the message will be recovered");
+            }
+        }
+    }
+    // Only now is its fate in the broker's (or the ack loop's) hands.
+    shared.in_flight().remove(&seq);
+}
+
+/// Runs an actor's call: async on this runtime, blocking calls on tokio's blocking pool.
+/// A panic becomes a failure; past `time_limit` the call is cancelled (a blocking call is
+/// abandoned to finish on its thread) and fails with `TimeLimitExceeded`.
+pub(crate) async fn run_handler(
+    handler: Handler,
+    time_limit: Option<Duration>,
+) -> Result<Value, ActorFailure> {
+    let call = async move {
+        match handler {
+            Handler::Async(future) => CatchUnwind(future).await,
+            Handler::Blocking(call) => match tokio::task::spawn_blocking(call).await {
+                Ok(result) => result,
+                Err(err) if err.is_panic() => Err(panic_failure(err.into_panic())),
+                Err(err) => Err(ActorFailure::new("Cancelled", err.to_string())),
+            },
+        }
+    };
+    match time_limit {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(ActorFailure::new(
+                "TimeLimitExceeded",
+                format!("the actor ran longer than its time limit of {limit:?}"),
+            )),
+        },
+        None => call.await,
+    }
+}
+
+fn panic_failure(payload: Box<dyn std::any::Any + Send>) -> ActorFailure {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    ActorFailure::new("panic", text)
+}
+
+/// Polls a boxed future, turning a panic into a failure.
+struct CatchUnwind(Pin<Box<dyn Future<Output = Result<Value, ActorFailure>> + Send>>);
+
+impl Future for CatchUnwind {
+    type Output = Result<Value, ActorFailure>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => Poll::Ready(Err(panic_failure(payload))),
+        }
+    }
+}
