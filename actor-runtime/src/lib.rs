@@ -29,7 +29,11 @@ pub use broker::{
 pub use builder::{Enqueued, MessageBuilder};
 pub use error::{Error, Result};
 pub use message::{is_valid_queue_name, now_ms, DecodeError, Message};
-pub use middleware::{Middleware, Middlewares};
+pub use middleware::{
+    current_message, shutdown_requested, CurrentMessage, MessageContext, Middleware, Middlewares,
+    Skip,
+};
+pub use tokio_util::sync::CancellationToken;
 pub use options::ActorOptions;
 pub use registry::{HandlerFn, Registration, Registry};
 pub use worker::Worker;

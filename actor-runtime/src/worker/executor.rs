@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::actor::{ActorFailure, Handler};
 use crate::broker::{Broker, Delivery, DeliveryTag};
+use crate::middleware::current::{Current, CURRENT};
 use crate::registry::Registry;
 
 use super::consumer::QueueRunner;
@@ -202,18 +203,30 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
         permit,
         ..
     } = item;
-    let outcome = process(shared, &delivery).await;
-    match outcome {
-        Outcome::Ack => {
-            // The ack loop outlives every message task; a send error means it is gone at a
-            // forced exit, and the message is then redelivered.
+    let middleware = shared.broker.middleware().snapshot();
+    match process(shared, &middleware, &delivery).await {
+        Outcome::Ack(ctx) => {
+            if let Some(ctx) = &ctx {
+                for m in middleware.iter() {
+                    m.before_ack(ctx).await;
+                }
+            }
+            // The ack loop outlives every message task; should it be gone (forced exit),
+            // the message is redelivered.
             let _ = runner.acks.send((delivery.tag, permit));
+            if let Some(ctx) = &ctx {
+                for m in middleware.iter().rev() {
+                    m.after_ack(ctx).await;
+                }
+            }
         }
-        Outcome::Nack(reason) => {
-            shared
-                .counters
-                .dead_lettered
-                .fetch_add(1, AtomicOrdering::Relaxed);
+        Outcome::Nack(reason, ctx) => {
+            shared.counters.dead_lettered.fetch_add(1, AtomicOrdering::Relaxed);
+            if let Some(ctx) = &ctx {
+                for m in middleware.iter() {
+                    m.before_nack(ctx).await;
+                }
+            }
             for attempt in 1..=5u32 {
                 match runner.consumer.nack(&delivery.tag, &reason).await {
                     Ok(()) => break,
@@ -223,14 +236,10 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
                     }
                 }
             }
-        }
-        Outcome::Requeue => {
-            if let Err(err) = runner
-                .consumer
-                .requeue(std::slice::from_ref(&delivery.tag))
-                .await
-            {
-                tracing::error!(queue = %runner.name, id = %delivery.tag.id, error = %err, "requeue failed; the message will be recovered");
+            if let Some(ctx) = &ctx {
+                for m in middleware.iter().rev() {
+                    m.after_nack(ctx).await;
+                }
             }
         }
     }
@@ -244,15 +253,33 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
 pub(crate) async fn run_handler(
     handler: Handler,
     time_limit: Option<Duration>,
+    current: Current,
+    interrupt: Option<CancellationToken>,
 ) -> Result<Value, ActorFailure> {
     let call = async move {
         match handler {
-            Handler::Async(future) => CatchUnwind(future).await,
-            Handler::Blocking(call) => match tokio::task::spawn_blocking(call).await {
+            Handler::Async(future) => CURRENT.scope(current, CatchUnwind(future)).await,
+            Handler::Blocking(call) => match tokio::task::spawn_blocking(move || {
+                CURRENT.sync_scope(current, call)
+            })
+            .await
+            {
                 Ok(result) => result,
                 Err(err) if err.is_panic() => Err(panic_failure(err.into_panic())),
                 Err(err) => Err(ActorFailure::new("Cancelled", err.to_string())),
             },
+        }
+    };
+    let call = async move {
+        match interrupt {
+            Some(shutdown) => tokio::select! {
+                result = call => result,
+                _ = shutdown.cancelled() => Err(ActorFailure::new(
+                    "Shutdown",
+                    "the worker is shutting down; the message will be retried",
+                )),
+            },
+            None => call.await,
         }
     };
     match time_limit {

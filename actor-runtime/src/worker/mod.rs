@@ -125,6 +125,10 @@ impl Worker {
                 "actor registered"
             );
         }
+        let middleware = self.broker.middleware().snapshot();
+        for m in middleware.iter() {
+            m.before_worker_boot(&self.broker).await;
+        }
         let prefetch = self.prefetch.unwrap_or((self.threads * 2).max(32));
         let shared = Arc::new(Shared::new(self.broker.clone(), registry, self.threads));
         let fetch_stop = CancellationToken::new();
@@ -165,6 +169,9 @@ impl Worker {
             tasks.clone(),
             dispatch_stop.clone(),
         ));
+        for m in middleware.iter().rev() {
+            m.after_worker_boot(&self.broker).await;
+        }
         tracing::info!(broker = self.broker.kind(), queues = ?queues, threads = self.threads, prefetch, "worker started");
         Ok(RunningWorker {
             shared,
@@ -282,6 +289,11 @@ impl RunningWorker {
     /// running messages finish within the shutdown timeout (then cancel and requeue them),
     /// flush acks.
     pub async fn stop(self) -> Result<ShutdownReport> {
+        let broker = self.shared.broker.clone();
+        let middleware = broker.middleware().snapshot();
+        for m in middleware.iter() {
+            m.before_worker_shutdown(&broker).await;
+        }
         self.shared.shutdown.cancel();
         self.fetch_stop.cancel();
         self.fetchers.wait().await;
@@ -339,6 +351,9 @@ impl RunningWorker {
         report.succeeded = counters.succeeded.load(Ordering::Relaxed);
         report.failed = counters.failed.load(Ordering::Relaxed);
         report.dead_lettered = counters.dead_lettered.load(Ordering::Relaxed);
+        for m in middleware.iter().rev() {
+            m.after_worker_shutdown(&broker).await;
+        }
         tracing::info!(?report, "worker stopped");
         Ok(report)
     }

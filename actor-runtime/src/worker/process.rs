@@ -1,54 +1,98 @@
-//! Processing one message: decode, find the actor, run it, decide its fate.
+//! Processing one message: decode, find the actor, run the middleware and the actor, and
+//! decide the message's fate.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::Arc;
 
+use crate::actor::ActorFailure;
 use crate::broker::Delivery;
+use crate::middleware::{current::Current, MessageContext, Middleware};
 
 use super::executor::{run_handler, Shared};
 
 /// What happens to a message after processing.
-#[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Done: remove it from the broker.
-    Ack,
+    /// Done (or retried): remove it from the broker.
+    Ack(Option<Box<MessageContext>>),
     /// Dead-letter it, with the reason.
-    Nack(String),
-    /// Put it back in its queue (it was not run).
-    #[allow(dead_code)]
-    Requeue,
+    Nack(String, Option<Box<MessageContext>>),
 }
 
-pub(crate) async fn process(shared: &Shared, delivery: &Delivery) -> Outcome {
+pub(crate) async fn process(
+    shared: &Shared,
+    middleware: &[Arc<dyn Middleware>],
+    delivery: &Delivery,
+) -> Outcome {
     let tag = &delivery.tag;
     let message = match &delivery.message {
         Ok(message) => message,
         Err(err) => {
             tracing::error!(queue = %tag.queue, redis_id = %tag.id, error = %err, "undecodable message; dead-lettering it");
-            return Outcome::Nack(format!("undecodable message: {err}"));
+            return Outcome::Nack(format!("undecodable message: {err}"), None);
         }
     };
     let Some(actor) = shared.registry.get(&message.actor_name) else {
         tracing::error!(message_id = %message.message_id, actor = %message.actor_name, queue = %tag.queue, "no actor of this name is registered; dead-lettering the message");
-        return Outcome::Nack(format!("unknown actor `{}`", message.actor_name));
+        return Outcome::Nack(format!("unknown actor `{}`", message.actor_name), None);
     };
-    let handler = match actor.handler(message) {
-        Ok(handler) => handler,
-        Err(err) => {
-            tracing::error!(message_id = %message.message_id, actor = actor.name, error = %err, "bad arguments; dead-lettering the message");
-            return Outcome::Nack(format!("bad arguments: {err}"));
-        }
-    };
-    let time_limit = actor.options.time_limit.map(Duration::from_millis);
-    match run_handler(handler, time_limit).await {
-        Ok(_) => {
-            shared.counters.succeeded.fetch_add(1, Ordering::Relaxed);
-            Outcome::Ack
-        }
-        Err(failure) => {
-            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(message_id = %message.message_id, actor = actor.name, error = %failure, "actor failed");
-            Outcome::Nack(failure.to_string())
+    let mut ctx = Box::new(MessageContext::new(
+        message.clone(),
+        shared.broker.clone(),
+        actor,
+        shared.shutdown.clone(),
+    ));
+
+    let mut skipped = false;
+    for m in middleware {
+        if m.before_process_message(&mut ctx).await.is_err() {
+            skipped = true;
+            break;
         }
     }
+    if skipped {
+        for m in middleware.iter().rev() {
+            m.after_skip_message(&mut ctx).await;
+        }
+    } else {
+        let result = match actor.handler(&ctx.message) {
+            Ok(handler) => {
+                let current = Current {
+                    message: Arc::new(ctx.message.clone()),
+                    shutdown: shared.shutdown.clone(),
+                };
+                let interrupt = ctx.interrupt_on_shutdown().then(|| shared.shutdown.clone());
+                run_handler(handler, ctx.time_limit(), current, interrupt).await
+            }
+            Err(err) => {
+                tracing::error!(message_id = %message.message_id, actor = actor.name, error = %err, "bad arguments; dead-lettering the message");
+                // Arguments will not fix themselves: fail for good, no retry.
+                ctx.fail(format!("bad arguments: {err}"));
+                Err(ActorFailure::new("ArgumentError", err.to_string()))
+            }
+        };
+        match &result {
+            Ok(value) => {
+                shared.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+                ctx.set_result(value.clone());
+            }
+            Err(failure) => {
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(message_id = %message.message_id, actor = actor.name, error = %failure, retries = message.retries(), "actor failed");
+            }
+        }
+        for m in middleware.iter().rev() {
+            m.after_process_message(&mut ctx, &result).await;
+        }
+        if let Err(failure) = result {
+            if !ctx.retry_scheduled() && !ctx.is_failed() {
+                // Nothing scheduled a retry (no Retries middleware): keep the message.
+                ctx.fail(failure.to_string());
+            }
+        }
+    }
+    match ctx.failure_reason() {
+        Some(reason) => Outcome::Nack(reason.to_owned(), Some(ctx)),
+        None => Outcome::Ack(Some(ctx)),
+    }
 }
+

@@ -1,0 +1,66 @@
+//! CurrentMessage: an actor reads its own message, and the shutdown signal, while it runs.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::message::Message;
+
+#[derive(Clone)]
+pub(crate) struct Current {
+    pub(crate) message: Arc<Message>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+tokio::task_local! {
+    pub(crate) static CURRENT: Current;
+}
+
+/// Access to the message being processed, from inside an actor (Dramatiq's
+/// `CurrentMessage`). Always on: it costs one shared pointer per message.
+///
+/// ```
+/// use actor_runtime::{actor, current_message};
+///
+/// #[actor]
+/// async fn audited(order: u64) {
+///     if let Some(message) = current_message() {
+///         println!("order {order}: message {} try {}", message.message_id, message.retries() + 1);
+///     }
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CurrentMessage;
+
+impl CurrentMessage {
+    /// The message being processed, inside an actor; `None` elsewhere.
+    pub fn get() -> Option<Arc<Message>> {
+        current_message()
+    }
+}
+
+/// The message being processed, inside an actor; `None` elsewhere.
+pub fn current_message() -> Option<Arc<Message>> {
+    CURRENT.try_with(|c| c.message.clone()).ok()
+}
+
+/// Inside an actor, a token cancelled when the worker begins shutting down, so long actors
+/// can stop early (Dramatiq's `ShutdownNotifications`); `None` outside an actor.
+///
+/// ```
+/// use actor_runtime::{actor, shutdown_requested};
+///
+/// #[actor(time_limit = "1h")]
+/// async fn crunch(chunks: u32) {
+///     let shutdown = shutdown_requested().expect("inside an actor");
+///     for _ in 0..chunks {
+///         if shutdown.is_cancelled() {
+///             return; // or save progress and let Retries run the rest later
+///         }
+///         // ... one chunk of work
+///     }
+/// }
+/// ```
+pub fn shutdown_requested() -> Option<CancellationToken> {
+    CURRENT.try_with(|c| c.shutdown.clone()).ok()
+}
