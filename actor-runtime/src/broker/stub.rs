@@ -85,6 +85,24 @@ impl StubBroker {
         }
     }
 
+    /// Puts raw bytes in `queue` as a foreign producer could, e.g. to see how a worker
+    /// handles a malformed payload.
+    pub fn enqueue_bytes(&self, queue: &str, bytes: Vec<u8>) -> Result<()> {
+        let queue = canonical_queue(queue);
+        if !is_valid_queue_name(queue) {
+            return Err(Error::InvalidQueueName(queue.to_owned()));
+        }
+        let id = self.inner.new_id();
+        {
+            let mut state = self.inner.lock();
+            let q = state.entry(queue.to_owned()).or_default();
+            q.ready.push_back((id, bytes));
+            q.ready_notify.notify_waiters();
+        }
+        self.inner.changed.notify_waiters();
+        Ok(())
+    }
+
     /// Every dead-lettered message of every queue, with its reason.
     pub fn dead_letters_all(&self) -> Vec<(Message, String)> {
         let state = self.inner.lock();
