@@ -1,0 +1,1 @@
+//! Example programs for actor-runtime: see the `[[example]]` targets of this crate.
