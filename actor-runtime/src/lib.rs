@@ -8,6 +8,8 @@ mod actor;
 mod args;
 pub mod broker;
 mod builder;
+#[cfg(all(feature = "cli", unix))]
+pub mod cli;
 mod error;
 mod message;
 pub mod middleware;
@@ -33,9 +35,9 @@ pub use middleware::{
     current_message, shutdown_requested, CurrentMessage, MessageContext, Middleware, Middlewares,
     Skip,
 };
-pub use tokio_util::sync::CancellationToken;
 pub use options::ActorOptions;
 pub use registry::{HandlerFn, Registration, Registry};
+pub use tokio_util::sync::CancellationToken;
 pub use worker::Worker;
 
 fn redis_from_env(_url: &str) -> Result<std::sync::Arc<dyn Broker>> {

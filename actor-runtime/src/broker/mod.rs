@@ -99,6 +99,29 @@ pub trait Broker: Send + Sync + 'static {
     /// Deletes the dead letters of `queue`; returns how many.
     async fn purge_dead_letters(&self, queue: &str) -> Result<usize>;
 
+    /// Deletes the dead letters of `queue` whose ids are in `ids`; returns how many.
+    ///
+    /// The default says [`Error::Unsupported`]; brokers that can address one dead letter
+    /// override it.
+    async fn delete_dead_letters(&self, queue: &str, ids: &[String]) -> Result<usize> {
+        let _ = (queue, ids);
+        Err(Error::Unsupported("deleting chosen dead letters"))
+    }
+
+    /// The worker processes consuming from this broker, from their heartbeats, or `None` when
+    /// the broker cannot tell (the default: the stub broker lives in one process).
+    ///
+    /// ```
+    /// use actor_runtime::{Broker, StubBroker};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert!(StubBroker::new().workers().await.unwrap().is_none());
+    /// # });
+    /// ```
+    async fn workers(&self) -> Result<Option<Vec<WorkerInfo>>> {
+        Ok(None)
+    }
+
     /// Stops background tasks (heartbeats, maintenance).
     async fn close(&self) {}
 }
@@ -114,6 +137,40 @@ pub struct QueueStats {
     pub in_flight: u64,
     /// Dead-lettered.
     pub dead: u64,
+}
+
+/// A live worker process, as its heartbeats show it to [`Broker::workers`].
+///
+/// ```
+/// use actor_runtime::broker::WorkerInfo;
+///
+/// let worker = WorkerInfo::new("0b5d7a4e", 1_700_000_000_000);
+/// assert_eq!(worker.id, "0b5d7a4e");
+/// assert!(worker.queues.is_empty());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// The broker's id for the worker (Dramatiq's heartbeat member).
+    pub id: String,
+    /// Its last heartbeat, ms since the epoch.
+    pub last_heartbeat: u64,
+    /// Queues it holds fetched messages of, where the broker knows them.
+    pub queues: Vec<String>,
+    /// How many fetched, unacked messages it holds, where the broker knows.
+    pub in_flight: Option<u64>,
+}
+
+impl WorkerInfo {
+    /// A worker seen at `last_heartbeat` (ms since the epoch), queues unknown.
+    pub fn new(id: impl Into<String>, last_heartbeat: u64) -> WorkerInfo {
+        WorkerInfo {
+            id: id.into(),
+            last_heartbeat,
+            queues: Vec::new(),
+            in_flight: None,
+        }
+    }
 }
 
 /// A dead-lettered message.

@@ -326,6 +326,14 @@ impl Broker for StubBroker {
         let q = Inner::queue(&mut state, queue)?;
         Ok(q.dead.drain(..).count())
     }
+
+    async fn delete_dead_letters(&self, queue: &str, ids: &[String]) -> Result<usize> {
+        let mut state = self.inner.lock();
+        let q = Inner::queue(&mut state, queue)?;
+        let before = q.dead.len();
+        q.dead.retain(|d| !ids.contains(&d.id));
+        Ok(before - q.dead.len())
+    }
 }
 
 /// Consumes one queue of a [`StubBroker`].

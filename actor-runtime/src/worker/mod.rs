@@ -185,6 +185,7 @@ impl Worker {
             background,
             ack_stop,
             shutdown_timeout: self.shutdown_timeout,
+            force: CancellationToken::new(),
         })
     }
 
@@ -194,17 +195,12 @@ impl Worker {
         let worker = self.start().await?;
         let signal = wait_for_signal().await?;
         tracing::info!(%signal, "shutting down gracefully");
-        let stop = worker.stop();
-        tokio::pin!(stop);
-        tokio::select! {
-            report = &mut stop => report,
-            signal = wait_for_signal() => {
+        worker
+            .stop_or_cancel_on(async {
+                let signal = wait_for_signal().await;
                 tracing::warn!(signal = %signal.unwrap_or("?"), "second signal: cancelling running messages");
-                // Stop is idempotent: cut the grace period to zero and let it finish.
-                FORCE.notify_waiters();
-                stop.await
-            }
-        }
+            })
+            .await
     }
 
     async fn resolve_queues(&self, registry: &Registry) -> Result<Vec<String>> {
@@ -234,8 +230,6 @@ impl Worker {
     }
 }
 
-static FORCE: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
 /// A started worker; [`stop`](RunningWorker::stop) it to shut down gracefully.
 pub struct RunningWorker {
     shared: Arc<Shared>,
@@ -249,6 +243,8 @@ pub struct RunningWorker {
     background: TaskTracker,
     ack_stop: CancellationToken,
     shutdown_timeout: Duration,
+    /// Cancelled to cut the grace period short.
+    force: CancellationToken,
 }
 
 impl std::fmt::Debug for RunningWorker {
@@ -283,6 +279,45 @@ impl RunningWorker {
     /// A token cancelled when shutdown begins (what `notify_shutdown` actors observe).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shared.shutdown.clone()
+    }
+
+    /// [`stop`](Self::stop), but once `cancel` completes (say, a second signal) the grace
+    /// period ends at once: running messages are cancelled and returned to their queue.
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use actor_runtime::{actor, StubBroker, Worker};
+    ///
+    /// #[actor]
+    /// async fn nap() {
+    ///     tokio::time::sleep(Duration::from_secs(60)).await;
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// let broker = Arc::new(StubBroker::new());
+    /// let worker = Worker::new(broker.clone()).start().await.unwrap();
+    /// // Give up on running messages after 10 ms instead of the 30 s shutdown timeout.
+    /// let report = worker
+    ///     .stop_or_cancel_on(tokio::time::sleep(Duration::from_millis(10)))
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(report.cancelled, 0);
+    /// # });
+    /// ```
+    pub async fn stop_or_cancel_on(
+        self,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<ShutdownReport> {
+        let force = self.force.clone();
+        let stop = self.stop();
+        tokio::pin!(stop);
+        tokio::select! {
+            report = &mut stop => report,
+            () = cancel => {
+                force.cancel();
+                stop.await
+            }
+        }
     }
 
     /// Stops gracefully: stop fetching, return prefetched messages to their queues, let
@@ -321,7 +356,7 @@ impl RunningWorker {
         let finished = tokio::select! {
             _ = self.tasks.wait() => true,
             _ = tokio::time::sleep(self.shutdown_timeout) => false,
-            _ = FORCE.notified() => false,
+            _ = self.force.cancelled() => false,
         };
         if !finished {
             self.shared.cancel_running.cancel();

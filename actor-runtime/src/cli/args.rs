@@ -1,0 +1,179 @@
+//! The command line, as clap parses it. Values stay optional here: [`super::settings`]
+//! merges them with the environment and the defaults, and names the setting at fault.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Runs the actors linked into this program as Dramatiq-style workers, or manages their
+/// queues.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Runs the actors linked into this program (a Dramatiq-compatible worker), or \
+             manages their queues.",
+    after_help = "Settings come from flags, then the environment, then defaults; run without \
+                  a command to start workers. See `--help` of each command.",
+    args_conflicts_with_subcommands = true
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) worker: WorkerArgs,
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+/// Options of the worker (the default command).
+#[derive(Debug, Default, Args)]
+pub(crate) struct WorkerArgs {
+    /// Worker processes [env: WORKER_PROCESSES] [default: 2]. With more than one, this
+    /// process supervises them (restarts, rolling SIGHUP restarts, --max-memory); with 1 the
+    /// worker runs in this process.
+    #[arg(short = 'p', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) processes: Option<u32>,
+
+    /// Messages run at once per process [env: WORKER_THREADS] [default: 1].
+    #[arg(short = 't', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub(crate) threads: Option<u32>,
+
+    /// Consume only these queues [env: WORKER_QUEUES, comma-separated] [default: every
+    /// queue of a registered actor].
+    #[arg(short = 'Q', long, value_name = "QUEUE", num_args = 1.., value_delimiter = ',')]
+    pub(crate) queues: Option<Vec<String>>,
+
+    /// Messages fetched per queue ahead of running them [env: WORKER_PREFETCH] [default:
+    /// max(2 × threads, 32)].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) prefetch: Option<u32>,
+
+    /// Grace period for running messages at shutdown, in ms or with a unit (`30s`, `10m`)
+    /// [env: WORKER_SHUTDOWN_TIMEOUT] [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) shutdown_timeout: Option<String>,
+
+    /// Recycle a worker process (graceful stop, then a fresh one) once its resident memory
+    /// exceeds this many MB [env: WORKER_MAX_MEMORY_MB]; implies a supervisor.
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_memory: Option<u64>,
+
+    /// Serve Prometheus metrics on this address, e.g. `0.0.0.0:9191` [env: METRICS_ADDR].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
+
+    /// Write the main process's pid here; refuse to start if the pid in it is alive.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) pid_file: Option<PathBuf>,
+}
+
+/// Options every command takes.
+#[derive(Debug, Default, Args)]
+pub(crate) struct CommonArgs {
+    /// The broker: `redis://[user[:password]@]host[:port][/db]` [env: REDIS_URL] [default:
+    /// an in-memory stub broker, refused when APP_ENV is production].
+    #[arg(long, value_name = "URL", global = true)]
+    pub(crate) redis_url: Option<String>,
+
+    /// Append logs to this file instead of stderr.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub(crate) log_file: Option<PathBuf>,
+
+    /// Log format [env: LOG_FORMAT] [default: text].
+    #[arg(long, value_name = "FORMAT", global = true)]
+    pub(crate) log_format: Option<LogFormat>,
+
+    /// More logs: -v for debug, -vv for trace (RUST_LOG, when set, wins).
+    #[arg(short = 'v', long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// `[time] [PID n] [LEVEL] target: message key=value`, as Dramatiq's.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Operator commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Enqueue one message.
+    Enqueue(EnqueueArgs),
+    /// Messages per queue (ready, delayed, in flight, dead) and live workers.
+    Queues(QueuesArgs),
+    /// List, requeue or purge dead-lettered messages.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+    /// The actors linked into this program.
+    Actors(OutputArgs),
+}
+
+/// `--json` for machines.
+#[derive(Debug, Default, Args)]
+pub(crate) struct OutputArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EnqueueArgs {
+    /// The actor's name. One this program does not know needs --queue (e.g. a Python actor).
+    pub(crate) actor: String,
+    /// Positional arguments, a JSON array.
+    #[arg(long, value_name = "JSON", default_value = "[]")]
+    pub(crate) args: String,
+    /// Keyword arguments, a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) kwargs: Option<String>,
+    /// The queue [default: the actor's].
+    #[arg(long, value_name = "QUEUE")]
+    pub(crate) queue: Option<String>,
+    /// Run no earlier than this many ms from now.
+    #[arg(long, value_name = "MS")]
+    pub(crate) delay: Option<u64>,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueuesArgs {
+    /// Queues to show [default: those of the registered actors and any declared].
+    pub(crate) queues: Vec<String>,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeadLettersCommand {
+    /// Show dead-lettered messages, oldest first.
+    List {
+        /// The queue.
+        queue: String,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Move dead-lettered messages back to their queue.
+    Requeue(DeadLetterSelection),
+    /// Delete dead-lettered messages.
+    Purge(DeadLetterSelection),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeadLetterSelection {
+    /// The queue.
+    pub(crate) queue: String,
+    /// Only these dead letters (ids as `list` shows them) [default: all].
+    #[arg(long = "id", value_name = "ID")]
+    pub(crate) ids: Vec<String>,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}

@@ -1,0 +1,246 @@
+//! The worker entrypoint: a one-line `main` that turns an app's binary into a
+//! Dramatiq-style worker command, with operator commands beside it.
+//!
+//! ```no_run
+//! // src/bin/worker.rs of your app: link the actors in, hand over to the CLI.
+//! use my_app as _; // the crate whose `#[actor]` fns this worker runs
+//! # mod my_app {}
+//!
+//! fn main() -> std::process::ExitCode {
+//!     actor_runtime::cli::main()
+//! }
+//! ```
+//!
+//! ```text
+//! my-app-worker                       # 2 processes × 1 thread (WORKER_PROCESSES, WORKER_THREADS)
+//! my-app-worker -p 4 -t 8 -Q emails   # 4 processes × 8 concurrent messages, one queue
+//! my-app-worker enqueue send_email --args '["ada@example.com"]'
+//! my-app-worker queues --json
+//! my-app-worker dead-letters requeue emails --id 0c7e…
+//! ```
+//!
+//! Rust has no import at run time: the actors are the ones linked into the binary (found
+//! through `#[actor]`'s registrations), and a worker with none is refused. Settings come from
+//! flags, then the environment, then defaults; a bad value is one error naming every setting
+//! at fault. Exit codes are Dramatiq's: 0 ok, 1 killed, 2 bad argument or setting, 3 broker
+//! connection failed at start-up, 4 pid file in use.
+//!
+//! **Processes.** With `--processes 1` (and no `--max-memory`) the worker runs in the
+//! process itself: SIGTERM or SIGINT stop it gracefully, a second one cancels running
+//! messages, SIGHUP stops it gracefully and re-executes the binary (same pid). With more,
+//! this process becomes a supervisor that re-executes its own binary once per worker,
+//! restarts a worker that dies (with exponential backoff), forwards SIGTERM/SIGINT for a
+//! graceful stop (a second signal kills), restarts workers one by one on SIGHUP, and recycles
+//! a worker whose resident memory exceeds `--max-memory`. Unix only.
+
+mod args;
+mod logging;
+mod metrics;
+mod ops;
+mod pidfile;
+mod run;
+mod settings;
+mod supervisor;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::error::Error;
+use crate::registry::Registry;
+
+use args::Cli;
+
+/// Marks a process started by the supervisor: the value is its worker index.
+const WORKER_ENV: &str = "ACTOR_RUNTIME_WORKER_INDEX";
+
+/// Runs the command line of this process: the worker by default, or an operator command.
+/// Returns Dramatiq's exit code; make it your binary's `main`.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     actor_runtime::cli::main()
+/// }
+/// ```
+pub fn main() -> ExitCode {
+    run_from(std::env::args_os())
+}
+
+/// [`main`] with explicit arguments (the first is the program name), for programs that wrap
+/// the CLI or choose arguments themselves.
+///
+/// ```
+/// use std::process::ExitCode;
+///
+/// #[actor_runtime::actor]
+/// async fn noop() {}
+///
+/// // `--help` prints the usage and succeeds without starting anything.
+/// assert_eq!(actor_runtime::cli::run_from(["my-worker", "--help"]), ExitCode::SUCCESS);
+/// ```
+pub fn run_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = err.print();
+            return ExitCode::from(err.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    ExitCode::from(dispatch(cli) as u8)
+}
+
+/// Dramatiq's exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Ok = 0,
+    Killed = 1,
+    Usage = 2,
+    Connection = 3,
+    PidFile = 4,
+}
+
+impl Exit {
+    /// The exit of a child process with this code, if it is one of ours.
+    pub(crate) fn from_code(code: i32) -> Option<Exit> {
+        Some(match code {
+            0 => Exit::Ok,
+            1 => Exit::Killed,
+            2 => Exit::Usage,
+            3 => Exit::Connection,
+            4 => Exit::PidFile,
+            _ => return None,
+        })
+    }
+}
+
+/// A reason to stop early, with the exit code it means.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) exit: Exit,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            exit: Exit::Usage,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Failure {
+        let exit = match &err {
+            Error::Connection(_) => Exit::Connection,
+            Error::Config(_)
+            | Error::DuplicateActor { .. }
+            | Error::UnknownActor(_)
+            | Error::QueueNotFound(_)
+            | Error::InvalidQueueName(_)
+            | Error::Encode { .. }
+            | Error::Unsupported(_) => Exit::Usage,
+            _ => Exit::Killed,
+        };
+        Failure {
+            exit,
+            message: err.to_string(),
+        }
+    }
+}
+
+fn env_var(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+fn dispatch(cli: Cli) -> Exit {
+    let worker_index = env_var(WORKER_ENV).and_then(|v| v.parse::<usize>().ok());
+    let format = match settings::log_format(&cli.common, &env_var) {
+        Ok(format) => format,
+        Err(err) => return report_early(Failure::usage(err.to_string())),
+    };
+    let operator = cli.command.is_some();
+    let role = match (operator, worker_index) {
+        (true, _) => None,
+        (false, Some(index)) => Some(format!("worker {index}")),
+        (false, None) => None,
+    };
+    if let Err(message) = logging::init(
+        format,
+        cli.common.verbose,
+        if operator { "warn" } else { "info" },
+        cli.common.log_file.as_deref(),
+        role,
+    ) {
+        return report_early(Failure::usage(message));
+    }
+    if let Some(url) = &cli.common.redis_url {
+        // Before any thread exists: the broker, and worker processes, read it from here.
+        std::env::set_var("REDIS_URL", url);
+    }
+    let result = match cli.command {
+        Some(command) => ops::run(command),
+        None => run_worker(&cli.worker, worker_index),
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(failure) => {
+            tracing::error!("{}", failure.message);
+            failure.exit
+        }
+    }
+}
+
+/// Before logging is set up, errors go straight to stderr.
+fn report_early(failure: Failure) -> Exit {
+    eprintln!("error: {}", failure.message);
+    failure.exit
+}
+
+fn run_worker(args: &args::WorkerArgs, worker_index: Option<usize>) -> Result<Exit, Failure> {
+    let settings =
+        settings::resolve(args, &env_var).map_err(|err| Failure::usage(err.to_string()))?;
+    settings::check_broker_env(&env_var).map_err(|err| Failure::usage(err.to_string()))?;
+    let registry = Registry::global().map_err(Failure::from)?;
+    if registry.is_empty() {
+        return Err(Failure::usage(
+            "no actor is registered in this program: declare actors with #[actor] in a crate \
+             this binary links (a library crate needs at least one item of it used, e.g. \
+             `use my_app as _;` in main.rs, or the linker may drop it)",
+        ));
+    }
+    if let Some(index) = worker_index {
+        return Ok(run::run(&settings, run::Role::Child { index }));
+    }
+    let _pid_file = match &settings.pid_file {
+        Some(path) => Some(pidfile::PidFile::create(path).map_err(|message| Failure {
+            exit: Exit::PidFile,
+            message,
+        })?),
+        None => None,
+    };
+    if settings.supervised() {
+        log_actors(registry);
+        Ok(supervisor::run(&settings))
+    } else {
+        Ok(run::run(&settings, run::Role::Alone))
+    }
+}
+
+fn log_actors(registry: &Registry) {
+    for actor in registry.actors() {
+        tracing::info!(
+            actor = actor.name,
+            queue = actor.queue,
+            path = actor.rust_path,
+            "actor registered"
+        );
+    }
+    tracing::info!(queues = ?registry.queues(), "actors' queues");
+}

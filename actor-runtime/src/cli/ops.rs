@@ -1,0 +1,580 @@
+//! Operator commands: `enqueue`, `queues`, `dead-letters list|requeue|purge`, `actors`.
+//! Text for people, `--json` for machines; output goes to stdout, logs to stderr.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::args::{Command, DeadLetterSelection, DeadLettersCommand, EnqueueArgs};
+use super::{Exit, Failure};
+use crate::broker::{get_broker, Broker, WorkerInfo};
+use crate::message::{is_valid_queue_name, now_ms, Message};
+use crate::registry::Registry;
+
+/// Runs an operator command against the global broker.
+pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
+    let registry = Registry::global().map_err(Failure::from)?;
+    if let Command::Actors(output) = &command {
+        let mut out = std::io::stdout().lock();
+        print_actors(registry, output.json, &mut out).map_err(io_failure)?;
+        return Ok(Exit::Ok);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            exit: Exit::Killed,
+            message: format!("cannot start the async runtime: {e}"),
+        })?;
+    runtime.block_on(async {
+        let broker = get_broker().map_err(Failure::from)?;
+        if broker.kind() == "stub" {
+            return Err(Failure::usage(
+                "operator commands need the broker your workers use: set REDIS_URL (without \
+                 it this program would only see its own, empty, in-memory stub broker)",
+            ));
+        }
+        let mut out = Vec::new();
+        let result = execute(&broker, registry, command, &mut out).await;
+        broker.close().await;
+        std::io::stdout()
+            .lock()
+            .write_all(&out)
+            .map_err(io_failure)?;
+        result.map(|()| Exit::Ok)
+    })
+}
+
+fn io_failure(err: std::io::Error) -> Failure {
+    Failure {
+        exit: Exit::Killed,
+        message: format!("cannot write the output: {err}"),
+    }
+}
+
+/// Runs `command` on `broker`, writing its output to `out`.
+pub(crate) async fn execute(
+    broker: &Arc<dyn Broker>,
+    registry: &Registry,
+    command: Command,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    match command {
+        Command::Enqueue(args) => enqueue(broker, registry, args, out).await,
+        Command::Queues(args) => {
+            let mut names: Vec<String> = if args.queues.is_empty() {
+                let mut all: Vec<String> =
+                    registry.queues().into_iter().map(str::to_owned).collect();
+                all.extend(broker.queues());
+                all
+            } else {
+                args.queues
+            };
+            names.sort();
+            names.dedup();
+            queues(broker, &names, args.output.json, out).await
+        }
+        Command::DeadLetters(DeadLettersCommand::List {
+            queue,
+            limit,
+            output,
+        }) => list_dead(broker, &queue, limit, output.json, out).await,
+        Command::DeadLetters(DeadLettersCommand::Requeue(selection)) => {
+            requeue_dead(broker, selection, out).await
+        }
+        Command::DeadLetters(DeadLettersCommand::Purge(selection)) => {
+            purge_dead(broker, selection, out).await
+        }
+        Command::Actors(output) => print_actors(registry, output.json, out).map_err(io_failure),
+    }
+}
+
+async fn declared(broker: &Arc<dyn Broker>, queue: &str) -> Result<(), Failure> {
+    if !is_valid_queue_name(queue) {
+        return Err(Failure::usage(format!(
+            "`{queue}` is not a queue name (use [a-zA-Z_][a-zA-Z0-9._-]*, without .DQ/.XQ)"
+        )));
+    }
+    broker.declare_queue(queue).await.map_err(Failure::from)
+}
+
+async fn enqueue(
+    broker: &Arc<dyn Broker>,
+    registry: &Registry,
+    args: EnqueueArgs,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    let queue = match (&args.queue, registry.get(&args.actor)) {
+        (Some(queue), _) => queue.clone(),
+        (None, Some(actor)) => actor.queue.to_owned(),
+        (None, None) => {
+            let known: Vec<&str> = registry.actors().iter().map(|a| a.name).collect();
+            return Err(Failure::usage(format!(
+                "no actor named `{}` in this program (known: {}); pass --queue to enqueue for \
+                 an actor that lives elsewhere, e.g. in a Python worker",
+                args.actor,
+                known.join(", ")
+            )));
+        }
+    };
+    let positional = match serde_json::from_str::<Value>(&args.args) {
+        Ok(Value::Array(items)) => items,
+        Ok(_) => {
+            return Err(Failure::usage(
+                "--args must be a JSON array, e.g. '[1, \"two\"]'",
+            ))
+        }
+        Err(err) => return Err(Failure::usage(format!("--args is not valid JSON: {err}"))),
+    };
+    let kwargs = match args.kwargs.as_deref().map(serde_json::from_str::<Value>) {
+        None => Map::new(),
+        Some(Ok(Value::Object(map))) => map,
+        Some(Ok(_)) => {
+            return Err(Failure::usage(
+                "--kwargs must be a JSON object, e.g. '{\"to\": \"ada@example.com\"}'",
+            ))
+        }
+        Some(Err(err)) => return Err(Failure::usage(format!("--kwargs is not valid JSON: {err}"))),
+    };
+    declared(broker, &queue).await?;
+    let mut message = Message::new(&queue, &args.actor, positional);
+    message.kwargs = kwargs;
+    let delay = args.delay.map(Duration::from_millis);
+    let message = broker
+        .enqueue(message, delay)
+        .await
+        .map_err(Failure::from)?;
+    if args.output.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&message).unwrap_or_default()
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "enqueued {} on {}: message {}{}",
+            message.actor_name,
+            message.canonical_queue(),
+            message.message_id,
+            delay.map_or(String::new(), |d| format!(" (due in {d:?})"))
+        );
+    }
+    Ok(())
+}
+
+async fn queues(
+    broker: &Arc<dyn Broker>,
+    names: &[String],
+    json_output: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    let mut rows = Vec::with_capacity(names.len());
+    for name in names {
+        declared(broker, name).await?;
+        rows.push((name, broker.stats(name).await.map_err(Failure::from)?));
+    }
+    let workers = broker.workers().await.map_err(Failure::from)?;
+    let now = now_ms();
+    if json_output {
+        let queues: Vec<Value> = rows
+            .iter()
+            .map(|(name, s)| {
+                json!({"name": name, "ready": s.ready, "delayed": s.delayed, "in_flight": s.in_flight, "dead": s.dead})
+            })
+            .collect();
+        let workers = workers.as_ref().map(|all| {
+            all.iter()
+                .map(|w| worker_json(w, now))
+                .collect::<Vec<Value>>()
+        });
+        let _ = writeln!(out, "{}", json!({"queues": queues, "workers": workers}));
+        return Ok(());
+    }
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(5);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "QUEUE", "READY", "DELAYED", "IN-FLIGHT", "DEAD"
+    );
+    for (name, s) in &rows {
+        let _ = writeln!(
+            out,
+            "{name:<width$}  {:>9}  {:>9}  {:>9}  {:>9}",
+            s.ready, s.delayed, s.in_flight, s.dead
+        );
+    }
+    match workers {
+        None => {
+            let _ = writeln!(out, "\nworkers: unknown (this broker keeps no heartbeats)");
+        }
+        Some(workers) => {
+            let _ = writeln!(out, "\nworkers: {} live", workers.len());
+            for w in &workers {
+                let _ = writeln!(
+                    out,
+                    "  {}  heartbeat {} ago{}{}",
+                    w.id,
+                    ago(now, w.last_heartbeat),
+                    w.in_flight
+                        .map_or(String::new(), |n| format!("  in flight {n}")),
+                    if w.queues.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  queues {}", w.queues.join(","))
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn worker_json(w: &WorkerInfo, now: u64) -> Value {
+    json!({
+        "id": w.id,
+        "last_heartbeat": w.last_heartbeat,
+        "age_ms": now.saturating_sub(w.last_heartbeat),
+        "queues": w.queues,
+        "in_flight": w.in_flight,
+    })
+}
+
+async fn list_dead(
+    broker: &Arc<dyn Broker>,
+    queue: &str,
+    limit: usize,
+    json_output: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    declared(broker, queue).await?;
+    let dead = broker
+        .dead_letters(queue, limit)
+        .await
+        .map_err(Failure::from)?;
+    if json_output {
+        let items: Vec<Value> = dead
+            .iter()
+            .map(|d| {
+                let (message, error) = match &d.message {
+                    Ok(m) => (serde_json::to_value(m).unwrap_or(Value::Null), None),
+                    Err(e) => (Value::Null, Some(e.clone())),
+                };
+                json!({"id": d.id, "dead_at": d.dead_at, "reason": d.reason, "message": message, "error": error})
+            })
+            .collect();
+        let _ = writeln!(out, "{}", Value::Array(items));
+        return Ok(());
+    }
+    if dead.is_empty() {
+        let _ = writeln!(out, "no dead letters in {queue}");
+        return Ok(());
+    }
+    for d in &dead {
+        let _ = writeln!(out, "{}  dead since {}", d.id, utc(d.dead_at));
+        match &d.message {
+            Ok(m) => {
+                let args = Value::Array(m.args.clone()).to_string();
+                let _ = writeln!(
+                    out,
+                    "    {}({}) message {}",
+                    m.actor_name,
+                    shorten(&args[1..args.len() - 1], 80),
+                    m.message_id
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "    unreadable message: {e}");
+            }
+        }
+        if let Some(reason) = &d.reason {
+            let _ = writeln!(out, "    reason: {}", shorten(reason, 200));
+        }
+    }
+    Ok(())
+}
+
+async fn requeue_dead(
+    broker: &Arc<dyn Broker>,
+    selection: DeadLetterSelection,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    declared(broker, &selection.queue).await?;
+    let ids = (!selection.ids.is_empty()).then_some(selection.ids.as_slice());
+    let moved = broker
+        .requeue_dead_letters(&selection.queue, ids)
+        .await
+        .map_err(Failure::from)?;
+    if selection.output.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({"queue": selection.queue, "requeued": moved})
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "requeued {moved} dead letter{} of {}",
+            plural(moved),
+            selection.queue
+        );
+    }
+    Ok(())
+}
+
+async fn purge_dead(
+    broker: &Arc<dyn Broker>,
+    selection: DeadLetterSelection,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    declared(broker, &selection.queue).await?;
+    let purged = if selection.ids.is_empty() {
+        broker.purge_dead_letters(&selection.queue).await
+    } else {
+        broker
+            .delete_dead_letters(&selection.queue, &selection.ids)
+            .await
+    }
+    .map_err(Failure::from)?;
+    if selection.output.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({"queue": selection.queue, "purged": purged})
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "purged {purged} dead letter{} of {}",
+            plural(purged),
+            selection.queue
+        );
+    }
+    Ok(())
+}
+
+fn print_actors(
+    registry: &Registry,
+    json_output: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let actors = registry.actors();
+    if json_output {
+        let items: Vec<Value> = actors
+            .iter()
+            .map(|a| json!({"name": a.name, "queue": a.queue, "path": a.rust_path}))
+            .collect();
+        return writeln!(out, "{}", Value::Array(items));
+    }
+    let width = actors
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    writeln!(out, "{:<width$}  QUEUE", "ACTOR")?;
+    for a in actors {
+        writeln!(out, "{:<width$}  {}", a.name, a.queue)?;
+    }
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+fn ago(now: u64, then: u64) -> String {
+    let ms = now.saturating_sub(then);
+    if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+/// `2024-05-01 12:34:56Z` from ms since the epoch (days to a civil date, Howard Hinnant's
+/// algorithm; no calendar dependency for one column).
+pub(crate) fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::args::{OutputArgs, QueuesArgs};
+    use super::*;
+    use crate::StubBroker;
+
+    fn handler(_: &Message) -> Result<crate::Handler, crate::ArgError> {
+        Ok(crate::Handler::Blocking(Box::new(|| Ok(Value::Null))))
+    }
+
+    // What `#[actor(queue_name = "ops_test")] fn ops_probe(..)` registers.
+    inventory::submit! {
+        crate::Registration {
+            name: "ops_probe",
+            queue: "ops_test",
+            options: crate::ActorOptions::DEFAULT,
+            rust_path: "actor_runtime::cli::ops::tests::ops_probe",
+            handler,
+        }
+    }
+
+    fn stub() -> Arc<dyn Broker> {
+        Arc::new(StubBroker::new())
+    }
+
+    async fn run_to_string(broker: &Arc<dyn Broker>, command: Command) -> Result<String, Failure> {
+        let mut out = Vec::new();
+        execute(broker, Registry::global().unwrap(), command, &mut out).await?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    fn enqueue_args(actor: &str, args: &str) -> EnqueueArgs {
+        EnqueueArgs {
+            actor: actor.into(),
+            args: args.into(),
+            kwargs: None,
+            queue: None,
+            delay: None,
+            output: OutputArgs { json: true },
+        }
+    }
+
+    #[tokio::test]
+    async fn enqueue_finds_the_actors_queue_and_refuses_unknown_actors_without_one() {
+        let broker = stub();
+        let text = run_to_string(&broker, Command::Enqueue(enqueue_args("ops_probe", "[7]")))
+            .await
+            .unwrap();
+        let message: Message = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(message.queue_name, "ops_test");
+        assert_eq!(message.args, vec![json!(7)]);
+        assert_eq!(broker.stats("ops_test").await.unwrap().ready, 1);
+
+        let err = run_to_string(&broker, Command::Enqueue(enqueue_args("py_actor", "[]")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit, Exit::Usage);
+        assert!(err.message.contains("pass --queue"), "{}", err.message);
+
+        let mut args = enqueue_args("py_actor", "[1]");
+        args.queue = Some("python".into());
+        args.kwargs = Some(r#"{"k": true}"#.into());
+        args.delay = Some(60_000);
+        run_to_string(&broker, Command::Enqueue(args))
+            .await
+            .unwrap();
+        assert_eq!(broker.stats("python").await.unwrap().delayed, 1);
+    }
+
+    #[tokio::test]
+    async fn enqueue_rejects_malformed_arguments() {
+        let broker = stub();
+        for (args, needle) in [("{}", "JSON array"), ("[1,", "not valid JSON")] {
+            let err = run_to_string(&broker, Command::Enqueue(enqueue_args("ops_probe", args)))
+                .await
+                .unwrap_err();
+            assert!(err.message.contains(needle), "{}", err.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn queues_and_dead_letters_round_trip() {
+        let broker = stub();
+        broker
+            .enqueue(Message::new("ops_dead", "ops_probe", vec![json!(1)]), None)
+            .await
+            .unwrap();
+        // Fetch and nack it, as a worker would for a failed message.
+        let consumer = broker.consume("ops_dead", 1).await.unwrap();
+        let batch = consumer.fetch(1, Duration::from_secs(1)).await.unwrap();
+        consumer.nack(&batch[0].tag, "boom").await.unwrap();
+
+        let text = run_to_string(
+            &broker,
+            Command::Queues(QueuesArgs {
+                queues: vec!["ops_dead".into()],
+                output: OutputArgs { json: false },
+            }),
+        )
+        .await
+        .unwrap();
+        assert!(text.contains("ops_dead"), "{text}");
+        assert!(text.contains("workers: unknown"), "{text}");
+
+        let listed = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::List {
+                queue: "ops_dead".into(),
+                limit: 10,
+                output: OutputArgs { json: true },
+            }),
+        )
+        .await
+        .unwrap();
+        let listed: Value = serde_json::from_str(listed.trim()).unwrap();
+        assert_eq!(listed[0]["reason"], "boom");
+        let id = listed[0]["id"].as_str().unwrap().to_owned();
+
+        let selection = |ids: Vec<String>| DeadLetterSelection {
+            queue: "ops_dead".into(),
+            ids,
+            output: OutputArgs { json: false },
+        };
+        let text = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::Requeue(selection(vec![id]))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(text, "requeued 1 dead letter of ops_dead\n");
+        let stats = broker.stats("ops_dead").await.unwrap();
+        assert_eq!((stats.ready, stats.dead), (1, 0));
+
+        let text = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::Purge(selection(vec![]))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(text, "purged 0 dead letters of ops_dead\n");
+    }
+
+    #[test]
+    fn dates_are_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_709_251_199_000), "2024-02-29 23:59:59Z");
+        assert_eq!(utc(951_868_800_000), "2000-03-01 00:00:00Z");
+    }
+}

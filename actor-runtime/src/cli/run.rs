@@ -1,0 +1,241 @@
+//! One worker process: its runtime, its broker, the worker, and how signals stop it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use super::metrics::{self, Source};
+use super::settings::WorkerSettings;
+use super::{Exit, Failure};
+use crate::broker::get_broker;
+use crate::middleware::Prometheus;
+use crate::worker::Worker;
+
+/// What a worker process's stdout line tells the supervisor once it consumes.
+pub(crate) const READY: &str = "@actor-runtime ready";
+
+/// Who runs this worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// On its own (`--processes 1`): it handles signals as a standalone program.
+    Alone,
+    /// Under a supervisor: it announces readiness, ignores SIGINT (the supervisor forwards
+    /// the terminal's Ctrl-C as SIGTERM), leaves forced stops to the supervisor's SIGKILL,
+    /// and stops if the supervisor disappears.
+    Child { index: usize },
+}
+
+/// How the worker ended.
+enum Ending {
+    Exit(Exit),
+    /// SIGHUP on a standalone worker: run the binary again.
+    Reexec,
+}
+
+/// Runs a worker process to its end; returns its exit code.
+pub(crate) fn run(settings: &WorkerSettings, role: Role) -> Exit {
+    let runtime = match runtime(settings.threads) {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return Exit::Killed;
+        }
+    };
+    let ending = runtime.block_on(serve(settings, role));
+    // Only abandoned calls (a blocking actor past its grace period) can be left: do not wait.
+    runtime.shutdown_timeout(Duration::from_millis(50));
+    match ending {
+        Ok(Ending::Exit(exit)) => exit,
+        Ok(Ending::Reexec) => reexec(),
+        Err(failure) => {
+            tracing::error!("{}", failure.message);
+            failure.exit
+        }
+    }
+}
+
+/// One thread for one message at a time (the smallest footprint); otherwise as many threads
+/// as messages run at once, up to the CPUs there are.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.min(cpus))
+            .thread_name("actor-worker")
+            .enable_all()
+            .build()
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP, registered before anything starts so none kills the process.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Failure> {
+        let listen = |kind| {
+            signal(kind).map_err(|e| Failure {
+                exit: Exit::Killed,
+                message: format!("cannot listen for signals: {e}"),
+            })
+        };
+        Ok(Signals {
+            term: listen(SignalKind::terminate())?,
+            int: listen(SignalKind::interrupt())?,
+            hup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    async fn any(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+
+    /// SIGINT is registered (so it does nothing) but never answered.
+    async fn term_or_hup(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure> {
+    let mut signals = Signals::new()?;
+    let broker = get_broker().map_err(Failure::from)?;
+    if broker.kind() == "stub" && matches!(role, Role::Child { index: 0 }) {
+        tracing::warn!("each worker process has its own in-memory stub broker: set REDIS_URL so they share queues");
+    }
+
+    let metrics_addr = match role {
+        Role::Alone => settings.metrics_addr,
+        // The supervisor serves the user's address and sums its workers' endpoints.
+        Role::Child { .. } => settings
+            .metrics_addr
+            .map(|_| SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+    };
+    let mut metrics_bound = None;
+    if let Some(addr) = metrics_addr {
+        let prometheus = Arc::new(Prometheus::new());
+        broker.middleware().add(prometheus.clone());
+        let bound = metrics::serve(addr, Source::Local(prometheus))
+            .await
+            .map_err(|e| Failure::usage(format!("cannot serve metrics on {addr}: {e}")))?;
+        if role == Role::Alone {
+            tracing::info!("metrics at http://{bound}/metrics");
+        }
+        metrics_bound = Some(bound);
+    }
+
+    let mut worker = Worker::new(broker.clone())
+        .threads(settings.threads)
+        .shutdown_timeout(settings.shutdown_timeout);
+    if let Some(queues) = &settings.queues {
+        worker = worker.queues(queues.iter().cloned());
+    }
+    if let Some(prefetch) = settings.prefetch {
+        worker = worker.prefetch(prefetch);
+    }
+    let running = worker.start().await.map_err(Failure::from)?;
+
+    let (ending, forced) = match role {
+        Role::Alone => {
+            let signal = signals.any().await;
+            tracing::info!(%signal, "stopping gracefully");
+            let mut forced = false;
+            let report = running
+                .stop_or_cancel_on(async {
+                    let second = signals.any().await;
+                    tracing::warn!(signal = %second, "second signal: cancelling running messages");
+                    forced = true;
+                })
+                .await;
+            report.map_err(Failure::from)?;
+            let ending = if signal == "SIGHUP" {
+                Ending::Reexec
+            } else {
+                Ending::Exit(Exit::Ok)
+            };
+            (ending, forced)
+        }
+        Role::Child { .. } => {
+            announce_ready(metrics_bound);
+            let parent = std::os::unix::process::parent_id();
+            tokio::select! {
+                signal = signals.term_or_hup() => tracing::info!(%signal, "stopping gracefully"),
+                () = parent_gone(parent) => tracing::warn!("the supervisor is gone: stopping gracefully"),
+            }
+            running.stop().await.map_err(Failure::from)?;
+            (Ending::Exit(Exit::Ok), false)
+        }
+    };
+    broker.close().await;
+    Ok(if forced {
+        Ending::Exit(Exit::Killed)
+    } else {
+        ending
+    })
+}
+
+/// Tells the supervisor (reading our stdout) that this worker consumes, and where its
+/// metrics are.
+fn announce_ready(metrics: Option<SocketAddr>) {
+    use std::io::Write;
+    let metrics = metrics.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{READY} metrics={metrics}");
+    let _ = stdout.flush();
+}
+
+/// Completes once this process has been re-parented (its supervisor died).
+async fn parent_gone(parent: u32) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if std::os::unix::process::parent_id() != parent {
+            return;
+        }
+    }
+}
+
+/// Replaces this process with a fresh run of the same binary and arguments (Dramatiq's
+/// SIGHUP reload); only returns if that fails.
+fn reexec() -> Exit {
+    use std::os::unix::process::CommandExt;
+    let exe = match current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot find this program to restart it");
+            return Exit::Killed;
+        }
+    };
+    tracing::info!(exe = %exe.display(), "restarting (SIGHUP)");
+    let err = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    tracing::error!(exe = %exe.display(), error = %err, "cannot restart");
+    Exit::Killed
+}
+
+/// This program's path; after a deploy replaced the binary, the new one at the same path.
+pub(crate) fn current_exe() -> std::io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => path.into(),
+        None => exe,
+    })
+}

@@ -1,0 +1,430 @@
+//! Worker settings: flags, then environment variables, then defaults; every bad value is
+//! reported at once, naming the flag or variable it came from.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::args::{CommonArgs, LogFormat, WorkerArgs};
+use crate::message::is_valid_queue_name;
+
+/// Sized for a 512 MB container: two single-threaded processes.
+pub(crate) const DEFAULT_PROCESSES: usize = 2;
+pub(crate) const DEFAULT_THREADS: usize = 1;
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The worker's settings, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WorkerSettings {
+    pub(crate) processes: usize,
+    pub(crate) threads: usize,
+    pub(crate) queues: Option<Vec<String>>,
+    pub(crate) prefetch: Option<usize>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) max_memory_mb: Option<u64>,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) pid_file: Option<PathBuf>,
+}
+
+impl WorkerSettings {
+    /// Whether a supervisor process runs the workers (several processes, or memory
+    /// recycling, which needs someone outside the process to start the next one).
+    pub(crate) fn supervised(&self) -> bool {
+        self.processes > 1 || self.max_memory_mb.is_some()
+    }
+}
+
+/// One or more settings that do not parse.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SettingsError(pub(crate) Vec<String>);
+
+impl std::fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "invalid setting: {one}"),
+            many => {
+                write!(f, "{} invalid settings:", many.len())?;
+                for problem in many {
+                    write!(f, "\n  - {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Collects problems while reading settings.
+struct Reader<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// The variable's trimmed value; empty counts as unset.
+    fn var(&self, key: &str) -> Option<String> {
+        (self.env)(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A whole number ≥ `min` from `key`.
+    fn number(&mut self, key: &str, min: u64) -> Option<u64> {
+        let raw = self.var(key)?;
+        match raw.parse::<u64>() {
+            Ok(n) if n >= min => Some(n),
+            _ => {
+                self.problems
+                    .push(format!("{key} must be a whole number ≥ {min}, got `{raw}`"));
+                None
+            }
+        }
+    }
+}
+
+/// Resolves the worker's settings from its flags and `env` (`std::env::var` in production).
+pub(crate) fn resolve(
+    args: &WorkerArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<WorkerSettings, SettingsError> {
+    let mut r = Reader {
+        env,
+        problems: Vec::new(),
+    };
+    let processes = args
+        .processes
+        .map(u64::from)
+        .or_else(|| r.number("WORKER_PROCESSES", 1))
+        .map_or(DEFAULT_PROCESSES, |n| n as usize);
+    let threads = args
+        .threads
+        .map(u64::from)
+        .or_else(|| r.number("WORKER_THREADS", 1))
+        .map_or(DEFAULT_THREADS, |n| n as usize);
+    let prefetch = args
+        .prefetch
+        .map(u64::from)
+        .or_else(|| r.number("WORKER_PREFETCH", 1))
+        .map(|n| n as usize);
+    let max_memory_mb = args
+        .max_memory
+        .or_else(|| r.number("WORKER_MAX_MEMORY_MB", 1));
+
+    let queues = match &args.queues {
+        Some(queues) => Some(check_queues("--queues", queues, &mut r.problems)),
+        None => r.var("WORKER_QUEUES").map(|raw| {
+            let list: Vec<String> = raw.split(',').map(|q| q.trim().to_owned()).collect();
+            check_queues("WORKER_QUEUES", &list, &mut r.problems)
+        }),
+    };
+
+    let shutdown_timeout = match &args.shutdown_timeout {
+        Some(raw) => parse_duration(raw).unwrap_or_else(|| {
+            r.problems.push(format!(
+                "--shutdown-timeout must be a duration in ms or with a unit (500ms, 30s, 10m, 1h), got `{raw}`"
+            ));
+            DEFAULT_SHUTDOWN_TIMEOUT
+        }),
+        None => match r.var("WORKER_SHUTDOWN_TIMEOUT") {
+            Some(raw) => parse_duration(&raw).unwrap_or_else(|| {
+                r.problems.push(format!(
+                    "WORKER_SHUTDOWN_TIMEOUT must be a duration in ms or with a unit (500ms, 30s, 10m, 1h), got `{raw}`"
+                ));
+                DEFAULT_SHUTDOWN_TIMEOUT
+            }),
+            None => DEFAULT_SHUTDOWN_TIMEOUT,
+        },
+    };
+
+    let metrics_addr = args.metrics_addr.or_else(|| {
+        let raw = r.var("METRICS_ADDR")?;
+        raw.parse::<SocketAddr>()
+            .map_err(|_| {
+                r.problems.push(format!(
+                    "METRICS_ADDR must be an IP address and port such as 0.0.0.0:9191, got `{raw}`"
+                ))
+            })
+            .ok()
+    });
+
+    if r.problems.is_empty() {
+        Ok(WorkerSettings {
+            processes,
+            threads,
+            queues,
+            prefetch,
+            shutdown_timeout,
+            max_memory_mb,
+            metrics_addr,
+            pid_file: args.pid_file.clone(),
+        })
+    } else {
+        Err(SettingsError(r.problems))
+    }
+}
+
+fn check_queues(source: &str, queues: &[String], problems: &mut Vec<String>) -> Vec<String> {
+    for queue in queues {
+        if !is_valid_queue_name(queue) {
+            problems.push(format!(
+                "{source}: `{queue}` is not a queue name (use [a-zA-Z_][a-zA-Z0-9._-]*, without .DQ/.XQ)"
+            ));
+        }
+    }
+    queues.to_vec()
+}
+
+/// The log format: `--log-format`, else `LOG_FORMAT`, else text.
+pub(crate) fn log_format(
+    common: &CommonArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LogFormat, SettingsError> {
+    if let Some(format) = common.log_format {
+        return Ok(format);
+    }
+    match env("LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(LogFormat::Text),
+        Some(v) if v.is_empty() || v == "text" => Ok(LogFormat::Text),
+        Some(v) if v == "json" => Ok(LogFormat::Json),
+        Some(v) => Err(SettingsError(vec![format!(
+            "LOG_FORMAT must be `text` or `json`, got `{v}`"
+        )])),
+    }
+}
+
+/// Checks the broker settings in the environment, so a supervisor fails at once rather
+/// than its workers one by one.
+pub(crate) fn check_broker_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
+    let url = env("REDIS_URL")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let mut problems = Vec::new();
+    match &url {
+        Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => problems
+            .push(format!(
+                "REDIS_URL must look like redis://[user[:password]@]host[:port][/db], got `{}`",
+                redact(url)
+            )),
+        Some(_) => {}
+        None if is_production(env) => problems.push(
+            "REDIS_URL is not set but the environment is production; the in-memory stub \
+             broker would lose every message"
+                .into(),
+        ),
+        None => {}
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SettingsError(problems))
+    }
+}
+
+/// [`crate::broker::environment_is_production`] over `env`.
+fn is_production(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    ["APP_ENV", "ENVIRONMENT", "ENV"].iter().any(|key| {
+        env(key).is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "production" | "prod"
+            )
+        })
+    })
+}
+
+/// A URL with its password, if any, replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// `1500`, `1500ms`, `30s`, `10m`, `1h` (a bare number is ms, as Dramatiq's flags).
+pub(crate) fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    #[test]
+    fn defaults_fit_a_small_container() {
+        let s = resolve(&WorkerArgs::default(), &env(&[])).unwrap();
+        assert_eq!(s.processes, 2);
+        assert_eq!(s.threads, 1);
+        assert_eq!(s.queues, None);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert!(s.supervised());
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let args = WorkerArgs {
+            processes: Some(1),
+            threads: Some(8),
+            queues: Some(vec!["a".into(), "b".into()]),
+            ..WorkerArgs::default()
+        };
+        let s = resolve(
+            &args,
+            &env(&[
+                ("WORKER_PROCESSES", "4"),
+                ("WORKER_THREADS", "2"),
+                ("WORKER_QUEUES", "c"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((s.processes, s.threads), (1, 8));
+        assert!(!s.supervised());
+        assert_eq!(s.queues.unwrap(), ["a", "b"]);
+    }
+
+    #[test]
+    fn environment_fills_what_flags_leave_out() {
+        let s = resolve(
+            &WorkerArgs::default(),
+            &env(&[
+                ("WORKER_PROCESSES", " 3 "),
+                ("WORKER_THREADS", "4"),
+                ("WORKER_QUEUES", "emails, reports"),
+                ("WORKER_PREFETCH", "10"),
+                ("WORKER_SHUTDOWN_TIMEOUT", "2m"),
+                ("WORKER_MAX_MEMORY_MB", "300"),
+                ("METRICS_ADDR", "127.0.0.1:9191"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.processes, 3);
+        assert_eq!(s.threads, 4);
+        assert_eq!(s.queues.unwrap(), ["emails", "reports"]);
+        assert_eq!(s.prefetch, Some(10));
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(120));
+        assert_eq!(s.max_memory_mb, Some(300));
+        assert_eq!(s.metrics_addr, Some("127.0.0.1:9191".parse().unwrap()));
+    }
+
+    #[test]
+    fn empty_variables_count_as_unset() {
+        let s = resolve(&WorkerArgs::default(), &env(&[("WORKER_THREADS", "  ")])).unwrap();
+        assert_eq!(s.threads, 1);
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_by_name() {
+        let err = resolve(
+            &WorkerArgs::default(),
+            &env(&[
+                ("WORKER_PROCESSES", "two"),
+                ("WORKER_THREADS", "0"),
+                ("WORKER_QUEUES", "ok,9bad"),
+                ("WORKER_SHUTDOWN_TIMEOUT", "soon"),
+                ("METRICS_ADDR", "localhost"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("5 invalid settings:"), "{text}");
+        for needle in [
+            "WORKER_PROCESSES must be a whole number ≥ 1, got `two`",
+            "WORKER_THREADS must be a whole number ≥ 1, got `0`",
+            "WORKER_QUEUES: `9bad` is not a queue name",
+            "WORKER_SHUTDOWN_TIMEOUT must be a duration",
+            "METRICS_ADDR must be an IP address and port",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn a_single_problem_reads_as_one_line() {
+        let err = resolve(&WorkerArgs::default(), &env(&[("WORKER_THREADS", "x")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid setting: WORKER_THREADS must be a whole number ≥ 1, got `x`"
+        );
+    }
+
+    #[test]
+    fn max_memory_alone_implies_a_supervisor() {
+        let args = WorkerArgs {
+            processes: Some(1),
+            max_memory: Some(256),
+            ..WorkerArgs::default()
+        };
+        assert!(resolve(&args, &env(&[])).unwrap().supervised());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("1d"), None);
+        assert_eq!(parse_duration("-1"), None);
+    }
+
+    #[test]
+    fn log_format_from_flag_or_environment() {
+        let common = CommonArgs::default();
+        assert_eq!(log_format(&common, &env(&[])).unwrap(), LogFormat::Text);
+        assert_eq!(
+            log_format(&common, &env(&[("LOG_FORMAT", "JSON")])).unwrap(),
+            LogFormat::Json
+        );
+        assert!(log_format(&common, &env(&[("LOG_FORMAT", "xml")]))
+            .unwrap_err()
+            .to_string()
+            .contains("LOG_FORMAT must be `text` or `json`, got `xml`"));
+    }
+
+    #[test]
+    fn broker_url_is_checked_and_its_password_never_shown() {
+        let err = check_broker_env(&env(&[("REDIS_URL", "http://u:hunter2@h:1")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("REDIS_URL must look like"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(check_broker_env(&env(&[("REDIS_URL", "redis://127.0.0.1:6379/0")])).is_ok());
+        assert_eq!(
+            redact("redis://default:pw@host:6379"),
+            "redis://default:***@host:6379"
+        );
+        assert_eq!(redact("redis://host"), "redis://host");
+    }
+
+    #[test]
+    fn production_without_redis_is_refused() {
+        let err = check_broker_env(&env(&[("APP_ENV", "Production")])).unwrap_err();
+        assert!(err.to_string().contains("REDIS_URL is not set"), "{err}");
+        assert!(check_broker_env(&env(&[("APP_ENV", "development")])).is_ok());
+    }
+}

@@ -1,0 +1,608 @@
+//! The supervisor: runs N worker processes (its own binary, re-executed with
+//! `ACTOR_RUNTIME_WORKER_INDEX` set), restarts those that die, forwards stop signals, rolls
+//! restarts on SIGHUP and recycles workers over `--max-memory`.
+//!
+//! A worker says it is ready on its stdout (see [`READY`]); the supervisor forwards every
+//! other stdout line. Worker logs go to stderr or `--log-file` directly.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use super::metrics::{self, Source};
+use super::run::{current_exe, READY};
+use super::settings::WorkerSettings;
+use super::{Exit, WORKER_ENV};
+
+/// A worker that lived this long before dying is restarted without delay.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// After the shutdown timeout, how long a worker may take to exit before it is killed.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the supervisor until its workers are stopped; returns the exit code.
+pub(crate) fn run(settings: &WorkerSettings) -> Exit {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return Exit::Killed;
+        }
+    };
+    let exit = runtime.block_on(async {
+        match Supervisor::new(settings) {
+            Ok(supervisor) => supervisor.run().await,
+            Err(message) => {
+                tracing::error!("{message}");
+                Exit::Killed
+            }
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_millis(50));
+    exit
+}
+
+/// Why the supervisor asked a worker to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Intent {
+    /// Everything is stopping.
+    Shutdown,
+    /// SIGHUP: replace it.
+    Rolling,
+    /// Over `--max-memory`: replace it.
+    Recycle,
+}
+
+#[derive(Debug)]
+enum State {
+    /// A process is running (maybe not ready yet).
+    Running { pid: u32 },
+    /// Dead; a restart is scheduled.
+    Waiting,
+    /// Dead for good (shutting down).
+    Idle,
+}
+
+#[derive(Debug)]
+struct Slot {
+    index: usize,
+    state: State,
+    /// Identifies the current process, so events about an earlier one are ignored.
+    generation: u64,
+    started: Instant,
+    ready: bool,
+    /// Deaths in a row without a stable run, for the backoff.
+    failures: u32,
+    intent: Option<Intent>,
+    /// When SIGTERM was sent, to kill a worker that does not stop.
+    term_sent: Option<Instant>,
+    /// Started by a rolling restart, which moves on once this one is ready.
+    rolled: bool,
+}
+
+enum Event {
+    Ready {
+        index: usize,
+        generation: u64,
+        metrics: Option<SocketAddr>,
+    },
+    Exited {
+        index: usize,
+        generation: u64,
+        status: std::io::Result<ExitStatus>,
+    },
+    Respawn {
+        index: usize,
+        generation: u64,
+    },
+}
+
+struct Supervisor {
+    settings: WorkerSettings,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    slots: Vec<Slot>,
+    events: mpsc::UnboundedSender<Event>,
+    inbox: mpsc::UnboundedReceiver<Event>,
+    next_generation: u64,
+    /// Whether any worker ever became ready (a start-up failure before is fatal).
+    ever_ready: bool,
+    stopping: bool,
+    forced: bool,
+    /// Worker indexes a SIGHUP still has to restart, the current one first.
+    rolling: VecDeque<usize>,
+    metrics: Arc<Mutex<HashMap<usize, SocketAddr>>>,
+    /// A worker's start-up failure that ends everything, with its exit code.
+    fatal: Option<Exit>,
+}
+
+impl Supervisor {
+    fn new(settings: &WorkerSettings) -> Result<Supervisor, String> {
+        let exe =
+            current_exe().map_err(|e| format!("cannot find this program to start workers: {e}"))?;
+        let (events, inbox) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        Ok(Supervisor {
+            settings: settings.clone(),
+            exe,
+            args: std::env::args_os().skip(1).collect(),
+            slots: (0..settings.processes)
+                .map(|index| Slot {
+                    index,
+                    state: State::Idle,
+                    generation: 0,
+                    started: now,
+                    ready: false,
+                    failures: 0,
+                    intent: None,
+                    term_sent: None,
+                    rolled: false,
+                })
+                .collect(),
+            events,
+            inbox,
+            next_generation: 1,
+            ever_ready: false,
+            stopping: false,
+            forced: false,
+            rolling: VecDeque::new(),
+            metrics: Arc::default(),
+            fatal: None,
+        })
+    }
+
+    async fn run(mut self) -> Exit {
+        let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+        let (mut term, mut int, mut hup) = match (
+            listen(SignalKind::terminate()),
+            listen(SignalKind::interrupt()),
+            listen(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                tracing::error!("{e}");
+                return Exit::Killed;
+            }
+        };
+        if let Some(addr) = self.settings.metrics_addr {
+            match metrics::serve(addr, Source::Workers(self.metrics.clone())).await {
+                Ok(bound) => {
+                    tracing::info!("metrics of all worker processes at http://{bound}/metrics")
+                }
+                Err(err) => {
+                    tracing::error!("cannot serve metrics on {addr}: {err}");
+                    return Exit::Usage;
+                }
+            }
+        }
+        tracing::info!(
+            processes = self.settings.processes,
+            threads = self.settings.threads,
+            max_memory_mb = self.settings.max_memory_mb,
+            "starting worker processes"
+        );
+        for index in 0..self.slots.len() {
+            self.spawn(index);
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.stopping && self.slots.iter().all(|s| !s.running()) {
+                break;
+            }
+            tokio::select! {
+                Some(event) = self.inbox.recv() => self.on_event(event),
+                _ = term.recv() => self.on_stop_signal("SIGTERM"),
+                _ = int.recv() => self.on_stop_signal("SIGINT"),
+                _ = hup.recv() => self.on_hangup(),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        let exit = self
+            .fatal
+            .unwrap_or(if self.forced { Exit::Killed } else { Exit::Ok });
+        tracing::info!(code = exit as i32, "all worker processes stopped");
+        exit
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let mut command = Command::new(&self.exe);
+        command
+            .args(&self.args)
+            .env(WORKER_ENV, index.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(false);
+        let slot = &mut self.slots[index];
+        slot.generation = generation;
+        slot.started = Instant::now();
+        slot.ready = false;
+        slot.intent = None;
+        slot.term_sent = None;
+        match command.spawn() {
+            Ok(mut child) => {
+                let pid = child.id().unwrap_or(0);
+                slot.state = State::Running { pid };
+                tracing::info!(worker = index, pid, "worker process started");
+                let stdout = child.stdout.take();
+                tokio::spawn(watch(child, stdout, index, generation, self.events.clone()));
+            }
+            Err(err) => {
+                tracing::error!(worker = index, error = %err, exe = %self.exe.display(), "cannot start a worker process");
+                slot.failures += 1;
+                self.schedule_restart(index);
+            }
+        }
+    }
+
+    fn schedule_restart(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.state = State::Waiting;
+        let delay = backoff(slot.failures);
+        let (events, generation) = (self.events.clone(), slot.generation);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::Respawn { index, generation });
+        });
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Ready {
+                index,
+                generation,
+                metrics,
+            } => {
+                let slot = &mut self.slots[index];
+                if slot.generation != generation {
+                    return;
+                }
+                slot.ready = true;
+                self.ever_ready = true;
+                if let Some(addr) = metrics {
+                    self.metrics
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(index, addr);
+                }
+                let pid = slot.pid();
+                tracing::info!(worker = index, pid, "worker process ready");
+                if slot.rolled && self.rolling.front() == Some(&index) {
+                    slot.rolled = false;
+                    self.rolling.pop_front();
+                    self.advance_rolling();
+                }
+            }
+            Event::Exited {
+                index,
+                generation,
+                status,
+            } => self.on_exit(index, generation, status),
+            Event::Respawn { index, generation } => {
+                let slot = &self.slots[index];
+                if slot.generation == generation
+                    && matches!(slot.state, State::Waiting)
+                    && !self.stopping
+                {
+                    self.spawn(index);
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, index: usize, generation: u64, status: std::io::Result<ExitStatus>) {
+        let slot = &mut self.slots[index];
+        if slot.generation != generation {
+            return;
+        }
+        let pid = slot.pid();
+        let uptime = slot.started.elapsed();
+        let was_ready = slot.ready;
+        let intent = slot.intent.take();
+        slot.state = State::Idle;
+        slot.ready = false;
+        slot.term_sent = None;
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&index);
+        let described = describe(&status);
+        if self.stopping {
+            tracing::info!(worker = index, pid, status = %described, "worker process stopped");
+            return;
+        }
+        match intent {
+            Some(Intent::Rolling) => {
+                tracing::info!(worker = index, pid, status = %described, "worker process stopped for a rolling restart; starting its replacement");
+                self.slots[index].rolled = true;
+                self.spawn(index);
+            }
+            Some(Intent::Recycle) => {
+                tracing::info!(worker = index, pid, status = %described, "worker process recycled; starting its replacement");
+                self.spawn(index);
+            }
+            Some(Intent::Shutdown) | None => {
+                let code = status.as_ref().ok().and_then(|s| s.code());
+                let fatal = match code.and_then(Exit::from_code) {
+                    Some(exit @ (Exit::Usage | Exit::PidFile)) if !was_ready => Some(exit),
+                    Some(Exit::Connection) if !was_ready && !self.ever_ready => {
+                        Some(Exit::Connection)
+                    }
+                    _ => None,
+                };
+                if let Some(exit) = fatal {
+                    tracing::error!(worker = index, pid, status = %described, "a worker process could not start ({}); stopping", meaning(exit));
+                    self.fatal = Some(exit);
+                    self.begin_stop();
+                    return;
+                }
+                let slot = &mut self.slots[index];
+                slot.failures = if was_ready && uptime >= STABLE_AFTER {
+                    1
+                } else {
+                    slot.failures + 1
+                };
+                let delay = backoff(slot.failures);
+                tracing::error!(
+                    worker = index,
+                    pid,
+                    status = %described,
+                    uptime = ?Duration::from_millis(uptime.as_millis() as u64),
+                    restart_in = ?delay,
+                    "worker process exited unexpectedly; restarting it"
+                );
+                self.schedule_restart(index);
+            }
+        }
+    }
+
+    fn on_stop_signal(&mut self, signal: &str) {
+        if self.stopping {
+            tracing::warn!(%signal, "second signal: killing worker processes");
+            self.forced = true;
+            for slot in &self.slots {
+                slot.send(Signal::SIGKILL);
+            }
+            return;
+        }
+        tracing::info!(%signal, "stopping worker processes gracefully");
+        self.begin_stop();
+    }
+
+    fn begin_stop(&mut self) {
+        self.stopping = true;
+        self.rolling.clear();
+        for slot in &mut self.slots {
+            match slot.state {
+                State::Running { .. } => slot.terminate(Intent::Shutdown),
+                State::Waiting => slot.state = State::Idle,
+                State::Idle => {}
+            }
+        }
+    }
+
+    fn on_hangup(&mut self) {
+        if self.stopping {
+            return;
+        }
+        tracing::info!("SIGHUP: restarting worker processes one by one");
+        self.rolling = (0..self.slots.len()).collect();
+        for slot in &mut self.slots {
+            slot.rolled = false;
+        }
+        self.advance_rolling();
+    }
+
+    /// Stops the next worker of a rolling restart; its replacement's readiness moves on.
+    fn advance_rolling(&mut self) {
+        while let Some(&index) = self.rolling.front() {
+            let slot = &mut self.slots[index];
+            match (&slot.state, slot.intent) {
+                (State::Running { .. }, None) => {
+                    slot.terminate(Intent::Rolling);
+                    return;
+                }
+                // Already being replaced: its replacement's readiness moves on.
+                (State::Running { .. }, Some(_)) => {
+                    slot.rolled = true;
+                    return;
+                }
+                // Not running: the restart already scheduled will run the new code.
+                (State::Waiting | State::Idle, _) => {
+                    self.rolling.pop_front();
+                }
+            }
+        }
+        tracing::info!("rolling restart done");
+    }
+
+    fn on_tick(&mut self) {
+        let kill_after = self.settings.shutdown_timeout + KILL_GRACE;
+        for slot in &mut self.slots {
+            if slot.term_sent.is_some_and(|at| at.elapsed() > kill_after) {
+                tracing::warn!(
+                    worker = slot.index,
+                    pid = slot.pid(),
+                    "worker process did not stop in time; killing it"
+                );
+                slot.send(Signal::SIGKILL);
+                slot.term_sent = None;
+                if self.stopping {
+                    self.forced = true;
+                }
+            }
+        }
+        let Some(limit) = self.settings.max_memory_mb else {
+            return;
+        };
+        // One replacement at a time, so capacity never drops by more than one worker.
+        if self.stopping || self.slots.iter().any(|s| s.intent.is_some()) {
+            return;
+        }
+        for slot in &mut self.slots {
+            let State::Running { pid } = slot.state else {
+                continue;
+            };
+            if !slot.ready {
+                continue;
+            }
+            if let Some(rss) = resident_mb(pid) {
+                if rss > limit {
+                    tracing::warn!(
+                        worker = slot.index,
+                        pid,
+                        rss_mb = rss,
+                        max_memory_mb = limit,
+                        "worker process is over --max-memory; recycling it"
+                    );
+                    slot.terminate(Intent::Recycle);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn running(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+    }
+
+    fn pid(&self) -> u32 {
+        match self.state {
+            State::Running { pid } => pid,
+            _ => 0,
+        }
+    }
+
+    fn terminate(&mut self, intent: Intent) {
+        self.intent = Some(intent);
+        self.term_sent = Some(Instant::now());
+        self.send(Signal::SIGTERM);
+    }
+
+    fn send(&self, signal: Signal) {
+        if let State::Running { pid } = self.state {
+            if let Ok(pid) = i32::try_from(pid) {
+                // ESRCH: it already exited and its exit event is on the way.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+            }
+        }
+    }
+}
+
+/// Forwards a worker's stdout (spotting its ready line), then reports its exit.
+async fn watch(
+    mut child: Child,
+    stdout: Option<ChildStdout>,
+    index: usize,
+    generation: u64,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    if let Some(stdout) = stdout {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match line.strip_prefix(READY) {
+                Some(rest) => {
+                    let metrics = rest
+                        .trim()
+                        .strip_prefix("metrics=")
+                        .and_then(|a| a.parse().ok());
+                    let _ = events.send(Event::Ready {
+                        index,
+                        generation,
+                        metrics,
+                    });
+                }
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                }
+            }
+        }
+    }
+    let status = child.wait().await;
+    let _ = events.send(Event::Exited {
+        index,
+        generation,
+        status,
+    });
+}
+
+/// 100 ms after the first quick death, doubling up to 30 s.
+fn backoff(failures: u32) -> Duration {
+    let shift = failures.saturating_sub(1).min(16);
+    (Duration::from_millis(100) * (1u32 << shift)).min(MAX_BACKOFF)
+}
+
+fn describe(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => match status.code().and_then(Exit::from_code) {
+            Some(exit) if exit != Exit::Ok => format!("{status} ({})", meaning(exit)),
+            _ => status.to_string(),
+        },
+        Err(err) => format!("unknown ({err})"),
+    }
+}
+
+fn meaning(exit: Exit) -> &'static str {
+    match exit {
+        Exit::Ok => "ok",
+        Exit::Killed => "killed or crashed",
+        Exit::Usage => "bad argument or setting",
+        Exit::Connection => "broker connection failed",
+        Exit::PidFile => "pid file in use",
+    }
+}
+
+/// Resident memory of `pid` in MB (`VmRSS` of /proc/PID/status, in kB there).
+fn resident_mb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100ms_up_to_30s() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(5), Duration::from_millis(1600));
+        assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn reads_resident_memory_of_a_live_process() {
+        let rss = resident_mb(std::process::id()).unwrap();
+        assert!(rss < 10_000, "{rss}");
+        assert_eq!(resident_mb(u32::MAX), None);
+    }
+}

@@ -1,0 +1,330 @@
+//! Prometheus: Dramatiq's message metrics, rendered in the Prometheus text format.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{MessageContext, Middleware, Skip};
+use crate::actor::ActorFailure;
+use crate::error::Result;
+use crate::message::{canonical_queue, Message};
+
+/// Upper bounds of `dramatiq_message_duration_milliseconds`, Dramatiq's buckets (`+Inf` is
+/// implied).
+pub const DURATION_BUCKETS_MS: [u64; 18] = [
+    5, 10, 25, 50, 75, 100, 250, 500, 750, 1_000, 2_500, 5_000, 7_500, 10_000, 30_000, 60_000,
+    600_000, 900_000,
+];
+
+/// Counts messages per queue and actor under Dramatiq's metric names, so dashboards built for
+/// Python workers work unchanged (Dramatiq's `Prometheus` middleware; opt-in, as there).
+///
+/// | Metric | Type | Counts |
+/// |---|---|---|
+/// | `dramatiq_messages_total` | counter | messages processed (or skipped) |
+/// | `dramatiq_message_errors_total` | counter | actor runs that failed |
+/// | `dramatiq_message_retries_total` | counter | enqueues of a message that carries `retries` |
+/// | `dramatiq_message_rejects_total` | counter | messages dead-lettered |
+/// | `dramatiq_messages_inprogress` | gauge | messages running now |
+/// | `dramatiq_delayed_messages_inprogress` | gauge | delayed messages held by this worker (always 0 here: delayed messages wait in the broker) |
+/// | `dramatiq_message_duration_milliseconds` | histogram | actor run time, Dramatiq's [buckets](DURATION_BUCKETS_MS) |
+///
+/// Every series has the labels `queue_name` and `actor_name`. The worker CLI serves
+/// [`render`](Prometheus::render) over HTTP with `--metrics-addr`; in code, add it to the
+/// broker and serve the text yourself.
+///
+/// ```
+/// use std::sync::Arc;
+/// use actor_runtime::{actor, middleware::Prometheus, Broker, StubBroker, Worker};
+///
+/// #[actor(queue_name = "metered")]
+/// async fn metered(n: u32) -> u32 {
+///     n
+/// }
+///
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let broker = Arc::new(StubBroker::new());
+/// let metrics = Arc::new(Prometheus::new());
+/// broker.middleware().add(metrics.clone());
+/// let worker = Worker::new(broker.clone()).queues(["metered"]).start().await.unwrap();
+/// metered::message(1).broker(broker.clone()).send().await.unwrap();
+/// broker.join("metered", None, true).await.unwrap();
+/// worker.stop().await.unwrap();
+///
+/// let text = metrics.render();
+/// assert!(text.contains(r#"dramatiq_messages_total{queue_name="metered",actor_name="metered"} 1"#));
+/// # });
+/// ```
+#[derive(Default)]
+pub struct Prometheus {
+    series: RwLock<BTreeMap<String, BTreeMap<String, Arc<Series>>>>,
+    /// When each running message started, by message id.
+    started: Mutex<HashMap<String, Instant>>,
+}
+
+impl std::fmt::Debug for Prometheus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prometheus").finish_non_exhaustive()
+    }
+}
+
+/// One (queue, actor) pair's numbers.
+#[derive(Default)]
+struct Series {
+    total: AtomicU64,
+    errors: AtomicU64,
+    retries: AtomicU64,
+    rejects: AtomicU64,
+    inprogress: AtomicI64,
+    delayed_inprogress: AtomicI64,
+    /// Per bucket, not cumulative; the last slot is above the largest bound.
+    buckets: [AtomicU64; DURATION_BUCKETS_MS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Series {
+    fn observe(&self, elapsed: Duration) {
+        let ms = elapsed.as_millis() as u64;
+        // Prometheus buckets are `le`: a value equal to a bound falls in that bucket.
+        let slot = DURATION_BUCKETS_MS.partition_point(|&bound| bound < ms);
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// `(name, type, help)` of each family, in exposition order.
+const FAMILIES: [(&str, &str, &str); 7] = [
+    (
+        "dramatiq_messages_total",
+        "counter",
+        "The total number of messages processed.",
+    ),
+    (
+        "dramatiq_message_errors_total",
+        "counter",
+        "The total number of errored messages.",
+    ),
+    (
+        "dramatiq_message_retries_total",
+        "counter",
+        "The total number of retried messages.",
+    ),
+    (
+        "dramatiq_message_rejects_total",
+        "counter",
+        "The total number of dead-lettered messages.",
+    ),
+    (
+        "dramatiq_messages_inprogress",
+        "gauge",
+        "The number of messages in progress.",
+    ),
+    (
+        "dramatiq_delayed_messages_inprogress",
+        "gauge",
+        "The number of delayed messages in memory.",
+    ),
+    (
+        "dramatiq_message_duration_milliseconds",
+        "histogram",
+        "The time spent processing messages.",
+    ),
+];
+
+impl Prometheus {
+    /// Empty metrics.
+    ///
+    /// ```
+    /// let metrics = actor_runtime::middleware::Prometheus::new();
+    /// assert!(metrics.render().contains("# TYPE dramatiq_messages_total counter"));
+    /// ```
+    pub fn new() -> Prometheus {
+        Prometheus::default()
+    }
+
+    fn series(&self, message: &Message) -> Arc<Series> {
+        let queue = canonical_queue(&message.queue_name);
+        let actor = message.actor_name.as_str();
+        if let Some(series) = self
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(queue)
+            .and_then(|actors| actors.get(actor))
+        {
+            return series.clone();
+        }
+        self.series
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(queue.to_owned())
+            .or_default()
+            .entry(actor.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn started(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.started.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn finish(&self, message: &Message, failed: bool) {
+        let series = self.series(message);
+        let started = self.started().remove(&message.message_id);
+        // A message skipped by an earlier middleware never reached our `before` hook.
+        if let Some(started) = started {
+            series.observe(started.elapsed());
+            series.inprogress.fetch_sub(1, Ordering::Relaxed);
+        }
+        series.total.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            series.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The metrics in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+        let rows: Vec<(String, &Series)> = series
+            .iter()
+            .flat_map(|(queue, actors)| {
+                actors.iter().map(move |(actor, s)| {
+                    let labels = format!(
+                        "queue_name=\"{}\",actor_name=\"{}\"",
+                        escape(queue),
+                        escape(actor)
+                    );
+                    (labels, &**s)
+                })
+            })
+            .collect();
+        let mut out = String::with_capacity(512 + rows.len() * 2048);
+        for (name, kind, help) in FAMILIES {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, s) in &rows {
+                let scalar = |value: &dyn std::fmt::Display, out: &mut String| {
+                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                };
+                match name {
+                    "dramatiq_messages_total" => scalar(&s.total.load(Ordering::Relaxed), &mut out),
+                    "dramatiq_message_errors_total" => {
+                        scalar(&s.errors.load(Ordering::Relaxed), &mut out)
+                    }
+                    "dramatiq_message_retries_total" => {
+                        scalar(&s.retries.load(Ordering::Relaxed), &mut out)
+                    }
+                    "dramatiq_message_rejects_total" => {
+                        scalar(&s.rejects.load(Ordering::Relaxed), &mut out)
+                    }
+                    "dramatiq_messages_inprogress" => {
+                        scalar(&s.inprogress.load(Ordering::Relaxed), &mut out)
+                    }
+                    "dramatiq_delayed_messages_inprogress" => {
+                        scalar(&s.delayed_inprogress.load(Ordering::Relaxed), &mut out)
+                    }
+                    _ => {
+                        let mut cumulative = 0;
+                        for (i, bound) in DURATION_BUCKETS_MS.iter().enumerate() {
+                            cumulative += s.buckets[i].load(Ordering::Relaxed);
+                            let _ = writeln!(
+                                out,
+                                "{name}_bucket{{{labels},le=\"{bound}.0\"}} {cumulative}"
+                            );
+                        }
+                        cumulative += s.buckets[DURATION_BUCKETS_MS.len()].load(Ordering::Relaxed);
+                        let sum = s.sum_micros.load(Ordering::Relaxed) as f64 / 1000.0;
+                        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+                        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+                        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[async_trait]
+impl Middleware for Prometheus {
+    async fn after_enqueue(&self, message: &Message, _delay: Option<Duration>) {
+        if message.options.contains_key("retries") {
+            self.series(message).retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn before_process_message(&self, ctx: &mut MessageContext) -> Result<(), Skip> {
+        self.series(&ctx.message)
+            .inprogress
+            .fetch_add(1, Ordering::Relaxed);
+        self.started()
+            .insert(ctx.message.message_id.clone(), Instant::now());
+        Ok(())
+    }
+
+    async fn after_process_message(
+        &self,
+        ctx: &mut MessageContext,
+        result: &std::result::Result<Value, ActorFailure>,
+    ) {
+        self.finish(&ctx.message, result.is_err());
+    }
+
+    async fn after_skip_message(&self, ctx: &mut MessageContext) {
+        self.finish(&ctx.message, false);
+    }
+
+    async fn after_nack(&self, ctx: &MessageContext) {
+        self.series(&ctx.message)
+            .rejects
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_le_inclusive() {
+        let metrics = Prometheus::new();
+        let message = Message::new("q.DQ", "a\"b", vec![]);
+        let series = metrics.series(&message);
+        series.observe(Duration::from_millis(5));
+        series.observe(Duration::from_millis(6));
+        series.observe(Duration::from_secs(3600));
+        let text = metrics.render();
+        let labels = r#"queue_name="q",actor_name="a\"b""#;
+        for line in [
+            format!(r#"dramatiq_message_duration_milliseconds_bucket{{{labels},le="5.0"}} 1"#),
+            format!(r#"dramatiq_message_duration_milliseconds_bucket{{{labels},le="10.0"}} 2"#),
+            format!(r#"dramatiq_message_duration_milliseconds_bucket{{{labels},le="900000.0"}} 2"#),
+            format!(r#"dramatiq_message_duration_milliseconds_bucket{{{labels},le="+Inf"}} 3"#),
+            format!(r#"dramatiq_message_duration_milliseconds_count{{{labels}}} 3"#),
+            format!(r#"dramatiq_message_duration_milliseconds_sum{{{labels}}} 3600011"#),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_family_has_help_and_type() {
+        let text = Prometheus::new().render();
+        for (name, kind, _) in FAMILIES {
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")));
+            assert!(text.contains(&format!("# HELP {name} ")));
+        }
+    }
+}
