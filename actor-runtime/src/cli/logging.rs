@@ -52,6 +52,7 @@ pub(crate) fn init(
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(false)
         .event_format(LineFormat {
             json: format == LogFormat::Json,
             pid: std::process::id(),
@@ -99,7 +100,13 @@ where
                 line.insert("message".into(), message);
             }
             for (key, value) in fields.0 {
-                line.entry(key).or_insert(value);
+                // An event field named like a line key (`pid`...) must not hide it.
+                let key = if line.contains_key(&key) {
+                    format!("field_{key}")
+                } else {
+                    key
+                };
+                line.insert(key, value);
             }
             writeln!(writer, "{}", Value::Object(line))
         } else {

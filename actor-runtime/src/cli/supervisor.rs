@@ -240,7 +240,7 @@ impl Supervisor {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 slot.state = State::Running { pid };
-                tracing::info!(worker = index, pid, "worker process started");
+                tracing::info!(worker = index, worker_pid = pid, "worker process started");
                 let stdout = child.stdout.take();
                 tokio::spawn(watch(child, stdout, index, generation, self.events.clone()));
             }
@@ -283,7 +283,7 @@ impl Supervisor {
                         .insert(index, addr);
                 }
                 let pid = slot.pid();
-                tracing::info!(worker = index, pid, "worker process ready");
+                tracing::info!(worker = index, worker_pid = pid, "worker process ready");
                 if slot.rolled && self.rolling.front() == Some(&index) {
                     slot.rolled = false;
                     self.rolling.pop_front();
@@ -325,17 +325,17 @@ impl Supervisor {
             .remove(&index);
         let described = describe(&status);
         if self.stopping {
-            tracing::info!(worker = index, pid, status = %described, "worker process stopped");
+            tracing::info!(worker = index, worker_pid = pid, status = %described, "worker process stopped");
             return;
         }
         match intent {
             Some(Intent::Rolling) => {
-                tracing::info!(worker = index, pid, status = %described, "worker process stopped for a rolling restart; starting its replacement");
+                tracing::info!(worker = index, worker_pid = pid, status = %described, "worker process stopped for a rolling restart; starting its replacement");
                 self.slots[index].rolled = true;
                 self.spawn(index);
             }
             Some(Intent::Recycle) => {
-                tracing::info!(worker = index, pid, status = %described, "worker process recycled; starting its replacement");
+                tracing::info!(worker = index, worker_pid = pid, status = %described, "worker process recycled; starting its replacement");
                 self.spawn(index);
             }
             Some(Intent::Shutdown) | None => {
@@ -348,7 +348,7 @@ impl Supervisor {
                     _ => None,
                 };
                 if let Some(exit) = fatal {
-                    tracing::error!(worker = index, pid, status = %described, "a worker process could not start ({}); stopping", meaning(exit));
+                    tracing::error!(worker = index, worker_pid = pid, status = %described, "a worker process could not start ({}); stopping", meaning(exit));
                     self.fatal = Some(exit);
                     self.begin_stop();
                     return;
@@ -362,7 +362,7 @@ impl Supervisor {
                 let delay = backoff(slot.failures);
                 tracing::error!(
                     worker = index,
-                    pid,
+                    worker_pid = pid,
                     status = %described,
                     uptime = ?Duration::from_millis(uptime.as_millis() as u64),
                     restart_in = ?delay,
@@ -467,7 +467,7 @@ impl Supervisor {
                 if rss > limit {
                     tracing::warn!(
                         worker = slot.index,
-                        pid,
+                        worker_pid = pid,
                         rss_mb = rss,
                         max_memory_mb = limit,
                         "worker process is over --max-memory; recycling it"

@@ -1,0 +1,48 @@
+//! The worker binary the CLI tests run: `actor_runtime::cli::main()` over a few actors that
+//! append one JSON line per run to the file named by `CLI_TEST_OUT`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actor_runtime::actor;
+use serde_json::{json, Value};
+
+fn record(event: Value) {
+    let Ok(path) = std::env::var("CLI_TEST_OUT") else {
+        return;
+    };
+    let mut line = event.to_string();
+    line.push('\n');
+    // One write per line with O_APPEND: lines from several processes do not interleave.
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+/// Records that it ran.
+#[actor(queue_name = "cli")]
+async fn cli_record(key: String) {
+    record(json!({"actor": "cli_record", "key": key, "pid": std::process::id()}));
+}
+
+/// Sleeps, then records that it ran.
+#[actor(queue_name = "cli")]
+async fn cli_sleep(key: String, ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    record(json!({"actor": "cli_sleep", "key": key, "pid": std::process::id()}));
+}
+
+/// Always fails, without retries: its messages are dead-lettered.
+#[actor(queue_name = "cli", max_retries = 0)]
+async fn cli_fail(key: String) -> Result<(), String> {
+    Err(format!("{key} always fails"))
+}
+
+fn main() -> ExitCode {
+    actor_runtime::cli::main()
+}
