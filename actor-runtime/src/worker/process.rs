@@ -95,4 +95,3 @@ pub(crate) async fn process(
         None => Outcome::Ack(Some(ctx)),
     }
 }
-
