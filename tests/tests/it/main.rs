@@ -1,4 +1,5 @@
 //! Integration tests: one binary, one module per feature.
 
 mod common;
+mod redis_broker;
 mod stub_worker;
