@@ -2,5 +2,6 @@
 
 mod common;
 mod faults;
+mod interop;
 mod redis_broker;
 mod stub_worker;
