@@ -2,4 +2,7 @@
 
 mod cli;
 mod common;
+mod faults;
+mod interop;
+mod redis_broker;
 mod stub_worker;
