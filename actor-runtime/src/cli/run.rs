@@ -115,6 +115,20 @@ impl Signals {
 async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure> {
     let mut signals = Signals::new()?;
     let broker = get_broker().map_err(Failure::from)?;
+    // Connects now, so an unreachable broker is exit 3 at start-up, not a retry loop.
+    let probe = settings
+        .queues
+        .as_ref()
+        .and_then(|q| q.first().cloned())
+        .or_else(|| {
+            crate::registry::Registry::global()
+                .ok()
+                .and_then(|r| r.queues().first().map(|q| (*q).to_owned()))
+        });
+    if let Some(queue) = probe {
+        broker.declare_queue(&queue).await.map_err(Failure::from)?;
+        broker.stats(&queue).await.map_err(Failure::from)?;
+    }
     if broker.kind() == "stub" && matches!(role, Role::Child { index: 0 }) {
         tracing::warn!("each worker process has its own in-memory stub broker: set REDIS_URL so they share queues");
     }

@@ -199,12 +199,20 @@ pub(crate) fn check_broker_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(
         .filter(|v| !v.is_empty());
     let mut problems = Vec::new();
     match &url {
-        Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => problems
-            .push(format!(
-                "REDIS_URL must look like redis://[user[:password]@]host[:port][/db], got `{}`",
-                redact(url)
-            )),
-        Some(_) => {}
+        #[cfg(feature = "redis")]
+        Some(_) => {
+            // The Redis broker's own reading of REDIS_URL, DRAMATIQ_NAMESPACE, REDIS_*...
+            if let Err(err) = crate::broker::redis::RedisConfig::from_lookup(env) {
+                problems.push(match err {
+                    crate::Error::Config(message) => message,
+                    other => other.to_string(),
+                });
+            }
+        }
+        #[cfg(not(feature = "redis"))]
+        Some(_) => problems.push(
+            "REDIS_URL is set but actor-runtime was built without its `redis` feature".into(),
+        ),
         None if is_production(env) => problems.push(
             "REDIS_URL is not set but the environment is production; the in-memory stub \
              broker would lose every message"
@@ -229,20 +237,6 @@ fn is_production(env: &dyn Fn(&str) -> Option<String>) -> bool {
             )
         })
     })
-}
-
-/// A URL with its password, if any, replaced by `***`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 /// `1500`, `1500ms`, `30s`, `10m`, `1h` (a bare number is ms, as Dramatiq's flags).
@@ -407,18 +401,20 @@ mod tests {
             .contains("LOG_FORMAT must be `text` or `json`, got `xml`"));
     }
 
+    #[cfg(feature = "redis")]
     #[test]
-    fn broker_url_is_checked_and_its_password_never_shown() {
+    fn broker_settings_are_checked_and_the_password_never_shown() {
         let err = check_broker_env(&env(&[("REDIS_URL", "http://u:hunter2@h:1")])).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("REDIS_URL must look like"), "{text}");
+        assert!(text.contains("is not a Redis URL"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
+        let err = check_broker_env(&env(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            ("REDIS_MAX_CONNECTIONS", "lots"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("REDIS_MAX_CONNECTIONS"), "{err}");
         assert!(check_broker_env(&env(&[("REDIS_URL", "redis://127.0.0.1:6379/0")])).is_ok());
-        assert_eq!(
-            redact("redis://default:pw@host:6379"),
-            "redis://default:***@host:6379"
-        );
-        assert_eq!(redact("redis://host"), "redis://host");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per feature.
 
 mod cli;
+mod cli_redis;
 mod common;
 mod faults;
 mod interop;

@@ -8,9 +8,9 @@ use super::conn::evalsha;
 use super::delayed::promoted;
 use super::scripts::REQUEUE_DEAD;
 use super::{maintenance, Shared};
-use crate::broker::{DeadLetter, QueueStats};
+use crate::broker::{DeadLetter, QueueStats, WorkerInfo};
 use crate::error::{Error, Result};
-use crate::message::Message;
+use crate::message::{canonical_queue, now_ms, Message};
 
 /// Counts by state: ready = `LLEN q`, delayed = `HLEN q.DQ.msgs`, in flight = payloads of
 /// `q` not in its list (fetched by any worker, not yet acked), dead = `ZCARD q.XQ`.
@@ -190,6 +190,72 @@ pub(crate) async fn purge_dead_letters(shared: &Shared, queue: &str) -> Result<u
         .ignore();
     let (count,): (usize,) = shared.conn.pipe("purge dead letters", &pipe).await?;
     Ok(count)
+}
+
+/// Deletes the dead letters of `queue` with these ids; returns how many there were.
+pub(crate) async fn delete_dead_letters(
+    shared: &Shared,
+    queue: &str,
+    ids: &[String],
+) -> Result<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let keys = shared.keys.queue(queue, &shared.worker_id);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("ZREM")
+        .arg(&keys.xq)
+        .arg(ids)
+        .cmd("HDEL")
+        .arg(&keys.xq_msgs)
+        .arg(ids)
+        .ignore()
+        .cmd("HDEL")
+        .arg(&keys.xq_reasons)
+        .arg(ids)
+        .ignore();
+    let (count,): (usize,) = shared.conn.pipe("delete dead letters", &pipe).await?;
+    Ok(count)
+}
+
+/// Processes other than this one whose heartbeat is within the heartbeat timeout (every
+/// client heartbeats, as in Dramatiq, so a busy producer shows too), with the queues they
+/// hold fetched messages of and how many.
+pub(crate) async fn workers(shared: &Shared) -> Result<Vec<WorkerInfo>> {
+    let cutoff = now_ms().saturating_sub(shared.config.heartbeat_timeout.as_millis() as u64);
+    let mut cmd = redis::cmd("ZRANGEBYSCORE");
+    cmd.arg(shared.keys.heartbeats())
+        .arg(cutoff)
+        .arg("+inf")
+        .arg("WITHSCORES");
+    let entries: Vec<(String, f64)> = shared.conn.query("workers", &cmd).await?;
+    let mut workers = Vec::with_capacity(entries.len());
+    for (id, last_heartbeat) in entries {
+        if id == shared.worker_id {
+            continue;
+        }
+        let ack_sets = maintenance::scan(shared, &shared.keys.acks_pattern(&id)).await?;
+        let mut info = WorkerInfo::new(id.clone(), last_heartbeat as u64);
+        let mut in_flight = 0;
+        if !ack_sets.is_empty() {
+            let mut pipe = redis::pipe();
+            for key in &ack_sets {
+                pipe.cmd("SCARD").arg(key);
+            }
+            let counts: Vec<u64> = shared.conn.pipe("workers", &pipe).await?;
+            in_flight = counts.iter().sum();
+        }
+        info.queues = ack_sets
+            .iter()
+            .filter_map(|key| shared.keys.queue_of_acks(&id, key))
+            .map(|queue| canonical_queue(queue).to_owned())
+            .collect();
+        info.queues.dedup();
+        info.in_flight = Some(in_flight);
+        workers.push(info);
+    }
+    Ok(workers)
 }
 
 /// Deletes every message of `queue`: ready, delayed, in flight with this process, dead.

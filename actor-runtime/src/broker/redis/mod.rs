@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Broker, Consumer, DeadLetter, QueueStats};
+use super::{Broker, Consumer, DeadLetter, QueueStats, WorkerInfo};
 use crate::error::{Error, Result};
 use crate::message::{
     canonical_queue, delay_queue, is_valid_queue_name, new_message_id, now_ms, Message,
@@ -371,6 +371,16 @@ impl Broker for RedisBroker {
     async fn purge_dead_letters(&self, queue: &str) -> Result<usize> {
         self.shared.start()?;
         admin::purge_dead_letters(&self.shared, checked_queue(queue)?).await
+    }
+
+    async fn delete_dead_letters(&self, queue: &str, ids: &[String]) -> Result<usize> {
+        self.shared.start()?;
+        admin::delete_dead_letters(&self.shared, checked_queue(queue)?, ids).await
+    }
+
+    async fn workers(&self) -> Result<Option<Vec<WorkerInfo>>> {
+        self.shared.start()?;
+        admin::workers(&self.shared).await.map(Some)
     }
 
     async fn close(&self) {

@@ -1,0 +1,329 @@
+//! The worker CLI end to end on Redis: operator commands, a graceful stop across processes
+//! that loses nothing, and the supervisor's summed metrics. Each test has its own namespace.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actor_runtime::{Broker, Message, QueueStats, RedisBroker, RedisConfig};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+use super::cli::{http_get, kill, Proc, WORKER};
+use super::common::{namespace, redis_url};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// One test's namespace on the test Redis, and a file its workers' actors append to.
+struct Fixture {
+    url: String,
+    ns: String,
+    out: std::path::PathBuf,
+    broker: Arc<RedisBroker>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let (url, ns) = (redis_url(), namespace());
+        let broker = Arc::new(RedisBroker::new(RedisConfig::new(&url).namespace(&ns)).unwrap());
+        Fixture {
+            out: std::env::temp_dir().join(format!("{ns}.jsonl")),
+            url,
+            ns,
+            broker,
+        }
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("REDIS_URL", self.url.as_str()),
+            ("DRAMATIQ_NAMESPACE", self.ns.as_str()),
+            ("CLI_TEST_OUT", self.out.to_str().unwrap()),
+        ]
+    }
+
+    /// Runs a CLI command to its end: (exit code, stdout, stderr).
+    async fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let output = tokio::process::Command::new(WORKER)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("APP_ENV")
+            .envs(self.env())
+            .output()
+            .await
+            .expect("run the CLI");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// A CLI command that must succeed and print JSON.
+    async fn cli_json(&self, args: &[&str]) -> Value {
+        let (code, stdout, stderr) = self.cli(args).await;
+        assert_eq!(code, 0, "{args:?} failed:\n{stderr}");
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+
+    fn spawn(&self, args: &[&str]) -> Proc {
+        Proc::spawn(WORKER, args, &self.env())
+    }
+
+    async fn stats(&self, queue: &str) -> QueueStats {
+        self.broker.stats(queue).await.unwrap()
+    }
+
+    /// Polls `check` on the queue's counts until it holds.
+    async fn wait_stats(&self, queue: &str, what: &str, check: impl Fn(&QueueStats) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let stats = self.stats(queue).await;
+            if check(&stats) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What the actors recorded: key -> number of runs.
+    fn recorded(&self) -> HashMap<String, usize> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let mut runs = HashMap::new();
+        for line in text.lines() {
+            let value: Value = serde_json::from_str(line).unwrap();
+            *runs
+                .entry(value["key"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+        runs
+    }
+
+    async fn wait_recorded(&self, n: usize) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.recorded().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {n} runs; have {:?}",
+                self.recorded()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn cleanup(self) {
+        self.broker.close().await;
+        let _ = std::fs::remove_file(&self.out);
+        let mut conn = redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = {
+            let mut iter: redis::AsyncIter<'_, String> =
+                conn.scan_match(format!("{}:*", self.ns)).await.unwrap();
+            let mut keys = Vec::new();
+            while let Some(key) = iter.next_item().await {
+                keys.push(key.unwrap());
+            }
+            keys
+        };
+        if !keys.is_empty() {
+            let _: () = conn.del(keys).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_queues_and_dead_letters_work_from_the_command_line() {
+    let f = Fixture::new();
+
+    let sent = f
+        .cli_json(&["enqueue", "cli_record", "--args", r#"["k1"]"#, "--json"])
+        .await;
+    assert_eq!(sent["queue_name"], "cli");
+    assert_eq!(sent["args"], json!(["k1"]));
+    for key in ["bad1", "bad2"] {
+        let args = format!(r#"["{key}"]"#);
+        f.cli_json(&["enqueue", "cli_fail", "--args", &args, "--json"])
+            .await;
+    }
+    // An actor this binary does not know needs its queue (a Python actor, say).
+    let (code, _, stderr) = f.cli(&["enqueue", "py_actor", "--args", "[1]"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("pass --queue"), "{stderr}");
+    let (code, stdout, stderr) = f
+        .cli(&[
+            "enqueue",
+            "py_actor",
+            "--queue",
+            "python",
+            "--kwargs",
+            r#"{"x": 1}"#,
+            "--delay",
+            "60000",
+        ])
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("enqueued py_actor on python"),
+        "{stdout}"
+    );
+    assert_eq!(f.stats("python").await.delayed, 1);
+
+    let queues = f.cli_json(&["queues", "cli", "python", "--json"]).await;
+    assert_eq!(
+        queues["queues"],
+        json!([
+            {"name": "cli", "ready": 3, "delayed": 0, "in_flight": 0, "dead": 0},
+            {"name": "python", "ready": 0, "delayed": 1, "in_flight": 0, "dead": 0},
+        ])
+    );
+
+    let mut worker = f.spawn(&["-p", "1", "-Q", "cli"]);
+    worker.wait_message("worker started").await;
+    f.wait_stats("cli", "the worker to drain `cli`", |s| {
+        s.ready == 0 && s.in_flight == 0 && s.dead == 2
+    })
+    .await;
+    assert_eq!(f.recorded(), HashMap::from([("k1".to_owned(), 1)]));
+    // The worker heartbeats, so `queues` sees it.
+    let queues = f.cli_json(&["queues", "cli", "--json"]).await;
+    let workers = queues["workers"]
+        .as_array()
+        .expect("Redis knows its workers");
+    assert!(!workers.is_empty(), "{queues}");
+    let (code, text, _) = f.cli(&["queues", "cli"]).await;
+    assert_eq!(code, 0);
+    assert!(text.starts_with("QUEUE"), "{text}");
+    assert!(text.contains("live"), "{text}");
+    kill("TERM", worker.pid());
+    assert_eq!(worker.exit().await.code(), Some(0), "{}", worker.dump());
+
+    let dead = f.cli_json(&["dead-letters", "list", "cli", "--json"]).await;
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 2);
+    for letter in dead {
+        assert_eq!(letter["message"]["actor_name"], "cli_fail");
+        assert!(
+            letter["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("always fails")),
+            "{letter}"
+        );
+    }
+    let (code, text, _) = f.cli(&["dead-letters", "list", "cli"]).await;
+    assert_eq!(code, 0);
+    assert!(text.contains("cli_fail(\"bad1\")"), "{text}");
+
+    let (first, second) = (
+        dead[0]["id"].as_str().unwrap(),
+        dead[1]["id"].as_str().unwrap(),
+    );
+    let requeued = f
+        .cli_json(&["dead-letters", "requeue", "cli", "--id", first, "--json"])
+        .await;
+    assert_eq!(requeued["requeued"], 1);
+    let stats = f.stats("cli").await;
+    assert_eq!((stats.ready, stats.dead), (1, 1));
+
+    let (code, text, stderr) = f
+        .cli(&["dead-letters", "purge", "cli", "--id", second])
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(text, "purged 1 dead letter of cli\n");
+    let purged = f
+        .cli_json(&["dead-letters", "purge", "cli", "--json"])
+        .await;
+    assert_eq!(purged["purged"], 0);
+    assert_eq!(f.stats("cli").await.dead, 0);
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_worker_processes_without_losing_a_message() {
+    let f = Fixture::new();
+    const N: usize = 30;
+    for i in 0..N {
+        let message = Message::new("cli", "cli_sleep", vec![format!("m{i}").into(), 100.into()]);
+        f.broker.enqueue(message, None).await.unwrap();
+    }
+    let mut supervisor = f.spawn(&["-p", "2", "-t", "2"]);
+    f.wait_recorded(4).await;
+    kill("TERM", supervisor.pid());
+    let status = supervisor.exit().await;
+    assert_eq!(status.code(), Some(0), "{}", supervisor.dump());
+
+    // Running messages finished and were acked; prefetched ones went back to the queue.
+    let stats = f.stats("cli").await;
+    let done = f.recorded();
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!(stats.ready as usize + done.len(), N, "{stats:?} {done:?}");
+
+    let mut worker = f.spawn(&["-p", "1", "-t", "8"]);
+    f.wait_recorded(N).await;
+    kill("TERM", worker.pid());
+    assert_eq!(worker.exit().await.code(), Some(0));
+    let done = f.recorded();
+    assert_eq!(done.len(), N);
+    assert!(done.values().all(|runs| *runs == 1), "ran twice: {done:?}");
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_sums_its_workers_metrics() {
+    let f = Fixture::new();
+    let mut supervisor = f.spawn(&["-p", "2", "--metrics-addr", "127.0.0.1:0"]);
+    let serving = supervisor
+        .wait_for("the metrics address", |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("metrics of all worker processes at"))
+        })
+        .await;
+    let url = serving["message"]
+        .as_str()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    for i in 0..10 {
+        let message = Message::new("cli", "cli_record", vec![format!("r{i}").into()]);
+        f.broker.enqueue(message, None).await.unwrap();
+    }
+    let message = Message::new("cli", "cli_fail", vec!["x".into()]);
+    f.broker.enqueue(message, None).await.unwrap();
+
+    let labels = |actor: &str| format!(r#"{{queue_name="cli",actor_name="{actor}"}}"#);
+    let expected = [
+        format!("dramatiq_messages_total{} 10", labels("cli_record")),
+        format!("dramatiq_messages_total{} 1", labels("cli_fail")),
+        format!("dramatiq_message_errors_total{} 1", labels("cli_fail")),
+        format!("dramatiq_message_rejects_total{} 1", labels("cli_fail")),
+        format!("dramatiq_messages_inprogress{} 0", labels("cli_record")),
+        format!(
+            "dramatiq_message_duration_milliseconds_count{} 10",
+            labels("cli_record")
+        ),
+    ];
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let body = http_get(&url).await;
+        if expected.iter().all(|line| body.lines().any(|l| l == line)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed {expected:#?}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill("TERM", supervisor.pid());
+    assert_eq!(supervisor.exit().await.code(), Some(0));
+    f.cleanup().await;
+}
