@@ -38,6 +38,17 @@ pub enum LlmProvider {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    ///
+    /// ```
+    /// let secret = actor_examples::creditor_app::settings::Secret::new("hunter2");
+    /// assert_eq!(format!("{secret:?}"), "Secret(***)");
+    /// assert_eq!(secret.expose(), "hunter2");
+    /// ```
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
     /// The secret itself, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -63,3 +63,71 @@ async fn inbound_email(
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use actor_runtime::{set_broker, Broker, StubBroker, Worker};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::creditor_app::actors::{recent_matches, QUEUES};
+    use crate::creditor_app::creditors::MatchOutcome;
+
+    /// POSTs `body` with `secret`; returns the status line and the body.
+    async fn post(addr: std::net::SocketAddr, secret: &str, body: &str) -> (String, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST /webhooks/inbound-email HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+             {SECRET_HEADER}: {secret}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_owned(), body.to_owned())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inbound_email_runs_the_whole_pipeline_on_the_stub_broker() {
+        let broker = Arc::new(StubBroker::new());
+        set_broker(broker.clone());
+        let worker = Worker::new(broker.clone())
+            .queues(QUEUES)
+            .start()
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(Secret::new("s3cret"))).await });
+
+        let email = r#"{"from": "Acme Collections <dunning@acme.example>", "to": "inbox@us.example",
+            "subject": "Final notice", "body": "Invoice number: INV-7781\nTotal due: $2,450.00"}"#;
+        let (status, _) = post(addr, "wrong", email).await;
+        assert!(status.contains("401"), "{status}");
+        let (status, body) = post(addr, "s3cret", email).await;
+        assert!(status.contains("202"), "{status}");
+        assert!(body.contains("message_id"), "{body}");
+
+        // Each step sends the next before it is acked, so the queues drain in order.
+        for queue in QUEUES {
+            broker
+                .join(queue, Some(Duration::from_secs(10)), true)
+                .await
+                .unwrap();
+        }
+        let matched = recent_matches()
+            .into_iter()
+            .find(|(from, _)| from.contains("dunning@acme.example"))
+            .expect("the email was matched");
+        assert!(
+            matches!(&matched.1, MatchOutcome::Matched { creditor_id, confidence, amount_cents, .. }
+                if creditor_id == "cr-003" && confidence == "high" && *amount_cents == Some(245_000)),
+            "{matched:?}"
+        );
+        worker.stop().await.unwrap();
+    }
+}

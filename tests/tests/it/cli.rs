@@ -163,6 +163,18 @@ async fn sigterm_stops_a_single_process_worker_cleanly() {
 }
 
 #[tokio::test]
+async fn sighup_reexecutes_a_single_process_worker_in_place() {
+    let mut worker = Proc::spawn(WORKER, &["-p", "1"], &[]);
+    worker.wait_message("worker started").await;
+    kill("HUP", worker.pid());
+    worker.wait_message("restarting (SIGHUP)").await;
+    let again = worker.wait_message("worker started").await;
+    assert_eq!(again["pid"].as_u64(), Some(u64::from(worker.pid())));
+    kill("TERM", worker.pid());
+    assert_eq!(worker.exit().await.code(), Some(0));
+}
+
+#[tokio::test]
 async fn a_bad_setting_exits_2_naming_it() {
     let mut worker = Proc::spawn(
         WORKER,
