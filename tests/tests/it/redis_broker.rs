@@ -1154,3 +1154,33 @@ fn a_broker_keeps_working_across_runtimes() {
     );
     second.block_on(cleanup(&broker, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notifications_an_idle_consumer_polls() {
+    let ns = namespace();
+    let broker = broker(
+        config(&ns)
+            .keyspace_notifications(false)
+            .poll_interval(Duration::from_millis(50)),
+    );
+    let mut conn = raw().await;
+    let consumer: Arc<dyn Consumer> = Arc::from(broker.consume("polled", 10).await.unwrap());
+    let waiting = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.fetch(10, Duration::from_secs(20)).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = msg("polled", 1);
+    let _: () = conn
+        .hset(format!("{ns}:polled.msgs"), "p1", m.encode())
+        .await
+        .unwrap();
+    let _: () = conn.rpush(format!("{ns}:polled"), "p1").await.unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("polling picks the message up")
+        .unwrap();
+    assert_eq!(args(&batch), [json!(1)]);
+    consumer.ack(&[batch[0].tag.clone()]).await.unwrap();
+    cleanup(&broker, 0).await;
+}
