@@ -777,6 +777,26 @@ async fn unreachable_redis_is_a_connection_error_in_bounded_time() {
         Err(Error::Closed)
     ));
 
+    // Wrong credentials are not worth retrying: a prompt, clear error.
+    let broker = RedisBroker::new(RedisConfig::new(format!(
+        "redis://nobody:wrong@{}",
+        url_with_db(0).trim_start_matches("redis://")
+    )))
+    .unwrap();
+    let start = Instant::now();
+    let err = broker.stats("q").await.unwrap_err();
+    assert!(matches!(err, Error::Connection(_)), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}: {err}",
+        start.elapsed()
+    );
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the password leaked: {err}"
+    );
+    broker.close().await;
+
     // rediss:// without the `tls` feature is refused up front, saying why.
     if let Err(err) = RedisBroker::new(RedisConfig::new("rediss://127.0.0.1:6380")) {
         assert!(
