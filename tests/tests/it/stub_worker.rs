@@ -8,12 +8,10 @@ use actor_runtime::{actor, current_message, Broker, Error, Message, StubBroker, 
 use serde_json::{json, Value};
 
 /// What actors recorded, by test key.
-type Log = Mutex<HashMap<String, Vec<Value>>>;
-
-fn log() -> &'static Log {
-    static LOG: Mutex<Option<&'static Log>> = Mutex::new(None);
-    let mut guard = LOG.lock().unwrap();
-    guard.get_or_insert_with(|| Box::leak(Box::default()))
+fn log() -> &'static Mutex<HashMap<String, Vec<Value>>> {
+    static LOG: std::sync::OnceLock<Mutex<HashMap<String, Vec<Value>>>> =
+        std::sync::OnceLock::new();
+    LOG.get_or_init(Mutex::default)
 }
 
 fn record(key: &str, value: Value) {

@@ -62,6 +62,11 @@ impl Conn {
         self.client.get_connection_info().redis_settings().db()
     }
 
+    /// Whether the pool was ever used (so there may be something to clean up).
+    pub(crate) fn is_used(&self) -> bool {
+        self.pool.get().is_some()
+    }
+
     /// A pooled connection, round robin. Must run inside the tokio runtime.
     fn manager(&self) -> Result<ConnectionManager> {
         if let Some(pool) = self.pool.get() {
@@ -199,6 +204,9 @@ pub(crate) fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
 /// Whether a failed call may succeed if tried again: timeouts, dropped or refused
 /// connections, and transient server states (loading, busy, failover).
 pub(crate) fn is_transient(err: &RedisError) -> bool {
+    if err.kind() == redis::ErrorKind::AuthenticationFailed {
+        return false;
+    }
     err.is_timeout() || err.is_io_error() || !matches!(err.retry_method(), RetryMethod::NoRetry)
 }
 
