@@ -34,6 +34,7 @@
 //! a worker whose resident memory exceeds `--max-memory`. Unix only.
 
 mod args;
+mod child;
 mod logging;
 mod metrics;
 mod ops;

@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -15,19 +14,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use super::child::{backoff, describe, meaning, resident_mb, watch, Intent, Slot, State};
 use super::metrics::{self, Source};
-use super::run::{current_exe, READY};
+use super::run::current_exe;
 use super::settings::WorkerSettings;
 use super::{Exit, WORKER_ENV};
 
 /// A worker that lived this long before dying is restarted without delay.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// After the shutdown timeout, how long a worker may take to exit before it is killed.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -56,45 +54,7 @@ pub(crate) fn run(settings: &WorkerSettings) -> Exit {
     exit
 }
 
-/// Why the supervisor asked a worker to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Intent {
-    /// Everything is stopping.
-    Shutdown,
-    /// SIGHUP: replace it.
-    Rolling,
-    /// Over `--max-memory`: replace it.
-    Recycle,
-}
-
-#[derive(Debug)]
-enum State {
-    /// A process is running (maybe not ready yet).
-    Running { pid: u32 },
-    /// Dead; a restart is scheduled.
-    Waiting,
-    /// Dead for good (shutting down).
-    Idle,
-}
-
-#[derive(Debug)]
-struct Slot {
-    index: usize,
-    state: State,
-    /// Identifies the current process, so events about an earlier one are ignored.
-    generation: u64,
-    started: Instant,
-    ready: bool,
-    /// Deaths in a row without a stable run, for the backoff.
-    failures: u32,
-    intent: Option<Intent>,
-    /// When SIGTERM was sent, to kill a worker that does not stop.
-    term_sent: Option<Instant>,
-    /// Started by a rolling restart, which moves on once this one is ready.
-    rolled: bool,
-}
-
-enum Event {
+pub(super) enum Event {
     Ready {
         index: usize,
         generation: u64,
@@ -477,132 +437,5 @@ impl Supervisor {
                 }
             }
         }
-    }
-}
-
-impl Slot {
-    fn running(&self) -> bool {
-        matches!(self.state, State::Running { .. })
-    }
-
-    fn pid(&self) -> u32 {
-        match self.state {
-            State::Running { pid } => pid,
-            _ => 0,
-        }
-    }
-
-    fn terminate(&mut self, intent: Intent) {
-        self.intent = Some(intent);
-        self.term_sent = Some(Instant::now());
-        self.send(Signal::SIGTERM);
-    }
-
-    fn send(&self, signal: Signal) {
-        if let State::Running { pid } = self.state {
-            if let Ok(pid) = i32::try_from(pid) {
-                // ESRCH: it already exited and its exit event is on the way.
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
-            }
-        }
-    }
-}
-
-/// Forwards a worker's stdout (spotting its ready line), then reports its exit.
-async fn watch(
-    mut child: Child,
-    stdout: Option<ChildStdout>,
-    index: usize,
-    generation: u64,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    if let Some(stdout) = stdout {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            match line.strip_prefix(READY) {
-                Some(rest) => {
-                    let metrics = rest
-                        .trim()
-                        .strip_prefix("metrics=")
-                        .and_then(|a| a.parse().ok());
-                    let _ = events.send(Event::Ready {
-                        index,
-                        generation,
-                        metrics,
-                    });
-                }
-                None => {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{line}");
-                    let _ = out.flush();
-                }
-            }
-        }
-    }
-    let status = child.wait().await;
-    let _ = events.send(Event::Exited {
-        index,
-        generation,
-        status,
-    });
-}
-
-/// 100 ms after the first quick death, doubling up to 30 s.
-fn backoff(failures: u32) -> Duration {
-    let shift = failures.saturating_sub(1).min(16);
-    (Duration::from_millis(100) * (1u32 << shift)).min(MAX_BACKOFF)
-}
-
-fn describe(status: &std::io::Result<ExitStatus>) -> String {
-    match status {
-        Ok(status) => match status.code().and_then(Exit::from_code) {
-            Some(exit) if exit != Exit::Ok => format!("{status} ({})", meaning(exit)),
-            _ => status.to_string(),
-        },
-        Err(err) => format!("unknown ({err})"),
-    }
-}
-
-fn meaning(exit: Exit) -> &'static str {
-    match exit {
-        Exit::Ok => "ok",
-        Exit::Killed => "killed or crashed",
-        Exit::Usage => "bad argument or setting",
-        Exit::Connection => "broker connection failed",
-        Exit::PidFile => "pid file in use",
-    }
-}
-
-/// Resident memory of `pid` in MB (`VmRSS` of /proc/PID/status, in kB there).
-fn resident_mb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_100ms_up_to_30s() {
-        assert_eq!(backoff(1), Duration::from_millis(100));
-        assert_eq!(backoff(2), Duration::from_millis(200));
-        assert_eq!(backoff(5), Duration::from_millis(1600));
-        assert_eq!(backoff(40), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn reads_resident_memory_of_a_live_process() {
-        let rss = resident_mb(std::process::id()).unwrap();
-        assert!(rss < 10_000, "{rss}");
-        assert_eq!(resident_mb(u32::MAX), None);
     }
 }

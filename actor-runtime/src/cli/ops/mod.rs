@@ -7,11 +7,17 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::args::{Command, DeadLetterSelection, DeadLettersCommand, EnqueueArgs};
+use super::args::{Command, DeadLettersCommand, EnqueueArgs};
 use super::{Exit, Failure};
-use crate::broker::{get_broker, Broker, WorkerInfo};
-use crate::message::{is_valid_queue_name, now_ms, Message};
+use crate::broker::{get_broker, Broker};
+use crate::message::{is_valid_queue_name, Message};
 use crate::registry::Registry;
+
+mod dead_letters;
+mod queues;
+
+use dead_letters::{list_dead, purge_dead, requeue_dead};
+use queues::queues;
 
 /// Runs an operator command against the global broker.
 pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
@@ -91,7 +97,7 @@ pub(crate) async fn execute(
     }
 }
 
-async fn declared(broker: &Arc<dyn Broker>, queue: &str) -> Result<(), Failure> {
+pub(super) async fn declared(broker: &Arc<dyn Broker>, queue: &str) -> Result<(), Failure> {
     if !is_valid_queue_name(queue) {
         return Err(Failure::usage(format!(
             "`{queue}` is not a queue name (use [a-zA-Z_][a-zA-Z0-9._-]*, without .DQ/.XQ)"
@@ -165,196 +171,6 @@ async fn enqueue(
     Ok(())
 }
 
-async fn queues(
-    broker: &Arc<dyn Broker>,
-    names: &[String],
-    json_output: bool,
-    out: &mut Vec<u8>,
-) -> Result<(), Failure> {
-    let mut rows = Vec::with_capacity(names.len());
-    for name in names {
-        declared(broker, name).await?;
-        rows.push((name, broker.stats(name).await.map_err(Failure::from)?));
-    }
-    let workers = broker.workers().await.map_err(Failure::from)?;
-    let now = now_ms();
-    if json_output {
-        let queues: Vec<Value> = rows
-            .iter()
-            .map(|(name, s)| {
-                json!({"name": name, "ready": s.ready, "delayed": s.delayed, "in_flight": s.in_flight, "dead": s.dead})
-            })
-            .collect();
-        let workers = workers.as_ref().map(|all| {
-            all.iter()
-                .map(|w| worker_json(w, now))
-                .collect::<Vec<Value>>()
-        });
-        let _ = writeln!(out, "{}", json!({"queues": queues, "workers": workers}));
-        return Ok(());
-    }
-    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(5);
-    let _ = writeln!(
-        out,
-        "{:<width$}  {:>9}  {:>9}  {:>9}  {:>9}",
-        "QUEUE", "READY", "DELAYED", "IN-FLIGHT", "DEAD"
-    );
-    for (name, s) in &rows {
-        let _ = writeln!(
-            out,
-            "{name:<width$}  {:>9}  {:>9}  {:>9}  {:>9}",
-            s.ready, s.delayed, s.in_flight, s.dead
-        );
-    }
-    match workers {
-        None => {
-            let _ = writeln!(out, "\nworkers: unknown (this broker keeps no heartbeats)");
-        }
-        Some(workers) => {
-            let _ = writeln!(out, "\nworkers: {} live", workers.len());
-            for w in &workers {
-                let _ = writeln!(
-                    out,
-                    "  {}  heartbeat {} ago{}{}",
-                    w.id,
-                    ago(now, w.last_heartbeat),
-                    w.in_flight
-                        .map_or(String::new(), |n| format!("  in flight {n}")),
-                    if w.queues.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  queues {}", w.queues.join(","))
-                    }
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-fn worker_json(w: &WorkerInfo, now: u64) -> Value {
-    json!({
-        "id": w.id,
-        "last_heartbeat": w.last_heartbeat,
-        "age_ms": now.saturating_sub(w.last_heartbeat),
-        "queues": w.queues,
-        "in_flight": w.in_flight,
-    })
-}
-
-async fn list_dead(
-    broker: &Arc<dyn Broker>,
-    queue: &str,
-    limit: usize,
-    json_output: bool,
-    out: &mut Vec<u8>,
-) -> Result<(), Failure> {
-    declared(broker, queue).await?;
-    let dead = broker
-        .dead_letters(queue, limit)
-        .await
-        .map_err(Failure::from)?;
-    if json_output {
-        let items: Vec<Value> = dead
-            .iter()
-            .map(|d| {
-                let (message, error) = match &d.message {
-                    Ok(m) => (serde_json::to_value(m).unwrap_or(Value::Null), None),
-                    Err(e) => (Value::Null, Some(e.clone())),
-                };
-                json!({"id": d.id, "dead_at": d.dead_at, "reason": d.reason, "message": message, "error": error})
-            })
-            .collect();
-        let _ = writeln!(out, "{}", Value::Array(items));
-        return Ok(());
-    }
-    if dead.is_empty() {
-        let _ = writeln!(out, "no dead letters in {queue}");
-        return Ok(());
-    }
-    for d in &dead {
-        let _ = writeln!(out, "{}  dead since {}", d.id, utc(d.dead_at));
-        match &d.message {
-            Ok(m) => {
-                let args = Value::Array(m.args.clone()).to_string();
-                let _ = writeln!(
-                    out,
-                    "    {}({}) message {}",
-                    m.actor_name,
-                    shorten(&args[1..args.len() - 1], 80),
-                    m.message_id
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(out, "    unreadable message: {e}");
-            }
-        }
-        if let Some(reason) = &d.reason {
-            let _ = writeln!(out, "    reason: {}", shorten(reason, 200));
-        }
-    }
-    Ok(())
-}
-
-async fn requeue_dead(
-    broker: &Arc<dyn Broker>,
-    selection: DeadLetterSelection,
-    out: &mut Vec<u8>,
-) -> Result<(), Failure> {
-    declared(broker, &selection.queue).await?;
-    let ids = (!selection.ids.is_empty()).then_some(selection.ids.as_slice());
-    let moved = broker
-        .requeue_dead_letters(&selection.queue, ids)
-        .await
-        .map_err(Failure::from)?;
-    if selection.output.json {
-        let _ = writeln!(
-            out,
-            "{}",
-            json!({"queue": selection.queue, "requeued": moved})
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "requeued {moved} dead letter{} of {}",
-            plural(moved),
-            selection.queue
-        );
-    }
-    Ok(())
-}
-
-async fn purge_dead(
-    broker: &Arc<dyn Broker>,
-    selection: DeadLetterSelection,
-    out: &mut Vec<u8>,
-) -> Result<(), Failure> {
-    declared(broker, &selection.queue).await?;
-    let purged = if selection.ids.is_empty() {
-        broker.purge_dead_letters(&selection.queue).await
-    } else {
-        broker
-            .delete_dead_letters(&selection.queue, &selection.ids)
-            .await
-    }
-    .map_err(Failure::from)?;
-    if selection.output.json {
-        let _ = writeln!(
-            out,
-            "{}",
-            json!({"queue": selection.queue, "purged": purged})
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "purged {purged} dead letter{} of {}",
-            plural(purged),
-            selection.queue
-        );
-    }
-    Ok(())
-}
-
 fn print_actors(
     registry: &Registry,
     json_output: bool,
@@ -381,7 +197,7 @@ fn print_actors(
     Ok(())
 }
 
-fn plural(n: usize) -> &'static str {
+pub(super) fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
     } else {
@@ -389,7 +205,7 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-fn shorten(text: &str, max: usize) -> String {
+pub(super) fn shorten(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_owned()
     } else {
@@ -398,40 +214,10 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-fn ago(now: u64, then: u64) -> String {
-    let ms = now.saturating_sub(then);
-    if ms < 10_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{}s", ms / 1000)
-    }
-}
-
-/// `2024-05-01 12:34:56Z` from ms since the epoch (days to a civil date, Howard Hinnant's
-/// algorithm; no calendar dependency for one column).
-pub(crate) fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::args::{OutputArgs, QueuesArgs};
+    use super::super::args::{DeadLetterSelection, OutputArgs, QueuesArgs};
+    use super::dead_letters::utc;
     use super::*;
     use crate::StubBroker;
 
