@@ -2,9 +2,9 @@
 //! system the framework was first built for.
 //!
 //! A mail provider posts inbound emails to an axum [`webhook`]; it checks a shared secret
-//! and enqueues [`process_email`](actors::process_email), which chains
-//! [`extract_creditor`](actors::extract_creditor) (rules standing in for an LLM call) and
-//! [`match_creditor`](actors::match_creditor) (a small in-memory table). [`settings`] are
+//! and enqueues [`process_email`](actors::process_email()), which chains
+//! [`extract_creditor`](actors::extract_creditor()) (rules standing in for an LLM call) and
+//! [`match_creditor`](actors::match_creditor()) (a small in-memory table). [`settings`] are
 //! typed, read from the environment and validated at start-up.
 //!
 //! Two binaries (examples of this crate):

@@ -2,7 +2,7 @@
 //! `ACTOR_RUNTIME_WORKER_INDEX` set), restarts those that die, forwards stop signals, rolls
 //! restarts on SIGHUP and recycles workers over `--max-memory`.
 //!
-//! A worker says it is ready on its stdout (see [`READY`]); the supervisor forwards every
+//! A worker says it is ready on its stdout (see [`super::run::READY`]); the supervisor forwards every
 //! other stdout line. Worker logs go to stderr or `--log-file` directly.
 
 use std::collections::{HashMap, VecDeque};
