@@ -11,6 +11,16 @@ use super::creditors::{self, MatchOutcome};
 use super::extract::{self, Extraction};
 
 /// An inbound email as the mail provider posts it to the webhook.
+///
+/// ```
+/// use actor_examples::creditor_app::actors::InboundEmail;
+///
+/// let email: InboundEmail = serde_json::from_str(
+///     r#"{"from": "a@b.example", "to": "inbox@us.example", "subject": "Hi", "body": "..."}"#,
+/// )
+/// .unwrap();
+/// assert_eq!(email.subject, "Hi");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundEmail {
     /// Sender, `Name <address>` or a bare address.
@@ -24,6 +34,13 @@ pub struct InboundEmail {
 }
 
 /// The queues of the pipeline, for `--queues` and for tests.
+///
+/// ```
+/// use actor_examples::creditor_app::actors::{process_email, QUEUES};
+/// use actor_runtime::Actor;
+///
+/// assert_eq!(QUEUES[0], <process_email as Actor>::QUEUE);
+/// ```
 pub const QUEUES: [&str; 3] = [
     "creditor_emails",
     "creditor_extraction",
@@ -83,6 +100,16 @@ pub async fn match_creditor(from: String, extraction: Extraction) -> MatchOutcom
 static RECENT: Mutex<Vec<(String, MatchOutcome)>> = Mutex::new(Vec::new());
 
 /// The last 100 outcomes matched in this process, oldest first, by sender.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use actor_examples::creditor_app::{actors, extract::Extraction};
+///
+/// // The function stays callable as written: no broker needed.
+/// actors::match_creditor("a@b.example".into(), Extraction::default()).await;
+/// assert_eq!(actors::recent_matches().last().unwrap().0, "a@b.example");
+/// # });
+/// ```
 pub fn recent_matches() -> Vec<(String, MatchOutcome)> {
     RECENT.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }

@@ -19,6 +19,12 @@ pub struct Creditor {
 }
 
 /// The creditors this example knows.
+///
+/// ```
+/// use actor_examples::creditor_app::creditors::CREDITORS;
+///
+/// assert!(CREDITORS.iter().any(|c| c.name == "Acme Collections Ltd"));
+/// ```
 pub const CREDITORS: &[Creditor] = &[
     Creditor {
         id: "cr-001",

@@ -96,6 +96,13 @@ pub struct Settings {
 }
 
 /// Every problem found in the settings.
+///
+/// ```
+/// use actor_examples::creditor_app::settings::SettingsError;
+///
+/// let err = SettingsError { problems: vec!["WEBHOOK_SECRET is not set".into()] };
+/// assert_eq!(err.to_string(), "the app's settings have 1 problem:\n  - WEBHOOK_SECRET is not set");
+/// ```
 #[derive(Debug, PartialEq, Eq)]
 pub struct SettingsError {
     /// One line per problem, naming the variable.
@@ -121,6 +128,16 @@ impl std::error::Error for SettingsError {}
 
 impl Settings {
     /// Reads and validates the settings from the process environment.
+    ///
+    /// ```no_run
+    /// use actor_examples::creditor_app::settings::Settings;
+    ///
+    /// let settings = Settings::from_env().unwrap_or_else(|err| {
+    ///     eprintln!("error: {err}"); // every problem, one per line
+    ///     std::process::exit(2);
+    /// });
+    /// println!("listening on {}", settings.webhook_addr);
+    /// ```
     pub fn from_env() -> Result<Settings, SettingsError> {
         Settings::from_lookup(|key| std::env::var(key).ok())
     }

@@ -13,9 +13,20 @@ use super::actors::{process_email, InboundEmail};
 use super::settings::Secret;
 
 /// The header the mail provider puts the shared secret in.
+///
+/// ```
+/// assert_eq!(actor_examples::creditor_app::webhook::SECRET_HEADER, "x-webhook-secret");
+/// ```
 pub const SECRET_HEADER: &str = "x-webhook-secret";
 
 /// `POST /webhooks/inbound-email` (JSON `{from, to, subject, body}`) and `GET /healthz`.
+///
+/// ```
+/// use actor_examples::creditor_app::{settings::Secret, webhook::router};
+///
+/// let app: axum::Router = router(Secret::new("shared-secret"));
+/// # let _ = app;
+/// ```
 pub fn router(secret: Secret) -> Router {
     Router::new()
         .route("/webhooks/inbound-email", post(inbound_email))

@@ -11,8 +11,21 @@ use std::process::ExitCode;
 use actor_examples::creditor_app::{actors, settings::Settings};
 
 fn main() -> ExitCode {
-    // Operator commands (`queues`, `enqueue`...) do not need the app's settings.
-    let operator = std::env::args().nth(1).is_some_and(|a| !a.starts_with('-'));
+    // Operator commands (`queues`, `enqueue`...) and help do not need the app's settings.
+    let operator = std::env::args().skip(1).any(|a| {
+        matches!(
+            a.as_str(),
+            "enqueue"
+                | "queues"
+                | "dead-letters"
+                | "actors"
+                | "help"
+                | "-h"
+                | "--help"
+                | "-V"
+                | "--version"
+        )
+    });
     if !operator {
         if let Err(err) = Settings::from_env() {
             eprintln!("error: {err}");

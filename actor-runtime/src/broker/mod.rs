@@ -105,6 +105,17 @@ pub trait Broker: Send + Sync + 'static {
     ///
     /// The default says [`Error::Unsupported`]; brokers that can address one dead letter
     /// override it.
+    ///
+    /// ```
+    /// use actor_runtime::{Broker, StubBroker};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let broker = StubBroker::new();
+    /// broker.declare_queue("default").await.unwrap();
+    /// let gone = broker.delete_dead_letters("default", &["no-such-id".into()]).await.unwrap();
+    /// assert_eq!(gone, 0);
+    /// # });
+    /// ```
     async fn delete_dead_letters(&self, queue: &str, ids: &[String]) -> Result<usize> {
         let _ = (queue, ids);
         Err(Error::Unsupported("deleting chosen dead letters"))
@@ -165,6 +176,11 @@ pub struct WorkerInfo {
 
 impl WorkerInfo {
     /// A worker seen at `last_heartbeat` (ms since the epoch), queues unknown.
+    ///
+    /// ```
+    /// let worker = actor_runtime::broker::WorkerInfo::new("w1", actor_runtime::now_ms());
+    /// assert_eq!(worker.in_flight, None);
+    /// ```
     pub fn new(id: impl Into<String>, last_heartbeat: u64) -> WorkerInfo {
         WorkerInfo {
             id: id.into(),

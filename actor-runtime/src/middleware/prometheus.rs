@@ -16,6 +16,13 @@ use crate::message::{canonical_queue, Message};
 
 /// Upper bounds of `dramatiq_message_duration_milliseconds`, Dramatiq's buckets (`+Inf` is
 /// implied).
+///
+/// ```
+/// use actor_runtime::middleware::DURATION_BUCKETS_MS;
+///
+/// assert_eq!(DURATION_BUCKETS_MS.first(), Some(&5));
+/// assert_eq!(DURATION_BUCKETS_MS.last(), Some(&900_000)); // 15 minutes
+/// ```
 pub const DURATION_BUCKETS_MS: [u64; 18] = [
     5, 10, 25, 50, 75, 100, 250, 500, 750, 1_000, 2_500, 5_000, 7_500, 10_000, 30_000, 60_000,
     600_000, 900_000,
@@ -188,7 +195,14 @@ impl Prometheus {
         }
     }
 
-    /// The metrics in the Prometheus text exposition format (version 0.0.4).
+    /// The metrics in the Prometheus text exposition format (version 0.0.4): `# HELP` and
+    /// `# TYPE` for every family, then one line per series, sorted by queue and actor.
+    ///
+    /// ```
+    /// let text = actor_runtime::middleware::Prometheus::new().render();
+    /// assert!(text.starts_with("# HELP dramatiq_messages_total "));
+    /// assert!(text.contains("# TYPE dramatiq_message_duration_milliseconds histogram\n"));
+    /// ```
     pub fn render(&self) -> String {
         let series = self.series.read().unwrap_or_else(|e| e.into_inner());
         let rows: Vec<(String, &Series)> = series
