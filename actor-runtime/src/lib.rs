@@ -8,11 +8,16 @@ mod actor;
 mod args;
 pub mod broker;
 mod builder;
+pub mod composition;
 mod error;
 mod message;
 pub mod middleware;
 mod options;
+pub mod rate_limits;
+#[cfg(feature = "redis")]
+mod redis_conn;
 mod registry;
+pub mod results;
 pub mod worker;
 
 #[doc(hidden)]
