@@ -1,5 +1,70 @@
-//! Dramatiq-style background jobs for Rust: declare actors with `#[actor]`, enqueue with
-//! `my_actor::send(..)`, run them on a [`Worker`].
+//! Dramatiq-style background jobs for Rust: declare actors with `#[actor]`, enqueue calls
+//! with `my_actor::send(..)`, run them on a [`Worker`]. The Redis broker speaks Python
+//! Dramatiq's wire format, so Python and Rust producers and workers can share queues.
+//!
+//! ```toml
+//! [dependencies]
+//! actor-runtime = "0.1"
+//! tokio = { version = "1", features = ["rt-multi-thread", "macros"] }
+//! ```
+//!
+//! ```
+//! use std::time::Duration;
+//! use actor_runtime::{actor, get_broker, Worker};
+//!
+//! #[actor]
+//! async fn add(x: i64, y: i64) -> i64 {
+//!     x + y
+//! }
+//!
+//! #[actor(queue_name = "emails", max_retries = 3, min_backoff = "1s")]
+//! async fn send_email(to: String) -> Result<(), String> {
+//!     println!("sending to {to}");
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), actor_runtime::Error> {
+//!     // Redis when REDIS_URL is set; the in-memory stub (with a warning) otherwise.
+//!     let broker = get_broker()?;
+//!     let worker = Worker::new(broker.clone()).threads(4).start().await?;
+//!
+//!     add::send(1, 2).await?;
+//!     send_email::message("ada@example.com".into())
+//!         .delay(Duration::from_millis(10))
+//!         .send()
+//!         .await?;
+//!
+//!     broker.join("default", None, true).await?;
+//!     broker.join("emails", None, true).await?;
+//!     worker.stop().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # How registration works
+//!
+//! `#[actor]` keeps the function as written and adds, beside it, a type of the same name
+//! (types and functions live in different namespaces) that implements [`Actor`], with
+//! `message`/`send` constructors, plus an `inventory::submit!` of a [`Registration`]. When a
+//! worker starts, [`Registry::global`] collects every registration linked into the binary, the
+//! way the `dramatiq` CLI imports actor modules; two actors with one name are an error naming
+//! both.
+//!
+//! # Misuse is a compile error
+//!
+//! ```compile_fail
+//! # use actor_runtime::actor;
+//! #[actor(max_retries = "many")] // expected an integer
+//! async fn f() {}
+//! ```
+//!
+//! ```compile_fail
+//! # use actor_runtime::actor;
+//! struct NotSerde;
+//! #[actor]
+//! async fn g(x: NotSerde) {} // arguments must be serde types
+//! ```
 
 pub use actor_macros::actor;
 pub use async_trait::async_trait;
@@ -38,9 +103,9 @@ pub use middleware::{
     current_message, shutdown_requested, CurrentMessage, MessageContext, Middleware, Middlewares,
     Skip,
 };
-pub use tokio_util::sync::CancellationToken;
 pub use options::ActorOptions;
 pub use registry::{HandlerFn, Registration, Registry};
+pub use tokio_util::sync::CancellationToken;
 pub use worker::Worker;
 
 fn redis_from_env(_url: &str) -> Result<std::sync::Arc<dyn Broker>> {

@@ -1,0 +1,522 @@
+//! The attribute's options, `#[actor(name = value, ...)]`, as a typed struct.
+//!
+//! Each option is validated here so that a mistake is reported at its own token; values that
+//! are checked by rustc (actor paths, `retry_when`, `throws`) are kept as syntax for `expand`.
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{
+    bracketed, Error, Expr, ExprLit, ExprUnary, Ident, Lit, LitStr, Path, Token, Type, UnOp,
+};
+
+/// Every option, in the order the docs list them (and error messages too).
+pub(crate) const OPTION_NAMES: &[&str] = &[
+    "actor_name",
+    "queue_name",
+    "priority",
+    "max_retries",
+    "min_backoff",
+    "max_backoff",
+    "time_limit",
+    "max_age",
+    "store_results",
+    "result_ttl",
+    "notify_shutdown",
+    "pipe_ignore",
+    "on_success",
+    "on_failure",
+    "on_retry_exhausted",
+    "retry_when",
+    "throws",
+    "crate",
+];
+
+/// Names other libraries use for an option, so the hint names ours.
+const ALIASES: &[(&str, &str)] = &[
+    ("name", "actor_name"),
+    ("queue", "queue_name"),
+    ("retries", "max_retries"),
+    ("timeout", "time_limit"),
+    ("ttl", "result_ttl"),
+];
+
+/// The options of one `#[actor(...)]`; `None` where not given.
+#[derive(Default)]
+pub(crate) struct Args {
+    pub(crate) actor_name: Option<LitStr>,
+    pub(crate) queue_name: Option<LitStr>,
+    pub(crate) priority: Option<i32>,
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) min_backoff: Option<u64>,
+    pub(crate) max_backoff: Option<u64>,
+    pub(crate) time_limit: Option<u64>,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) store_results: Option<bool>,
+    pub(crate) result_ttl: Option<u64>,
+    pub(crate) notify_shutdown: Option<bool>,
+    pub(crate) pipe_ignore: Option<bool>,
+    pub(crate) on_success: Option<Callback>,
+    pub(crate) on_failure: Option<Callback>,
+    pub(crate) on_retry_exhausted: Option<Callback>,
+    pub(crate) retry_when: Option<Expr>,
+    pub(crate) throws: Option<Vec<Type>>,
+    pub(crate) krate: Option<Path>,
+}
+
+/// The actor a callback option names.
+pub(crate) enum Callback {
+    /// By registered name: `on_success = "log_result"`.
+    Name(LitStr),
+    /// By its `#[actor]` type, which rustc checks: `on_success = log_result`.
+    Actor(Path),
+}
+
+/// What follows `key =`.
+enum Value {
+    Expr(Expr),
+    /// `[A, b::B]`, only read for `throws` (types are not expressions).
+    Types(Punctuated<Type, Token![,]>),
+}
+
+impl Args {
+    /// Parses the attribute's arguments. Syntax errors stop at once; every invalid option is
+    /// reported, and the valid ones are still returned so the expansion can go on.
+    pub(crate) fn parse(tokens: TokenStream) -> (Args, Option<Error>) {
+        let mut args = Args::default();
+        let mut errors = Errors::default();
+        let parser = |input: ParseStream<'_>| parse_options(input, &mut args, &mut errors);
+        if let Err(err) = parser.parse2(tokens) {
+            errors.push(err);
+        }
+        (args, errors.into_error())
+    }
+}
+
+fn parse_options(input: ParseStream<'_>, args: &mut Args, errors: &mut Errors) -> syn::Result<()> {
+    let mut seen: Vec<String> = Vec::new();
+    while !input.is_empty() {
+        let key = input.call(Ident::parse_any)?;
+        let name = key.unraw().to_string();
+        if !OPTION_NAMES.contains(&name.as_str()) {
+            errors.push(unknown_option(&key, &name));
+            skip_value(input)?;
+        } else if seen.contains(&name) {
+            errors.push(Error::new(key.span(), format!("duplicate option `{name}`")));
+            skip_value(input)?;
+        } else {
+            seen.push(name.clone());
+            if !input.peek(Token![=]) {
+                return Err(Error::new(
+                    key.span(),
+                    format!("expected a value: `{name} = ...`"),
+                ));
+            }
+            input.parse::<Token![=]>()?;
+            let value = if name == "throws" && input.peek(syn::token::Bracket) {
+                let content;
+                bracketed!(content in input);
+                Value::Types(content.parse_terminated(Type::parse, Token![,])?)
+            } else {
+                Value::Expr(input.parse()?)
+            };
+            if let Err(err) = args.set(&name, value) {
+                errors.push(err);
+            }
+        }
+        if input.is_empty() {
+            break;
+        }
+        input.parse::<Token![,]>()?;
+    }
+    Ok(())
+}
+
+impl Args {
+    fn set(&mut self, name: &str, value: Value) -> syn::Result<()> {
+        let expr = match value {
+            Value::Types(types) => {
+                self.throws = Some(types.into_iter().collect());
+                return Ok(());
+            }
+            Value::Expr(expr) => expr,
+        };
+        match name {
+            "actor_name" => {
+                let lit = string(&expr, name, "\"add\"")?;
+                if lit.value().is_empty() {
+                    return Err(Error::new(lit.span(), "`actor_name` cannot be empty"));
+                }
+                self.actor_name = Some(lit);
+            }
+            "queue_name" => {
+                let lit = string(&expr, name, "\"default\"")?;
+                if !is_valid_queue_name(&lit.value()) {
+                    return Err(Error::new(
+                        lit.span(),
+                        format!(
+                            "invalid queue name `{}`: use `[a-zA-Z_][a-zA-Z0-9._-]*`, \
+                             without a `.DQ` or `.XQ` suffix",
+                            lit.value()
+                        ),
+                    ));
+                }
+                self.queue_name = Some(lit);
+            }
+            "priority" => self.priority = Some(integer(&expr, name, "i32")?),
+            "max_retries" => self.max_retries = Some(integer(&expr, name, "u32")?),
+            "min_backoff" => self.min_backoff = Some(duration(&expr, name)?),
+            "max_backoff" => self.max_backoff = Some(duration(&expr, name)?),
+            "time_limit" => self.time_limit = Some(duration(&expr, name)?),
+            "max_age" => self.max_age = Some(duration(&expr, name)?),
+            "result_ttl" => self.result_ttl = Some(duration(&expr, name)?),
+            "store_results" => self.store_results = Some(boolean(&expr, name)?),
+            "notify_shutdown" => self.notify_shutdown = Some(boolean(&expr, name)?),
+            "pipe_ignore" => self.pipe_ignore = Some(boolean(&expr, name)?),
+            "on_success" => self.on_success = Some(callback(expr, name)?),
+            "on_failure" => self.on_failure = Some(callback(expr, name)?),
+            "on_retry_exhausted" => self.on_retry_exhausted = Some(callback(expr, name)?),
+            "retry_when" => match expr {
+                Expr::Path(_) | Expr::Closure(_) => self.retry_when = Some(expr),
+                _ => {
+                    return Err(Error::new_spanned(
+                        expr,
+                        "`retry_when` expects a function `fn(u32, &ActorFailure) -> bool`, \
+                         e.g. `retry_when = should_retry`",
+                    ))
+                }
+            },
+            "throws" => {
+                return Err(Error::new_spanned(
+                    expr,
+                    "`throws` expects a list of error types, e.g. `throws = [MyError]`",
+                ))
+            }
+            "crate" => {
+                self.krate = Some(match expr {
+                    Expr::Path(path) if path.qself.is_none() => path.path,
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(lit), ..
+                    }) => lit.parse()?,
+                    _ => {
+                        return Err(Error::new_spanned(
+                            expr,
+                            "`crate` expects a path, e.g. `crate = ::actor_runtime`",
+                        ))
+                    }
+                })
+            }
+            _ => unreachable!("`{name}` is in OPTION_NAMES"),
+        }
+        Ok(())
+    }
+}
+
+fn string(expr: &Expr, name: &str, example: &str) -> syn::Result<LitStr> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Ok(lit.clone()),
+        _ => Err(Error::new_spanned(
+            expr,
+            format!("`{name}` expects a string, e.g. `{name} = {example}`"),
+        )),
+    }
+}
+
+fn integer<N: TryFrom<i128>>(expr: &Expr, name: &str, ty: &str) -> syn::Result<N> {
+    let wrong = || {
+        Error::new_spanned(
+            expr,
+            format!("`{name}` expects an integer (`{ty}`), e.g. `{name} = 3`"),
+        )
+    };
+    let (negative, lit) = match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        }) => (false, lit),
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr: inner,
+            ..
+        }) => match &**inner {
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(lit), ..
+            }) => (true, lit),
+            _ => return Err(wrong()),
+        },
+        _ => return Err(wrong()),
+    };
+    let magnitude: i128 = lit.base10_parse().map_err(|_| wrong())?;
+    let value = if negative { -magnitude } else { magnitude };
+    N::try_from(value)
+        .map_err(|_| Error::new_spanned(expr, format!("`{name}` does not fit in `{ty}`")))
+}
+
+fn boolean(expr: &Expr, name: &str) -> syn::Result<bool> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(lit),
+            ..
+        }) => Ok(lit.value),
+        _ => Err(Error::new_spanned(
+            expr,
+            format!("`{name}` expects `true` or `false`"),
+        )),
+    }
+}
+
+/// A duration in milliseconds: an integer literal (ms) or a string such as `"1h30m"`.
+fn duration(expr: &Expr, name: &str) -> syn::Result<u64> {
+    let invalid = |span: Span, shown: String| {
+        Error::new(
+            span,
+            format!(
+                "invalid duration `{shown}`: use milliseconds (`1500`) or a string such as \
+                 `\"15s\"`, `\"10m\"` or `\"1h30m\"` (units `ms`, `s`, `m`, `h`, `d`)"
+            ),
+        )
+    };
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        }) => lit
+            .base10_parse()
+            .map_err(|_| invalid(lit.span(), lit.to_string())),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => parse_duration(&lit.value()).ok_or_else(|| invalid(lit.span(), lit.value())),
+        _ => Err(Error::new_spanned(
+            expr,
+            format!("`{name}` expects a duration, e.g. `{name} = \"10m\"` or `{name} = 600000`"),
+        )),
+    }
+}
+
+/// Milliseconds in `"500ms"`, `"15s"`, `"10m"`, `"1h"`, `"7d"` or a sequence like `"1h30m"`.
+pub(crate) fn parse_duration(text: &str) -> Option<u64> {
+    let mut rest = text;
+    let mut total: u64 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let amount: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(amount.checked_mul(unit_ms)?)?;
+    }
+    Some(total)
+}
+
+fn callback(expr: Expr, name: &str) -> syn::Result<Callback> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Ok(Callback::Name(lit)),
+        Expr::Path(path) if path.qself.is_none() => Ok(Callback::Actor(path.path)),
+        _ => Err(Error::new_spanned(
+            expr,
+            format!(
+                "`{name}` expects an actor: its type (`{name} = path::to::actor`) or its name \
+                 (`{name} = \"actor\"`)"
+            ),
+        )),
+    }
+}
+
+/// Dramatiq's rule for queue names, as the runtime checks them.
+fn is_valid_queue_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_');
+    first_ok
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.ends_with(".DQ")
+        && !name.ends_with(".XQ")
+}
+
+fn unknown_option(key: &Ident, name: &str) -> Error {
+    let message = match suggest(name) {
+        Some(near) => format!("unknown option `{name}`: did you mean `{near}`?"),
+        None => {
+            let valid: Vec<String> = OPTION_NAMES.iter().map(|o| format!("`{o}`")).collect();
+            format!(
+                "unknown option `{name}`; the options are {}",
+                valid.join(", ")
+            )
+        }
+    };
+    Error::new(key.span(), message)
+}
+
+/// The option a misspelt `name` most likely meant: a known alias, the same letters in
+/// another case or separator, or a name within a few typos.
+pub(crate) fn suggest(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    if let Some((_, option)) = ALIASES.iter().find(|(alias, _)| *alias == lower) {
+        return Some(option);
+    }
+    let squash = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
+    if let Some(option) = OPTION_NAMES.iter().find(|o| squash(o) == squash(name)) {
+        return Some(option);
+    }
+    let budget = (name.chars().count() / 3).clamp(1, 3);
+    OPTION_NAMES
+        .iter()
+        .map(|option| (edit_distance(&lower, option), *option))
+        .filter(|(distance, _)| *distance <= budget)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, option)| option)
+}
+
+/// Levenshtein distance, counting a swap of two neighbours as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    rows[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+/// Skips an unknown or repeated option's value, up to the next top-level comma.
+fn skip_value(input: ParseStream<'_>) -> syn::Result<()> {
+    input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            if matches!(&tt, proc_macro2::TokenTree::Punct(p) if p.as_char() == ',') {
+                break;
+            }
+            rest = next;
+        }
+        Ok(((), rest))
+    })
+}
+
+/// Several errors, reported together.
+#[derive(Default)]
+pub(crate) struct Errors(Option<Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, error: Error) {
+        match &mut self.0 {
+            Some(first) => first.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub(crate) fn into_error(self) -> Option<Error> {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_unit_and_combined() {
+        assert_eq!(parse_duration("500ms"), Some(500));
+        assert_eq!(parse_duration("15s"), Some(15_000));
+        assert_eq!(parse_duration("10m"), Some(600_000));
+        assert_eq!(parse_duration("1h"), Some(3_600_000));
+        assert_eq!(parse_duration("7d"), Some(604_800_000));
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration("1m1s1ms"), Some(61_001));
+        assert_eq!(parse_duration("0s"), Some(0));
+    }
+
+    #[test]
+    fn malformed_durations_are_refused() {
+        for text in [
+            "",
+            "10",
+            "s",
+            "1x",
+            "1.5s",
+            "1 s",
+            "-1s",
+            "1hm",
+            "ms5",
+            "99999999999999999d",
+        ] {
+            assert_eq!(parse_duration(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn near_misses_suggest_the_option() {
+        assert_eq!(suggest("max_retry"), Some("max_retries"));
+        assert_eq!(suggest("max_retires"), Some("max_retries"));
+        assert_eq!(suggest("maxRetries"), Some("max_retries"));
+        assert_eq!(suggest("queue"), Some("queue_name"));
+        assert_eq!(suggest("timeout"), Some("time_limit"));
+        assert_eq!(suggest("priorty"), Some("priority"));
+        assert_eq!(suggest("on_sucess"), Some("on_success"));
+    }
+
+    #[test]
+    fn far_misses_suggest_nothing() {
+        assert_eq!(suggest("color"), None);
+        assert_eq!(suggest("x"), None);
+        assert_eq!(suggest("delay"), None);
+    }
+
+    #[test]
+    fn queue_names_follow_dramatiq() {
+        assert!(is_valid_queue_name("default"));
+        assert!(is_valid_queue_name("_a.b-c9"));
+        assert!(!is_valid_queue_name("9a"));
+        assert!(!is_valid_queue_name("a b"));
+        assert!(!is_valid_queue_name(""));
+        assert!(!is_valid_queue_name("emails.DQ"));
+        assert!(!is_valid_queue_name("emails.XQ"));
+    }
+
+    #[test]
+    fn invalid_options_are_all_reported_and_valid_ones_kept() {
+        let tokens = quote::quote!(
+            priority = "high",
+            max_retries = 3,
+            colour = 1,
+            max_retries = 4
+        );
+        let (args, error) = Args::parse(tokens);
+        assert_eq!(args.max_retries, Some(3));
+        assert_eq!(args.priority, None);
+        let messages: Vec<String> = error.unwrap().into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[2].contains("duplicate option `max_retries`"));
+    }
+}
