@@ -28,7 +28,9 @@ pub(crate) fn check_steps(steps: &[Message]) -> Result<()> {
         }
         let failure = match actor.handler(&probe) {
             Ok(_) => continue,
-            Err(ArgError::Type { name, .. }) if receives_result && is_result_slot(actor, step, name) => {
+            Err(ArgError::Type { name, .. })
+                if receives_result && is_result_slot(actor, step, name) =>
+            {
                 continue
             }
             Err(ArgError::TooMany { expected, got, .. }) if receives_result => format!(

@@ -118,7 +118,7 @@ where
     I: IntoIterator,
     I::Item: IntoGroupMember,
 {
-    members.into_iter().fold(Group::default(), Group::add)
+    members.into_iter().fold(Group::default(), Group::member)
 }
 
 impl Group {
@@ -128,7 +128,7 @@ impl Group {
     }
 
     /// Adds a member.
-    pub fn add(mut self, member: impl IntoGroupMember) -> Self {
+    pub fn member(mut self, member: impl IntoGroupMember) -> Self {
         match member.into_member() {
             Ok(member) => self.members.push(member),
             Err(err) => {
@@ -176,7 +176,9 @@ impl Group {
     /// [`run`](Self::run), no earlier than `delay` from now.
     pub async fn run_after(&self, delay: Option<Duration>) -> Result<()> {
         if let Some(err) = &self.error {
-            return Err(Error::Config(format!("a group member could not be built: {err}")));
+            return Err(Error::Config(format!(
+                "a group member could not be built: {err}"
+            )));
         }
         let broker = self.target()?;
         let mut members: Vec<Pipeline> = self
@@ -184,7 +186,11 @@ impl Group {
             .iter()
             .map(|member| match member {
                 GroupMember::Message(message) => Pipeline::new().then(message.clone()),
-                GroupMember::Pipeline(pipeline) => pipeline.steps().iter().cloned().fold(Pipeline::new(), Pipeline::then),
+                GroupMember::Pipeline(pipeline) => pipeline
+                    .steps()
+                    .iter()
+                    .cloned()
+                    .fold(Pipeline::new(), Pipeline::then),
             })
             .collect();
         if !self.callbacks.is_empty() {
@@ -237,10 +243,22 @@ impl Group {
     }
 
     /// Every member's result, in order, waiting at most `timeout` in all.
-    pub async fn get_results(&self, block: bool, timeout: Duration) -> Result<Vec<Value>, ResultError> {
-        let broker = self.target().map_err(|e| ResultError::Connection(e.to_string()))?;
+    pub async fn get_results(
+        &self,
+        block: bool,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, ResultError> {
+        let broker = self
+            .target()
+            .map_err(|e| ResultError::Connection(e.to_string()))?;
         let backend = results_backend(broker.as_ref()).ok_or(ResultError::NoBackend)?;
-        get_all(backend.as_ref(), self.members.iter().filter_map(GroupMember::last), block, timeout).await
+        get_all(
+            backend.as_ref(),
+            self.members.iter().filter_map(GroupMember::last),
+            block,
+            timeout,
+        )
+        .await
     }
 
     /// [`get_results`](Self::get_results), each read as `T`.
@@ -266,7 +284,9 @@ impl Group {
 
     /// How many members have finished (with a stored result or failure).
     pub async fn completed_count(&self) -> Result<usize, ResultError> {
-        let broker = self.target().map_err(|e| ResultError::Connection(e.to_string()))?;
+        let broker = self
+            .target()
+            .map_err(|e| ResultError::Connection(e.to_string()))?;
         let backend = results_backend(broker.as_ref()).ok_or(ResultError::NoBackend)?;
         let mut done = 0;
         for message in self.members.iter().filter_map(GroupMember::last) {

@@ -126,10 +126,14 @@ impl Pipeline {
     /// `pipe_target`, after checking the steps fit together.
     pub fn messages(&self) -> Result<Vec<Message>> {
         if let Some(err) = &self.error {
-            return Err(Error::Config(format!("a pipeline step could not be built: {err}")));
+            return Err(Error::Config(format!(
+                "a pipeline step could not be built: {err}"
+            )));
         }
         if self.steps.is_empty() {
-            return Err(Error::Config("a pipeline needs at least one message".into()));
+            return Err(Error::Config(
+                "a pipeline needs at least one message".into(),
+            ));
         }
         check::check_steps(&self.steps)?;
         let mut messages = self.steps.clone();
@@ -165,7 +169,9 @@ impl Pipeline {
     }
 
     fn backend(&self) -> Result<Arc<dyn ResultBackend>, ResultError> {
-        let broker = self.target().map_err(|e| ResultError::Connection(e.to_string()))?;
+        let broker = self
+            .target()
+            .map_err(|e| ResultError::Connection(e.to_string()))?;
         results_backend(broker.as_ref()).ok_or(ResultError::NoBackend)
     }
 
@@ -178,7 +184,11 @@ impl Pipeline {
     }
 
     /// Every step's result, in order, waiting at most `timeout` in all.
-    pub async fn get_results(&self, block: bool, timeout: Duration) -> Result<Vec<Value>, ResultError> {
+    pub async fn get_results(
+        &self,
+        block: bool,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, ResultError> {
         let backend = self.backend()?;
         get_all(backend.as_ref(), self.steps.iter(), block, timeout).await
     }
@@ -211,7 +221,10 @@ pub(crate) async fn get_all<'a>(
         let left = deadline.saturating_duration_since(Instant::now());
         let value = match backend.get(message, block, left).await {
             Err(ResultError::Timeout { message_id, .. }) => {
-                return Err(ResultError::Timeout { message_id, timeout })
+                return Err(ResultError::Timeout {
+                    message_id,
+                    timeout,
+                })
             }
             other => other?,
         };

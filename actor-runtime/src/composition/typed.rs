@@ -161,7 +161,11 @@ impl<A: Actor> TypedPipeline<A> {
     }
 
     /// Every step's result, untyped, waiting at most `timeout` in all.
-    pub async fn get_results(&self, block: bool, timeout: Duration) -> Result<Vec<Value>, ResultError> {
+    pub async fn get_results(
+        &self,
+        block: bool,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, ResultError> {
         self.inner.get_results(block, timeout).await
     }
 }
@@ -171,7 +175,11 @@ where
     A::Output: DeserializeOwned,
 {
     /// The last step's result.
-    pub async fn get_result(&self, block: bool, timeout: Duration) -> Result<A::Output, ResultError> {
+    pub async fn get_result(
+        &self,
+        block: bool,
+        timeout: Duration,
+    ) -> Result<A::Output, ResultError> {
         let value = self.inner.get_result(block, timeout).await?;
         let last = self.inner.steps().last().ok_or(ResultError::NoBackend)?;
         crate::results::decode_value(last, value)

@@ -27,13 +27,16 @@ pub struct AgeLimit {
 #[async_trait]
 impl Middleware for AgeLimit {
     async fn before_process_message(&self, ctx: &mut MessageContext) -> Result<(), Skip> {
-        let Some(max_age) = ctx.option_or("max_age", ctx.actor().options.max_age.or(self.max_age)) else {
+        let Some(max_age) = ctx.option_or("max_age", ctx.actor().options.max_age.or(self.max_age))
+        else {
             return Ok(());
         };
         let age = now_ms().saturating_sub(ctx.message.message_timestamp);
         if age >= max_age {
             tracing::warn!(message_id = %ctx.message.message_id, actor = ctx.actor().name, age_ms = age, max_age_ms = max_age, "message too old; dead-lettering it unrun");
-            ctx.fail(format!("AgeLimitExceeded: message is {age} ms old, max_age is {max_age} ms"));
+            ctx.fail(format!(
+                "AgeLimitExceeded: message is {age} ms old, max_age is {max_age} ms"
+            ));
             return Err(Skip);
         }
         Ok(())

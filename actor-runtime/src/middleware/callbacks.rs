@@ -53,7 +53,8 @@ impl Middleware for Callbacks {
             Err(failure) => {
                 if let Some(target) = ctx.name_or("on_failure", options.on_failure) {
                     let message = serde_json::to_value(&ctx.message).unwrap_or(Value::Null);
-                    let error = json!({"type": failure.short_type_name(), "message": failure.message});
+                    let error =
+                        json!({"type": failure.short_type_name(), "message": failure.message});
                     send_to_actor(ctx, &target, vec![message, error]).await;
                 }
             }

@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::actor::ActorFailure;
 use crate::broker::Broker;
-use crate::error::Result;
 use crate::composition::GroupCallbacks;
+use crate::error::Result;
 use crate::message::Message;
 use crate::results::ResultBackend;
 

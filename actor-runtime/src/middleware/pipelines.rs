@@ -26,7 +26,9 @@ impl Middleware for Pipelines {
         if ctx.is_failed() {
             return;
         }
-        let Some(target) = ctx.message.options.get("pipe_target") else { return };
+        let Some(target) = ctx.message.options.get("pipe_target") else {
+            return;
+        };
         let mut next: Message = match serde_json::from_value(target.clone()) {
             Ok(next) => next,
             Err(err) => {
@@ -34,7 +36,10 @@ impl Middleware for Pipelines {
                 return;
             }
         };
-        let ignore = next.options.get("pipe_ignore").and_then(Value::as_bool)
+        let ignore = next
+            .options
+            .get("pipe_ignore")
+            .and_then(Value::as_bool)
             .or(ctx.actor().options.pipe_ignore)
             .unwrap_or(false);
         if !ignore {

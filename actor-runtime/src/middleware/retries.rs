@@ -119,8 +119,12 @@ impl Middleware for Retries {
         };
         if give_up {
             tracing::warn!(message_id = %ctx.message.message_id, actor = actor.name, retries, "retries exhausted; dead-lettering the message");
-            ctx.fail(format!("retries exhausted after {retries} retries: {failure}"));
-            if let Some(target) = ctx.name_or("on_retry_exhausted", actor.options.on_retry_exhausted) {
+            ctx.fail(format!(
+                "retries exhausted after {retries} retries: {failure}"
+            ));
+            if let Some(target) =
+                ctx.name_or("on_retry_exhausted", actor.options.on_retry_exhausted)
+            {
                 let args = vec![
                     serde_json::to_value(&ctx.message).unwrap_or(Value::Null),
                     json!({"retries": retries, "max_retries": max_retries}),
@@ -130,7 +134,9 @@ impl Middleware for Retries {
             return;
         }
 
-        let min_backoff = ctx.option_or("min_backoff", actor.options.min_backoff).unwrap_or(self.min_backoff);
+        let min_backoff = ctx
+            .option_or("min_backoff", actor.options.min_backoff)
+            .unwrap_or(self.min_backoff);
         let max_backoff = ctx
             .option_or("max_backoff", actor.options.max_backoff)
             .unwrap_or(self.max_backoff)
@@ -139,7 +145,11 @@ impl Middleware for Retries {
         let mut retry = ctx.message.clone();
         retry.queue_name = retry.canonical_queue().to_owned();
         retry.options.remove("eta");
-        match ctx.broker().enqueue(retry, Some(Duration::from_millis(backoff))).await {
+        match ctx
+            .broker()
+            .enqueue(retry, Some(Duration::from_millis(backoff)))
+            .await
+        {
             Ok(_) => {
                 tracing::warn!(message_id = %ctx.message.message_id, actor = actor.name, error = %failure, retry = retries + 1, backoff_ms = backoff, "actor failed; retrying");
                 ctx.mark_retry_scheduled();

@@ -39,7 +39,12 @@ impl Default for TimeLimit {
 #[async_trait]
 impl Middleware for TimeLimit {
     async fn before_process_message(&self, ctx: &mut MessageContext) -> Result<(), Skip> {
-        let limit = match ctx.message.options.get("time_limit").and_then(Value::as_f64) {
+        let limit = match ctx
+            .message
+            .options
+            .get("time_limit")
+            .and_then(Value::as_f64)
+        {
             Some(ms) => ms,
             None => ctx.actor().options.time_limit.unwrap_or(self.time_limit) as f64,
         };

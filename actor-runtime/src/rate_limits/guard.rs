@@ -40,7 +40,11 @@ impl fmt::Display for RateLimitExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.backend_error {
             None => write!(f, "rate limit exceeded for key `{}`", self.key),
-            Some(err) => write!(f, "rate limiter for key `{}` is unavailable: {err}", self.key),
+            Some(err) => write!(
+                f,
+                "rate limiter for key `{}` is unavailable: {err}",
+                self.key
+            ),
         }
     }
 }

@@ -102,12 +102,26 @@ impl RateLimiterBackend for RedisRateLimiterBackend {
         Ok(set.is_some())
     }
 
-    async fn incr(&self, key: &str, amount: i64, maximum: i64, ttl: Duration) -> Result<bool, BackendError> {
-        self.bounded(&self.scripts.incr, key, amount, maximum, ttl).await
+    async fn incr(
+        &self,
+        key: &str,
+        amount: i64,
+        maximum: i64,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.bounded(&self.scripts.incr, key, amount, maximum, ttl)
+            .await
     }
 
-    async fn decr(&self, key: &str, amount: i64, minimum: i64, ttl: Duration) -> Result<bool, BackendError> {
-        self.bounded(&self.scripts.decr, key, amount, minimum, ttl).await
+    async fn decr(
+        &self,
+        key: &str,
+        amount: i64,
+        minimum: i64,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.bounded(&self.scripts.decr, key, amount, minimum, ttl)
+            .await
     }
 
     async fn incr_and_sum(

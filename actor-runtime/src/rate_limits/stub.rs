@@ -97,11 +97,23 @@ impl RateLimiterBackend for StubRateLimiterBackend {
         Ok(true)
     }
 
-    async fn incr(&self, key: &str, amount: i64, maximum: i64, ttl: Duration) -> Result<bool, BackendError> {
+    async fn incr(
+        &self,
+        key: &str,
+        amount: i64,
+        maximum: i64,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
         Ok(self.bounded_add(key, amount, |v| v <= maximum, ttl))
     }
 
-    async fn decr(&self, key: &str, amount: i64, minimum: i64, ttl: Duration) -> Result<bool, BackendError> {
+    async fn decr(
+        &self,
+        key: &str,
+        amount: i64,
+        minimum: i64,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
         Ok(self.bounded_add(key, -amount, |v| v >= minimum, ttl))
     }
 

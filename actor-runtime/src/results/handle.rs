@@ -47,7 +47,11 @@ where
     /// worker.stop().await.unwrap();
     /// # });
     /// ```
-    pub async fn get_result(&self, block: bool, timeout: Duration) -> Result<A::Output, ResultError> {
+    pub async fn get_result(
+        &self,
+        block: bool,
+        timeout: Duration,
+    ) -> Result<A::Output, ResultError> {
         let backend = results_backend(self.broker().as_ref()).ok_or(ResultError::NoBackend)?;
         self.get_result_from(backend.as_ref(), block, timeout).await
     }
@@ -83,7 +87,10 @@ where
 }
 
 /// Reads a JSON result as `T`.
-pub(crate) fn decode_value<T: DeserializeOwned>(message: &Message, value: Value) -> Result<T, ResultError> {
+pub(crate) fn decode_value<T: DeserializeOwned>(
+    message: &Message,
+    value: Value,
+) -> Result<T, ResultError> {
     T::deserialize(value).map_err(|err| ResultError::Decode {
         message_id: message.message_id.clone(),
         error: err.to_string(),

@@ -92,7 +92,12 @@ impl Results {
         })
     }
 
-    async fn store(&self, ctx: &MessageContext, result: &Result<Value, ActorFailure>, ttl: Duration) {
+    async fn store(
+        &self,
+        ctx: &MessageContext,
+        result: &Result<Value, ActorFailure>,
+        ttl: Duration,
+    ) {
         if let Err(err) = self.backend.store(&ctx.message, result, ttl).await {
             tracing::error!(message_id = %ctx.message.message_id, actor = ctx.actor().name, error = %err, "could not store the result");
         }
@@ -108,7 +113,9 @@ impl Middleware for Results {
     ) {
         match (self.options(ctx), result) {
             (Some(ttl), Ok(_)) => self.store(ctx, result, ttl).await,
-            (None, Ok(value)) if !value.is_null() && !ctx.message.options.contains_key("pipe_target") => {
+            (None, Ok(value))
+                if !value.is_null() && !ctx.message.options.contains_key("pipe_target") =>
+            {
                 tracing::debug!(message_id = %ctx.message.message_id, actor = ctx.actor().name, "the actor returned a value but does not set `store_results`; it is discarded");
             }
             _ => {}

@@ -93,8 +93,12 @@ pub trait ResultBackend: Send + Sync + 'static {
     /// The result of `message`. Without `block`, [`ResultError::Missing`] if it is not there
     /// yet; with `block`, waits up to `timeout`, then [`ResultError::Timeout`]. A stored
     /// failure is [`ResultError::Failed`].
-    async fn get(&self, message: &Message, block: bool, timeout: Duration)
-        -> Result<Value, ResultError>;
+    async fn get(
+        &self,
+        message: &Message,
+        block: bool,
+        timeout: Duration,
+    ) -> Result<Value, ResultError>;
 }
 
 /// How result keys are built: Dramatiq's `namespace` and `use_namespace_prefix_keys`.
@@ -220,7 +224,10 @@ mod tests {
         );
         let mut delayed = m.clone();
         delayed.queue_name = "default.DQ".into();
-        assert_eq!(ResultKeys::default().key(&delayed), ResultKeys::default().key(&m));
+        assert_eq!(
+            ResultKeys::default().key(&delayed),
+            ResultKeys::default().key(&m)
+        );
     }
 
     #[test]

@@ -221,7 +221,10 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
             }
         }
         Outcome::Nack(reason, ctx) => {
-            shared.counters.dead_lettered.fetch_add(1, AtomicOrdering::Relaxed);
+            shared
+                .counters
+                .dead_lettered
+                .fetch_add(1, AtomicOrdering::Relaxed);
             if let Some(ctx) = &ctx {
                 for m in middleware.iter() {
                     m.before_nack(ctx).await;
@@ -259,15 +262,13 @@ pub(crate) async fn run_handler(
     let call = async move {
         match handler {
             Handler::Async(future) => CURRENT.scope(current, CatchUnwind(future)).await,
-            Handler::Blocking(call) => match tokio::task::spawn_blocking(move || {
-                CURRENT.sync_scope(current, call)
-            })
-            .await
-            {
-                Ok(result) => result,
-                Err(err) if err.is_panic() => Err(panic_failure(err.into_panic())),
-                Err(err) => Err(ActorFailure::new("Cancelled", err.to_string())),
-            },
+            Handler::Blocking(call) => {
+                match tokio::task::spawn_blocking(move || CURRENT.sync_scope(current, call)).await {
+                    Ok(result) => result,
+                    Err(err) if err.is_panic() => Err(panic_failure(err.into_panic())),
+                    Err(err) => Err(ActorFailure::new("Cancelled", err.to_string())),
+                }
+            }
         }
     };
     let call = async move {

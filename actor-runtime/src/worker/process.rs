@@ -96,4 +96,3 @@ pub(crate) async fn process(
         None => Outcome::Ack(Some(ctx)),
     }
 }
-

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 /// What actors recorded, by test key.
 fn log() -> &'static Mutex<HashMap<String, Vec<Value>>> {
-    static LOG: Mutex<Option<&'static Mutex<HashMap<String, Vec<Value>>>>> = Mutex::new(None);
-    let mut guard = LOG.lock().unwrap();
-    guard.get_or_insert_with(|| Box::leak(Box::default()))
+    static LOG: std::sync::OnceLock<Mutex<HashMap<String, Vec<Value>>>> =
+        std::sync::OnceLock::new();
+    LOG.get_or_init(Default::default)
 }
 
 fn record(key: &str, value: Value) {
