@@ -1,4 +1,6 @@
 //! Integration tests: one binary, one module per feature.
 
 mod common;
+mod results;
+mod results_support;
 mod stub_worker;
