@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per feature.
 
 mod common;
+mod composition;
 mod results;
 mod results_support;
 mod stub_worker;
