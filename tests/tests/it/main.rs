@@ -2,6 +2,7 @@
 
 mod common;
 mod composition;
+mod rate_limits;
 mod results;
 mod results_support;
 mod stub_worker;
