@@ -4,5 +4,6 @@ mod common;
 mod composition;
 mod rate_limits;
 mod results;
+mod results_interop;
 mod results_support;
 mod stub_worker;
