@@ -11,6 +11,9 @@ use syn::{
     bracketed, Error, Expr, ExprLit, ExprUnary, Ident, Lit, LitStr, Path, Token, Type, UnOp,
 };
 
+use crate::duration::parse_duration;
+use crate::suggest::suggest;
+
 /// Every option, in the order the docs list them (and error messages too).
 pub(crate) const OPTION_NAMES: &[&str] = &[
     "actor_name",
@@ -31,15 +34,6 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "retry_when",
     "throws",
     "crate",
-];
-
-/// Names other libraries use for an option, so the hint names ours.
-const ALIASES: &[(&str, &str)] = &[
-    ("name", "actor_name"),
-    ("queue", "queue_name"),
-    ("retries", "max_retries"),
-    ("timeout", "time_limit"),
-    ("ttl", "result_ttl"),
 ];
 
 /// The options of one `#[actor(...)]`; `None` where not given.
@@ -267,7 +261,9 @@ fn boolean(expr: &Expr, name: &str) -> syn::Result<bool> {
     }
 }
 
-/// A duration in milliseconds: an integer literal (ms) or a string such as `"1h30m"`.
+/// A duration in milliseconds: an integer literal (ms), a string such as `"1h30m"`, or the
+/// same unquoted (`30s` lexes as the integer `30` with the suffix `s`, so it must not be
+/// read as 30 ms).
 fn duration(expr: &Expr, name: &str) -> syn::Result<u64> {
     let invalid = |span: Span, shown: String| {
         Error::new(
@@ -281,9 +277,18 @@ fn duration(expr: &Expr, name: &str) -> syn::Result<u64> {
     match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Int(lit), ..
-        }) => lit
-            .base10_parse()
-            .map_err(|_| invalid(lit.span(), lit.to_string())),
+        }) => {
+            const INTEGER_TYPES: &[&str] = &[
+                "", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128",
+                "isize",
+            ];
+            let parsed = if INTEGER_TYPES.contains(&lit.suffix()) {
+                lit.base10_parse().ok()
+            } else {
+                parse_duration(&lit.to_string().replace('_', ""))
+            };
+            parsed.ok_or_else(|| invalid(lit.span(), lit.to_string()))
+        }
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
         }) => parse_duration(&lit.value()).ok_or_else(|| invalid(lit.span(), lit.value())),
@@ -292,39 +297,6 @@ fn duration(expr: &Expr, name: &str) -> syn::Result<u64> {
             format!("`{name}` expects a duration, e.g. `{name} = \"10m\"` or `{name} = 600000`"),
         )),
     }
-}
-
-/// Milliseconds in `"500ms"`, `"15s"`, `"10m"`, `"1h"`, `"7d"` or a sequence like `"1h30m"`.
-pub(crate) fn parse_duration(text: &str) -> Option<u64> {
-    let mut rest = text;
-    let mut total: u64 = 0;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let amount: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit_ms = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total = total.checked_add(amount.checked_mul(unit_ms)?)?;
-    }
-    Some(total)
 }
 
 fn callback(expr: Expr, name: &str) -> syn::Result<Callback> {
@@ -367,49 +339,6 @@ fn unknown_option(key: &Ident, name: &str) -> Error {
     Error::new(key.span(), message)
 }
 
-/// The option a misspelt `name` most likely meant: a known alias, the same letters in
-/// another case or separator, or a name within a few typos.
-pub(crate) fn suggest(name: &str) -> Option<&'static str> {
-    let lower = name.to_ascii_lowercase();
-    if let Some((_, option)) = ALIASES.iter().find(|(alias, _)| *alias == lower) {
-        return Some(option);
-    }
-    let squash = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
-    if let Some(option) = OPTION_NAMES.iter().find(|o| squash(o) == squash(name)) {
-        return Some(option);
-    }
-    let budget = (name.chars().count() / 3).clamp(1, 3);
-    OPTION_NAMES
-        .iter()
-        .map(|option| (edit_distance(&lower, option), *option))
-        .filter(|(distance, _)| *distance <= budget)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, option)| option)
-}
-
-/// Levenshtein distance, counting a swap of two neighbours as one edit.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    rows[0] = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = best;
-        }
-    }
-    rows[a.len()][b.len()]
-}
-
 /// Skips an unknown or repeated option's value, up to the next top-level comma.
 fn skip_value(input: ParseStream<'_>) -> syn::Result<()> {
     input.step(|cursor| {
@@ -446,54 +375,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_in_every_unit_and_combined() {
-        assert_eq!(parse_duration("500ms"), Some(500));
-        assert_eq!(parse_duration("15s"), Some(15_000));
-        assert_eq!(parse_duration("10m"), Some(600_000));
-        assert_eq!(parse_duration("1h"), Some(3_600_000));
-        assert_eq!(parse_duration("7d"), Some(604_800_000));
-        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
-        assert_eq!(parse_duration("1m1s1ms"), Some(61_001));
-        assert_eq!(parse_duration("0s"), Some(0));
-    }
-
-    #[test]
-    fn malformed_durations_are_refused() {
-        for text in [
-            "",
-            "10",
-            "s",
-            "1x",
-            "1.5s",
-            "1 s",
-            "-1s",
-            "1hm",
-            "ms5",
-            "99999999999999999d",
-        ] {
-            assert_eq!(parse_duration(text), None, "{text:?}");
-        }
-    }
-
-    #[test]
-    fn near_misses_suggest_the_option() {
-        assert_eq!(suggest("max_retry"), Some("max_retries"));
-        assert_eq!(suggest("max_retires"), Some("max_retries"));
-        assert_eq!(suggest("maxRetries"), Some("max_retries"));
-        assert_eq!(suggest("queue"), Some("queue_name"));
-        assert_eq!(suggest("timeout"), Some("time_limit"));
-        assert_eq!(suggest("priorty"), Some("priority"));
-        assert_eq!(suggest("on_sucess"), Some("on_success"));
-    }
-
-    #[test]
-    fn far_misses_suggest_nothing() {
-        assert_eq!(suggest("color"), None);
-        assert_eq!(suggest("x"), None);
-        assert_eq!(suggest("delay"), None);
-    }
-
-    #[test]
     fn queue_names_follow_dramatiq() {
         assert!(is_valid_queue_name("default"));
         assert!(is_valid_queue_name("_a.b-c9"));
@@ -502,6 +383,35 @@ mod tests {
         assert!(!is_valid_queue_name(""));
         assert!(!is_valid_queue_name("emails.DQ"));
         assert!(!is_valid_queue_name("emails.XQ"));
+    }
+
+    #[test]
+    fn durations_are_milliseconds_or_amounts_with_units() {
+        let (args, error) = Args::parse(quote::quote!(
+            min_backoff = 1_500,
+            max_backoff = "1h30m",
+            time_limit = 30s,
+            max_age = 1d12h,
+            result_ttl = 250u64,
+        ));
+        assert!(error.is_none());
+        assert_eq!(args.min_backoff, Some(1_500));
+        assert_eq!(args.max_backoff, Some(5_400_000));
+        assert_eq!(args.time_limit, Some(30_000));
+        assert_eq!(args.max_age, Some(129_600_000));
+        assert_eq!(args.result_ttl, Some(250));
+    }
+
+    #[test]
+    fn an_unknown_unit_is_an_invalid_duration() {
+        for tokens in [
+            quote::quote!(time_limit = 5x),
+            quote::quote!(time_limit = "5 s"),
+        ] {
+            let (args, error) = Args::parse(tokens);
+            assert_eq!(args.time_limit, None);
+            assert!(error.unwrap().to_string().starts_with("invalid duration"));
+        }
     }
 
     #[test]

@@ -95,7 +95,7 @@ fn expand(args: &Args, function: &ActorFn) -> TokenStream {
         output_check,
         call,
     } = handler(function, &private);
-    let options = options(args, &krate, &private);
+    let options = options(args, &private);
     let rust_path = format!("::{}", function.name());
     let pipe = pipe_step(function, ident, &idents, &tys, vis, &private);
 
@@ -135,7 +135,7 @@ fn expand(args: &Args, function: &ActorFn) -> TokenStream {
         }
 
         #(#cfgs)*
-        impl #krate::Actor for #ident {
+        impl #private::Actor for #ident {
             type Output = #output;
             const NAME: &'static str = #name;
             const QUEUE: &'static str = #queue;
@@ -151,7 +151,7 @@ fn expand(args: &Args, function: &ActorFn) -> TokenStream {
                 #output_check
                 let __actor_args = #private::ArgReader::new(
                     __actor_message,
-                    <#ident as #krate::Actor>::NAME,
+                    <#ident as #private::Actor>::NAME,
                     &[#(#names),*],
                 )?;
                 #(let #idents: #tys = __actor_args.take::<#tys>(#indexes, #names)?;)*
@@ -236,7 +236,7 @@ fn span_range(tokens: &impl ToTokens) -> (Span, Span) {
 }
 
 /// `ActorOptions { set fields, ..ActorOptions::DEFAULT }`.
-fn options(args: &Args, krate: &Path, private: &TokenStream) -> TokenStream {
+fn options(args: &Args, private: &TokenStream) -> TokenStream {
     let some = |value: TokenStream| quote!(#private::core::option::Option::Some(#value));
     let mut fields = Vec::new();
     if let Some(priority) = args.priority {
@@ -284,7 +284,7 @@ fn options(args: &Args, krate: &Path, private: &TokenStream) -> TokenStream {
                 fields.push(quote!(#field: #value));
             }
             Some(Callback::Actor(path)) => {
-                let name = quote_spanned!(path.span()=> <#path as #krate::Actor>::NAME);
+                let name = quote_spanned!(path.span()=> <#path as #private::Actor>::NAME);
                 let value = some(name);
                 fields.push(quote!(#field: #value));
             }

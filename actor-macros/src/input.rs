@@ -2,7 +2,7 @@
 //! code can carry the user's spans and rustc blames the user's own tokens.
 
 use proc_macro2::{Span, TokenStream};
-use quote::ToTokens;
+use quote::{quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::{
     Attribute, Error, FnArg, GenericArgument, Ident, Item, ItemFn, Pat, PatIdent, PathArguments,
@@ -44,8 +44,8 @@ impl ActorFn {
     pub(crate) fn parse(item: TokenStream) -> Result<ActorFn, (TokenStream, Error)> {
         let item = match syn::parse2::<Item>(item.clone()) {
             Ok(Item::Fn(item)) => item,
-            Ok(other) => return Err((item, not_a_function(&other))),
-            Err(_) => return Err((item, not_a_function(&Item::Verbatim(TokenStream::new())))),
+            Ok(other) => return Err((item, not_a_function(Some(&other)))),
+            Err(_) => return Err((item, not_a_function(None))),
         };
         let mut errors = Errors::default();
         let sig = &item.sig;
@@ -63,8 +63,7 @@ impl ActorFn {
         }
         if !sig.generics.params.is_empty() {
             errors.push(generic(&sig.generics));
-        }
-        if let Some(where_clause) = &sig.generics.where_clause {
+        } else if let Some(where_clause) = &sig.generics.where_clause {
             errors.push(generic(where_clause));
         }
         let mut params = Vec::new();
@@ -123,28 +122,27 @@ impl ActorFn {
     }
 }
 
-fn not_a_function(item: &Item) -> Error {
-    fn named(keyword: &impl ToTokens, ident: &impl ToTokens) -> TokenStream {
-        let mut tokens = keyword.to_token_stream();
-        ident.to_tokens(&mut tokens);
-        tokens
+fn not_a_function(item: Option<&Item>) -> Error {
+    fn named(kind: &str, keyword: impl ToTokens, ident: impl ToTokens) -> Error {
+        Error::new_spanned(
+            quote!(#keyword #ident),
+            format!("`#[actor]` applies to functions (`async fn` or `fn`), not to {kind}"),
+        )
     }
-    let (kind, tokens) = match item {
-        Item::Struct(i) => ("a struct", Some(named(&i.struct_token, &i.ident))),
-        Item::Enum(i) => ("an enum", Some(named(&i.enum_token, &i.ident))),
-        Item::Union(i) => ("a union", Some(named(&i.union_token, &i.ident))),
-        Item::Trait(i) => ("a trait", Some(named(&i.trait_token, &i.ident))),
-        Item::Type(i) => ("a type alias", Some(named(&i.type_token, &i.ident))),
-        Item::Const(i) => ("a constant", Some(named(&i.const_token, &i.ident))),
-        Item::Static(i) => ("a static", Some(named(&i.static_token, &i.ident))),
-        Item::Mod(i) => ("a module", Some(named(&i.mod_token, &i.ident))),
-        Item::Impl(i) => ("an impl block", Some(named(&i.impl_token, &i.self_ty))),
-        _ => ("this item", None),
-    };
-    let message = format!("`#[actor]` applies to functions (`async fn` or `fn`), not to {kind}");
-    match tokens {
-        Some(tokens) => Error::new_spanned(tokens, message),
-        None => Error::new(Span::call_site(), message),
+    match item {
+        Some(Item::Struct(i)) => named("a struct", i.struct_token, &i.ident),
+        Some(Item::Enum(i)) => named("an enum", i.enum_token, &i.ident),
+        Some(Item::Union(i)) => named("a union", i.union_token, &i.ident),
+        Some(Item::Trait(i)) => named("a trait", i.trait_token, &i.ident),
+        Some(Item::Type(i)) => named("a type alias", i.type_token, &i.ident),
+        Some(Item::Const(i)) => named("a constant", i.const_token, &i.ident),
+        Some(Item::Static(i)) => named("a static", i.static_token, &i.ident),
+        Some(Item::Mod(i)) => named("a module", i.mod_token, &i.ident),
+        Some(Item::Impl(i)) => named("an impl block", i.impl_token, &i.self_ty),
+        _ => Error::new(
+            Span::call_site(),
+            "`#[actor]` applies to functions (`async fn` or `fn`)",
+        ),
     }
 }
 

@@ -6,8 +6,10 @@
 //! the runtime, which the generated code reaches through `actor_runtime::__private`.
 
 mod args;
+mod duration;
 mod expand;
 mod input;
+mod suggest;
 
 use proc_macro::TokenStream;
 

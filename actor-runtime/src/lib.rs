@@ -91,6 +91,8 @@ pub mod __private;
 
 pub use actor::{Actor, ActorFailure, Handler, IntoActorResult};
 pub use args::{ArgError, ArgReader};
+#[cfg(feature = "redis")]
+pub use broker::redis::{RedisBroker, RedisConfig};
 pub use broker::stub::StubBroker;
 pub use broker::{
     broker_from_env, get_broker, set_broker, Broker, Consumer, DeadLetter, Delivery, DeliveryTag,
@@ -108,8 +110,19 @@ pub use registry::{HandlerFn, Registration, Registry};
 pub use tokio_util::sync::CancellationToken;
 pub use worker::Worker;
 
-fn redis_from_env(_url: &str) -> Result<std::sync::Arc<dyn Broker>> {
-    Err(Error::Config(
-        "REDIS_URL is set but this build has no Redis broker yet".into(),
-    ))
+/// The Redis broker for `url` (from `REDIS_URL`), with the other settings from the
+/// environment (see [`RedisConfig::from_env`]).
+fn redis_from_env(url: &str) -> Result<std::sync::Arc<dyn Broker>> {
+    #[cfg(feature = "redis")]
+    {
+        let config = RedisConfig::from_env()?.url(url);
+        Ok(std::sync::Arc::new(RedisBroker::new(config)?))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err(Error::Config(
+            "REDIS_URL is set but actor-runtime was built without its `redis` feature".into(),
+        ))
+    }
 }

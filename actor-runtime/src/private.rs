@@ -5,7 +5,7 @@ pub use inventory;
 pub use serde_json::Value;
 pub use std::vec::Vec;
 
-pub use crate::actor::{ActorFailure, Handler, IntoActorResult};
+pub use crate::actor::{Actor, ActorFailure, Handler, IntoActorResult};
 pub use crate::args::{ArgError, ArgReader};
 pub use crate::builder::{Enqueued, MessageBuilder};
 pub use crate::composition::PipeStep;

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::message::{DecodeError, Message};
 use crate::middleware::Middlewares;
 
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod stub;
 
 /// Where messages wait: Redis in production, [`StubBroker`](stub::StubBroker) in tests and

@@ -2,7 +2,10 @@
 
 mod common;
 mod composition;
+mod faults;
+mod interop;
 mod rate_limits;
+mod redis_broker;
 mod results;
 mod results_interop;
 mod results_support;

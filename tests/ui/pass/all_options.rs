@@ -32,7 +32,7 @@ async fn charged(order: u64) {
     min_backoff = "500ms",
     max_backoff = "1h30m",
     time_limit = 60_000,
-    max_age = "7d",
+    max_age = 7d,
     store_results = true,
     result_ttl = "10m",
     notify_shutdown = true,

@@ -32,6 +32,13 @@ pub mod jobs {
 }
 
 fn main() {
+    // An actor local to a function.
+    #[actor_runtime::actor]
+    fn local(x: u8) -> u8 {
+        x
+    }
+    assert_eq!(local::message(1).build().unwrap().actor_name, "local");
+
     let message = jobs::resize::message(10, 20).build().unwrap();
     assert_eq!(message.queue_name, "images");
     assert_eq!(<jobs::r#type as Actor>::NAME, "type");

@@ -1,0 +1,402 @@
+//! [`RedisConfig`]: where the Redis broker connects and how it behaves, in code or from the
+//! environment.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Settings of a [`RedisBroker`](super::RedisBroker), built in code or read from the
+/// environment with [`RedisConfig::from_env`].
+///
+/// | Setting | Default | Environment |
+/// |---|---|---|
+/// | [`url`](Self::url) | none | `REDIS_URL` |
+/// | [`namespace`](Self::namespace) | `dramatiq` | `DRAMATIQ_NAMESPACE` |
+/// | [`max_connections`](Self::max_connections) | 10 | `REDIS_MAX_CONNECTIONS` |
+/// | [`connect_timeout`](Self::connect_timeout) | 5 s | `REDIS_CONNECT_TIMEOUT_MS` |
+/// | [`read_timeout`](Self::read_timeout) | 5 s | `REDIS_READ_TIMEOUT_MS` |
+/// | [`heartbeat_timeout`](Self::heartbeat_timeout) | 60 s | `HEARTBEAT_TIMEOUT_MS` |
+/// | [`dead_message_ttl`](Self::dead_message_ttl) | 24 h | `DEAD_MESSAGE_TTL_MS` |
+/// | [`heartbeat_interval`](Self::heartbeat_interval) | heartbeat timeout / 4 | |
+/// | [`maintenance_interval`](Self::maintenance_interval) | heartbeat timeout / 2 | |
+/// | [`retry_timeout`](Self::retry_timeout) | 5 s | |
+/// | [`tcp_keepalive`](Self::tcp_keepalive) | 30 s | |
+/// | [`keyspace_notifications`](Self::keyspace_notifications) | on | |
+/// | [`poll_interval`](Self::poll_interval) | 100 ms | |
+/// | [`safety_poll_interval`](Self::safety_poll_interval) | 1 s | |
+/// | [`delay_prefetch`](Self::delay_prefetch) | 10 000 | |
+///
+/// ```
+/// use std::time::Duration;
+/// use actor_runtime::RedisConfig;
+///
+/// let config = RedisConfig::new("redis://:secret@127.0.0.1:6379/2")
+///     .namespace("myapp")
+///     .max_connections(4)
+///     .heartbeat_timeout(Duration::from_secs(30))
+///     .dead_message_ttl(Duration::from_secs(7 * 24 * 3600));
+/// assert_eq!(config.heartbeat_interval_or_default(), Duration::from_millis(7500));
+/// // The password never shows in logs.
+/// assert!(!format!("{config:?}").contains("secret"));
+/// ```
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub(crate) url: String,
+    pub(crate) namespace: String,
+    pub(crate) max_connections: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    pub(crate) tcp_keepalive: Option<Duration>,
+    pub(crate) retry_timeout: Duration,
+    pub(crate) heartbeat_interval: Option<Duration>,
+    pub(crate) heartbeat_timeout: Duration,
+    pub(crate) maintenance_interval: Option<Duration>,
+    pub(crate) dead_message_ttl: Duration,
+    pub(crate) keyspace_notifications: bool,
+    pub(crate) poll_interval: Duration,
+    pub(crate) safety_poll_interval: Duration,
+    pub(crate) delay_prefetch: usize,
+}
+
+impl RedisConfig {
+    /// Defaults for the server at `url`: `redis://[user[:password]@]host[:port][/db]`, or
+    /// `rediss://` for TLS (needs this crate's `tls` feature).
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            namespace: "dramatiq".into(),
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            tcp_keepalive: Some(Duration::from_secs(30)),
+            retry_timeout: Duration::from_secs(5),
+            heartbeat_interval: None,
+            heartbeat_timeout: Duration::from_secs(60),
+            maintenance_interval: None,
+            dead_message_ttl: Duration::from_secs(24 * 3600),
+            keyspace_notifications: true,
+            poll_interval: Duration::from_millis(100),
+            safety_poll_interval: Duration::from_secs(1),
+            delay_prefetch: 10_000,
+        }
+    }
+
+    /// Reads `REDIS_URL` (required), `DRAMATIQ_NAMESPACE`, `REDIS_MAX_CONNECTIONS`,
+    /// `REDIS_CONNECT_TIMEOUT_MS`, `REDIS_READ_TIMEOUT_MS`, `HEARTBEAT_TIMEOUT_MS` and
+    /// `DEAD_MESSAGE_TTL_MS`; unset variables keep their defaults. A value that does not parse
+    /// is an [`Error::Config`] naming the variable.
+    pub fn from_env() -> Result<RedisConfig> {
+        RedisConfig::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// [`from_env`](Self::from_env) over any source of variables.
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<RedisConfig> {
+        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let url = get("REDIS_URL").ok_or_else(|| Error::Config("REDIS_URL is not set".into()))?;
+        let mut config = RedisConfig::new(url.trim());
+        if let Some(ns) = get("DRAMATIQ_NAMESPACE") {
+            config.namespace = ns.trim().to_owned();
+        }
+        let number = |key: &str| -> Result<Option<u64>> {
+            get(key)
+                .map(|v| {
+                    v.trim().parse::<u64>().map_err(|_| {
+                        Error::Config(format!("{key} must be a whole number, got `{}`", v.trim()))
+                    })
+                })
+                .transpose()
+        };
+        let positive = |key: &str| -> Result<Option<u64>> {
+            match number(key)? {
+                Some(0) => Err(Error::Config(format!("{key} must be greater than 0"))),
+                other => Ok(other),
+            }
+        };
+        if let Some(n) = positive("REDIS_MAX_CONNECTIONS")? {
+            config.max_connections = n as usize;
+        }
+        if let Some(ms) = positive("REDIS_CONNECT_TIMEOUT_MS")? {
+            config.connect_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = positive("REDIS_READ_TIMEOUT_MS")? {
+            config.read_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = positive("HEARTBEAT_TIMEOUT_MS")? {
+            config.heartbeat_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = positive("DEAD_MESSAGE_TTL_MS")? {
+            config.dead_message_ttl = Duration::from_millis(ms);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The server URL.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// The prefix of every key, as Dramatiq's `namespace` (default `dramatiq`): Python and
+    /// Rust workers sharing queues must use the same one.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Multiplexed connections in the pool, used round robin (default 10). Heartbeats and
+    /// keyspace notifications use their own connection besides these.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long one connection attempt may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for a reply before the call counts as a connection failure (default
+    /// 5 s; redis-rs' own default of 500 ms is too short for a busy server).
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// TCP keepalive idle time, so dead peers are noticed (default 30 s; `None` disables).
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle;
+        self
+    }
+
+    /// How long an operation keeps retrying timeouts and dropped connections, with
+    /// exponential backoff, before it fails with [`Error::Connection`] (default 5 s).
+    pub fn retry_timeout(mut self, timeout: Duration) -> Self {
+        self.retry_timeout = timeout;
+        self
+    }
+
+    /// How often this process records its heartbeat (default a quarter of the heartbeat
+    /// timeout, so two missed beats are survivable). A timer of its own: busy actors never
+    /// delay it.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = Some(interval);
+        self
+    }
+
+    /// After this long without a heartbeat a worker (Rust or Python) counts as dead and its
+    /// fetched messages are requeued (default 60 s, Dramatiq's).
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// How often dead workers are looked for and expired dead letters purged (default half
+    /// the heartbeat timeout).
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.maintenance_interval = Some(interval);
+        self
+    }
+
+    /// Dead letters older than this are deleted, in every queue of the namespace (default
+    /// 24 h; Dramatiq's is 7 days).
+    pub fn dead_message_ttl(mut self, ttl: Duration) -> Self {
+        self.dead_message_ttl = ttl;
+        self
+    }
+
+    /// Whether idle consumers wait for Redis keyspace notifications (enabling them on the
+    /// server with `CONFIG SET` when needed) instead of polling (default on).
+    pub fn keyspace_notifications(mut self, enabled: bool) -> Self {
+        self.keyspace_notifications = enabled;
+        self
+    }
+
+    /// How often an idle consumer polls when notifications are unavailable (default 100 ms:
+    /// the worst-case pickup latency then).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often an idle consumer re-polls even with notifications working, in case one was
+    /// missed (default 1 s).
+    pub fn safety_poll_interval(mut self, interval: Duration) -> Self {
+        self.safety_poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Most delayed messages one process holds in memory per queue until they are due
+    /// (default 10 000); the rest wait in the delay queue.
+    pub fn delay_prefetch(mut self, n: usize) -> Self {
+        self.delay_prefetch = n.max(1);
+        self
+    }
+
+    /// The heartbeat interval in effect.
+    pub fn heartbeat_interval_or_default(&self) -> Duration {
+        self.heartbeat_interval
+            .unwrap_or(self.heartbeat_timeout / 4)
+            .max(Duration::from_millis(10))
+    }
+
+    /// The maintenance interval in effect.
+    pub fn maintenance_interval_or_default(&self) -> Duration {
+        self.maintenance_interval
+            .unwrap_or(self.heartbeat_timeout / 2)
+            .max(Duration::from_millis(10))
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let ns = &self.namespace;
+        if ns.is_empty() || ns.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::Config(format!(
+                "invalid Redis namespace `{ns}`: it must be non-empty, without spaces"
+            )));
+        }
+        let scheme = self.url.split("://").next().unwrap_or_default();
+        match scheme {
+            "redis" | "unix" | "redis+unix" => Ok(()),
+            "rediss" if cfg!(feature = "tls") => Ok(()),
+            "rediss" => Err(Error::Config(
+                "a rediss:// (TLS) URL needs actor-runtime's `tls` feature".into(),
+            )),
+            _ => Err(Error::Config(format!(
+                "`{}` is not a Redis URL (redis://, rediss:// or unix://)",
+                redact(&self.url)
+            ))),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("namespace", &self.namespace)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("retry_timeout", &self.retry_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval_or_default())
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field(
+                "maintenance_interval",
+                &self.maintenance_interval_or_default(),
+            )
+            .field("dead_message_ttl", &self.dead_message_ttl)
+            .field("keyspace_notifications", &self.keyspace_notifications)
+            .field("poll_interval", &self.poll_interval)
+            .field("safety_poll_interval", &self.safety_poll_interval)
+            .field("delay_prefetch", &self.delay_prefetch)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced, for logs and errors.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{scheme}://{hidden}{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let config = RedisConfig::from_lookup(env(&[
+            ("REDIS_URL", "redis://u:p@h:1/3"),
+            ("DRAMATIQ_NAMESPACE", "app"),
+            ("REDIS_MAX_CONNECTIONS", "3"),
+            ("REDIS_CONNECT_TIMEOUT_MS", "250"),
+            ("REDIS_READ_TIMEOUT_MS", "750"),
+            ("HEARTBEAT_TIMEOUT_MS", "8000"),
+            ("DEAD_MESSAGE_TTL_MS", "1000"),
+        ]))
+        .unwrap();
+        assert_eq!(config.url, "redis://u:p@h:1/3");
+        assert_eq!(config.namespace, "app");
+        assert_eq!(config.max_connections, 3);
+        assert_eq!(config.connect_timeout, Duration::from_millis(250));
+        assert_eq!(config.read_timeout, Duration::from_millis(750));
+        assert_eq!(config.heartbeat_timeout, Duration::from_secs(8));
+        assert_eq!(
+            config.heartbeat_interval_or_default(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            config.maintenance_interval_or_default(),
+            Duration::from_secs(4)
+        );
+        assert_eq!(config.dead_message_ttl, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let config = RedisConfig::from_lookup(env(&[("REDIS_URL", "redis://h")])).unwrap();
+        assert_eq!(config.namespace, "dramatiq");
+        assert_eq!(config.max_connections, 10);
+        assert_eq!(config.read_timeout, Duration::from_secs(5));
+        assert_eq!(
+            config.heartbeat_interval_or_default(),
+            Duration::from_secs(15)
+        );
+        assert_eq!(config.dead_message_ttl, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = RedisConfig::from_lookup(env(&[
+            ("REDIS_URL", "redis://h"),
+            ("REDIS_READ_TIMEOUT_MS", "5s"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("REDIS_READ_TIMEOUT_MS"), "{err}");
+        let err = RedisConfig::from_lookup(env(&[
+            ("REDIS_URL", "redis://h"),
+            ("REDIS_MAX_CONNECTIONS", "0"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("REDIS_MAX_CONNECTIONS"), "{err}");
+        let err = RedisConfig::from_lookup(env(&[])).unwrap_err();
+        assert!(err.to_string().contains("REDIS_URL"), "{err}");
+    }
+
+    #[test]
+    fn urls_are_checked_and_redacted() {
+        assert!(RedisConfig::new("http://h").validate().is_err());
+        let tls = RedisConfig::new("rediss://h").validate();
+        assert_eq!(tls.is_ok(), cfg!(feature = "tls"));
+        assert_eq!(redact("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+    }
+}

@@ -1,0 +1,433 @@
+//! Consuming one queue: batched fetches into this worker's ack set, delayed messages held
+//! until due, and wake-ups on keyspace notifications.
+//!
+//! Cancel safety: every fetch round runs in a spawned task, so dropping `fetch` never
+//! interrupts a script. A fetched batch nobody receives puts itself back at the head of the
+//! queue when dropped ([`Fetched`]). Delayed messages go straight into the queue's shared
+//! store, so they are never lost with a dropped future either.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::conn::evalsha;
+use super::delayed::{promoted, Held};
+use super::scripts::{ACK, FETCH, NACK, PROMOTE, REQUEUE};
+use super::{DqPoll, QueueState, Shared};
+use crate::broker::{Consumer, Delivery, DeliveryTag};
+use crate::error::{Error, Result};
+use crate::message::{now_ms, Message};
+
+/// Most ids one fetch script call pops.
+const FETCH_CHUNK: usize = 1000;
+/// Most ids per ack, requeue or promote call.
+const SCRIPT_CHUNK: usize = 1000;
+
+/// A consumer of one queue (and, internally, its delay queue).
+pub(crate) struct RedisConsumer {
+    shared: Arc<Shared>,
+    queue: Arc<QueueState>,
+}
+
+impl RedisConsumer {
+    pub(crate) fn new(shared: Arc<Shared>, queue: Arc<QueueState>) -> Self {
+        RedisConsumer { shared, queue }
+    }
+}
+
+#[async_trait]
+impl Consumer for RedisConsumer {
+    async fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + timeout;
+        let max = max.clamp(1, FETCH_CHUNK);
+        loop {
+            let signal = &self.queue.signal;
+            let woken = signal.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let round = tokio::spawn(round(self.shared.clone(), self.queue.clone(), max));
+            let (fetched, next_eta) = match round.await {
+                Ok(result) => result?,
+                Err(err) => return Err(Error::Connection(format!("fetch task failed: {err}"))),
+            };
+            let batch = fetched.take();
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(batch);
+            }
+            let poll = if signal.live.load(Ordering::Acquire) {
+                self.shared.config.safety_poll_interval
+            } else {
+                self.shared.config.poll_interval
+            };
+            let mut wake = deadline.min(now + poll);
+            if let Some(eta) = next_eta {
+                wake = wake.min(now + Duration::from_millis(eta.saturating_sub(now_ms())));
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, tags: &[DeliveryTag]) -> Result<()> {
+        for (queue, ids) in by_queue(tags) {
+            let acks = self.shared.keys.acks(&self.shared.worker_id, queue);
+            let msgs = self.shared.keys.msgs(queue);
+            for chunk in ids.chunks(SCRIPT_CHUNK) {
+                let mut cmd = evalsha(&ACK, &[&acks, &msgs]);
+                cmd.arg(chunk);
+                let _: u64 = self.shared.conn.eval("ack", &ACK, &cmd).await?;
+                self.settled(chunk);
+            }
+        }
+        Ok(())
+    }
+
+    async fn nack(&self, tag: &DeliveryTag, reason: &str) -> Result<()> {
+        let keys = &self.queue.keys;
+        let acks = self.shared.keys.acks(&self.shared.worker_id, &tag.queue);
+        let msgs = self.shared.keys.msgs(&tag.queue);
+        let mut cmd = evalsha(
+            &NACK,
+            &[&acks, &msgs, &keys.xq, &keys.xq_msgs, &keys.xq_reasons],
+        );
+        cmd.arg(&tag.id).arg(now_ms()).arg(reason);
+        let _: u64 = self.shared.conn.eval("nack", &NACK, &cmd).await?;
+        self.settled(std::slice::from_ref(&tag.id));
+        Ok(())
+    }
+
+    async fn requeue(&self, tags: &[DeliveryTag]) -> Result<()> {
+        for (queue, ids) in by_queue(tags) {
+            // Settled first: once back in the list, an id may be fetched again at once.
+            self.settled(&ids);
+            if let Err(err) = requeue_ids(&self.shared, queue, &ids).await {
+                self.queue.needs_reclaim.store(true, Ordering::Release);
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Under the lock, so no round is promoting or fetching delayed messages meanwhile.
+        let _poll = self.queue.lock.lock().await;
+        let held = self.queue.delayed().take_all();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = held.iter().map(|h| h.id.clone()).collect();
+        let dq = format!("{}.DQ", self.queue.name);
+        match requeue_ids(&self.shared, &dq, &ids).await {
+            Ok(()) => {
+                tracing::debug!(queue = %self.queue.name, count = ids.len(), "returned held delayed messages to the delay queue");
+                // Other consumers of this queue in this process fetch them again.
+                self.queue.signal.wake(true);
+                Ok(())
+            }
+            Err(err) => {
+                for held in held {
+                    self.queue.delayed().insert(held);
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+impl RedisConsumer {
+    fn settled(&self, ids: &[String]) {
+        let mut outstanding = self.queue.outstanding();
+        for id in ids {
+            outstanding.remove(id);
+        }
+    }
+}
+
+/// Ids grouped by the queue they were fetched from, order kept.
+fn by_queue(tags: &[DeliveryTag]) -> HashMap<&str, Vec<String>> {
+    let mut groups: HashMap<&str, Vec<String>> = HashMap::new();
+    for tag in tags {
+        groups.entry(&tag.queue).or_default().push(tag.id.clone());
+    }
+    groups
+}
+
+/// Returns fetched ids of `queue` (`q` or `q.DQ`) from this worker's ack set to the head of
+/// the queue, in order.
+async fn requeue_ids(shared: &Shared, queue: &str, ids: &[String]) -> Result<()> {
+    let acks = shared.keys.acks(&shared.worker_id, queue);
+    let (msgs, list) = (shared.keys.msgs(queue), shared.keys.list(queue));
+    // Last chunk first, so the whole batch ends up in its original order.
+    for chunk in ids.rchunks(SCRIPT_CHUNK) {
+        let mut cmd = evalsha(&REQUEUE, &[&acks, &msgs, &list]);
+        cmd.arg(chunk);
+        let _: u64 = shared.conn.eval("requeue", &REQUEUE, &cmd).await?;
+    }
+    Ok(())
+}
+
+/// A fetched batch that returns itself to the head of its queue if dropped unread.
+pub(crate) struct Fetched {
+    deliveries: Vec<Delivery>,
+    shared: Arc<Shared>,
+    queue: Arc<QueueState>,
+}
+
+impl Fetched {
+    fn take(mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.deliveries)
+    }
+}
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        if self.deliveries.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = self.deliveries.drain(..).map(|d| d.tag.id).collect();
+        let (shared, queue) = (self.shared.clone(), self.queue.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(queue = %queue.name, count = ids.len(), "a fetched batch was dropped outside the runtime; it comes back when this worker counts as dead");
+            return;
+        };
+        {
+            let mut outstanding = queue.outstanding();
+            for id in &ids {
+                outstanding.remove(id);
+            }
+        }
+        runtime.spawn(async move {
+            let name = queue.name.clone();
+            if let Err(err) = requeue_ids(&shared, &name, &ids).await {
+                tracing::error!(queue = %name, error = %err, count = ids.len(), "could not return an unread batch; the next fetch reclaims it");
+                queue.needs_reclaim.store(true, Ordering::Release);
+            }
+            queue.signal.wake(false);
+        });
+    }
+}
+
+/// One fetch round, run as its own task: reclaim orphans if a fetch failed, refill delayed
+/// messages from the delay queue, promote the due ones, then fetch up to `max` ready
+/// messages. Returns them with the next eta held.
+async fn round(
+    shared: Arc<Shared>,
+    queue: Arc<QueueState>,
+    max: usize,
+) -> Result<(Fetched, Option<u64>)> {
+    let mut poll = queue.lock.lock().await;
+    if queue.needs_reclaim.load(Ordering::Acquire) {
+        reclaim(&shared, &queue).await?;
+    }
+    refill_delayed(&shared, &queue, &mut poll).await?;
+    promote_due(&shared, &queue).await?;
+    let deliveries = fetch_ready(&shared, &queue, max).await?;
+    if queue.needs_reclaim.load(Ordering::Acquire) {
+        // A fetch attempt of this round lost its reply; what it popped goes back now. A
+        // failure here leaves the flag for the next round, and the batch is still good.
+        if let Err(err) = reclaim(&shared, &queue).await {
+            tracing::warn!(queue = %queue.name, error = %err, "reclaiming after a lost fetch reply failed; retrying next fetch");
+        }
+    }
+    let next_eta = queue.delayed().next_eta();
+    drop(poll);
+    Ok((
+        Fetched {
+            deliveries,
+            shared,
+            queue,
+        },
+        next_eta,
+    ))
+}
+
+/// Runs the fetch script on `list`/`msgs` into `acks`: (id, payload) pairs. A failed attempt
+/// may have popped ids nobody will see, so it marks the queue for reclaiming (done before the
+/// next fetch, or at once by the caller once it has recorded what it got).
+async fn fetch_script(
+    shared: &Shared,
+    queue: &QueueState,
+    keys: [&str; 3],
+    max: usize,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let [list, msgs, acks] = keys;
+    let heartbeats = &queue.keys.heartbeats;
+    let mut cmd = evalsha(&FETCH, &[list, msgs, acks, heartbeats]);
+    cmd.arg(max).arg(&shared.worker_id).arg(now_ms());
+    let mut retried = false;
+    let reply = shared
+        .conn
+        .eval_noting_retries("fetch", &FETCH, &cmd, &mut retried)
+        .await;
+    if retried {
+        queue.needs_reclaim.store(true, Ordering::Release);
+    }
+    let (found, missing): (Vec<Vec<u8>>, Vec<String>) = reply?;
+    for id in missing {
+        tracing::warn!(queue = %list, redis_message_id = %id, "dropped a queued id whose payload is missing (Dramatiq #266)");
+    }
+    let mut pairs = Vec::with_capacity(found.len() / 2);
+    let mut it = found.into_iter();
+    while let (Some(id), Some(payload)) = (it.next(), it.next()) {
+        pairs.push((String::from_utf8_lossy(&id).into_owned(), payload));
+    }
+    Ok(pairs)
+}
+
+async fn fetch_ready(shared: &Shared, queue: &QueueState, max: usize) -> Result<Vec<Delivery>> {
+    let keys = &queue.keys;
+    let pairs = fetch_script(shared, queue, [&keys.list, &keys.msgs, &keys.acks], max).await?;
+    let mut outstanding = queue.outstanding();
+    Ok(pairs
+        .into_iter()
+        .map(|(id, payload)| {
+            outstanding.insert(id.clone());
+            Delivery {
+                tag: DeliveryTag {
+                    queue: queue.name.clone(),
+                    id,
+                },
+                message: Message::decode(&payload),
+            }
+        })
+        .collect())
+}
+
+/// Fetches delayed messages into memory when the delay queue changed (or the poll interval
+/// passed) and there is room. Undecodable ones are dead-lettered on the spot.
+async fn refill_delayed(shared: &Shared, queue: &QueueState, poll: &mut DqPoll) -> Result<()> {
+    let gen = queue.signal.dq_gen.load(Ordering::Acquire);
+    let interval = if queue.signal.live.load(Ordering::Acquire) {
+        shared.config.safety_poll_interval
+    } else {
+        shared.config.poll_interval
+    };
+    let due = poll.gen != gen || poll.last.is_none_or(|last| last.elapsed() >= interval);
+    let room = shared
+        .config
+        .delay_prefetch
+        .saturating_sub(queue.delayed().len());
+    if !due || room == 0 {
+        return Ok(());
+    }
+    let keys = &queue.keys;
+    let max = room.min(FETCH_CHUNK);
+    let pairs = fetch_script(
+        shared,
+        queue,
+        [&keys.dq_list, &keys.dq_msgs, &keys.dq_acks],
+        max,
+    )
+    .await?;
+    let full = pairs.len() == max;
+    poll.last = Some(Instant::now());
+    // A full batch may have left more behind: look again next round.
+    poll.gen = if full { gen.wrapping_sub(1) } else { gen };
+    let dq = format!("{}.DQ", queue.name);
+    for (id, payload) in pairs {
+        match Message::decode(&payload) {
+            Ok(message) => {
+                let eta = message.eta().unwrap_or(0);
+                queue.delayed().insert(Held { id, eta, message });
+            }
+            Err(err) => {
+                tracing::error!(queue = %dq, redis_message_id = %id, error = %err, "undecodable delayed message; dead-lettering it");
+                let mut cmd = evalsha(
+                    &NACK,
+                    &[
+                        &keys.dq_acks,
+                        &keys.dq_msgs,
+                        &keys.xq,
+                        &keys.xq_msgs,
+                        &keys.xq_reasons,
+                    ],
+                );
+                cmd.arg(&id)
+                    .arg(now_ms())
+                    .arg(format!("undecodable message: {err}"));
+                let _: u64 = shared.conn.eval("nack", &NACK, &cmd).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves due delayed messages to the queue, atomically per batch (see `lua/promote.lua`). On
+/// failure they go back to memory; a retry cannot move one twice.
+async fn promote_due(shared: &Shared, queue: &QueueState) -> Result<()> {
+    loop {
+        let due = queue.delayed().take_due(now_ms(), SCRIPT_CHUNK / 3);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let keys = &queue.keys;
+        let mut cmd = evalsha(
+            &PROMOTE,
+            &[&keys.dq_acks, &keys.dq_msgs, &keys.list, &keys.msgs],
+        );
+        for held in &due {
+            let (new_id, payload) = promoted(&held.message, &queue.name);
+            cmd.arg(&held.id).arg(new_id).arg(payload);
+        }
+        match shared.conn.eval::<u64>("promote", &PROMOTE, &cmd).await {
+            Ok(moved) => {
+                if (moved as usize) < due.len() {
+                    tracing::debug!(queue = %queue.name, skipped = due.len() - moved as usize, "delayed messages taken back by dead-worker recovery or a flush were skipped");
+                }
+            }
+            Err(err) => {
+                let mut delayed = queue.delayed();
+                for held in due {
+                    delayed.insert(held);
+                }
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// After a fetch whose reply was lost: ids in this worker's ack sets that no one here holds
+/// go back to the head of their queue, so they are not stranded until this process dies.
+async fn reclaim(shared: &Shared, queue: &QueueState) -> Result<()> {
+    let keys = &queue.keys;
+    let known = queue.outstanding().clone();
+    orphans_back(shared, &keys.acks, &queue.name, &known).await?;
+    let known = queue.delayed().ids();
+    orphans_back(shared, &keys.dq_acks, &format!("{}.DQ", queue.name), &known).await?;
+    queue.needs_reclaim.store(false, Ordering::Release);
+    Ok(())
+}
+
+async fn orphans_back(
+    shared: &Shared,
+    acks: &str,
+    queue: &str,
+    known: &HashSet<String>,
+) -> Result<()> {
+    let mut cmd = redis::cmd("SMEMBERS");
+    cmd.arg(acks);
+    let members: Vec<String> = shared.conn.query("reclaim", &cmd).await?;
+    let orphans: Vec<String> = members
+        .into_iter()
+        .filter(|id| !known.contains(id))
+        .collect();
+    if !orphans.is_empty() {
+        tracing::warn!(
+            queue,
+            count = orphans.len(),
+            "returning messages whose fetch reply was lost"
+        );
+        requeue_ids(shared, queue, &orphans).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! Our Lua scripts, one per operation (see `lua/`), each loaded once per server and called by
+//! SHA (redis-rs' `Script` reloads it on `NOSCRIPT`).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        pub(crate) static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!(concat!("lua/", $file))));
+    };
+}
+
+script!(ENQUEUE, "enqueue.lua");
+script!(FETCH, "fetch.lua");
+script!(ACK, "ack.lua");
+script!(NACK, "nack.lua");
+script!(REQUEUE, "requeue.lua");
+script!(PROMOTE, "promote.lua");
+script!(RECOVER, "recover.lua");
+script!(FORGET, "forget.lua");
+script!(PURGE_DEAD, "purge_dead.lua");
+script!(REQUEUE_DEAD, "requeue_dead.lua");

@@ -1,0 +1,6 @@
+use actor_runtime::actor;
+
+#[actor]
+extern crate core;
+
+fn main() {}
