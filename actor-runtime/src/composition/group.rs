@@ -52,6 +52,12 @@ impl IntoGroupMember for Pipeline {
     }
 }
 
+impl<A: crate::actor::Actor> IntoGroupMember for super::TypedPipeline<A> {
+    fn into_member(self) -> Result<GroupMember> {
+        Ok(GroupMember::Pipeline(self.into()))
+    }
+}
+
 /// Messages that run in parallel (Dramatiq's `group`), whose results can be collected with
 /// one deadline, and which can enqueue callbacks once every member succeeded.
 ///

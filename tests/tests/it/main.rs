@@ -8,5 +8,6 @@ mod rate_limits;
 mod redis_broker;
 mod results;
 mod results_interop;
+mod results_on_redis_broker;
 mod results_support;
 mod stub_worker;
