@@ -16,6 +16,16 @@ use crate::results::{decode_value, results_backend, ResultError};
 
 /// One member of a [`Group`]: a message or a whole pipeline (whose result is its last
 /// step's).
+///
+/// ```
+/// use actor_runtime::composition::{pipeline, Group, GroupMember};
+/// use actor_runtime::Message;
+///
+/// let members = Group::new()
+///     .member(Message::new("default", "a", vec![]))
+///     .member(pipeline([Message::new("default", "b", vec![]), Message::new("default", "c", vec![])]));
+/// assert!(matches!(members.members()[1], GroupMember::Pipeline(_)));
+/// ```
 #[derive(Debug)]
 pub enum GroupMember {
     /// A single message.
@@ -34,7 +44,8 @@ impl GroupMember {
     }
 }
 
-/// Something that can be a member of a group: any message ([`IntoMessage`]) or a pipeline.
+/// Something that can be a member of a group: any message ([`IntoMessage`]) or a pipeline
+/// (untyped or typed); see [`GroupMember`].
 pub trait IntoGroupMember {
     /// The member.
     fn into_member(self) -> Result<GroupMember>;
@@ -118,7 +129,21 @@ impl std::fmt::Debug for Group {
     }
 }
 
-/// A group of these members.
+/// A group of these members (Dramatiq's `group([...])`).
+///
+/// ```
+/// use actor_runtime::composition::group;
+/// use actor_runtime::actor;
+///
+/// #[actor(store_results = true)]
+/// async fn resize(image: String) -> String {
+///     format!("{image}.small")
+/// }
+///
+/// let images = ["a.png", "b.png", "c.png"];
+/// let resizes = group(images.iter().map(|i| resize::message(i.to_string())));
+/// assert_eq!(resizes.members().len(), 3);
+/// ```
 pub fn group<I>(members: I) -> Group
 where
     I: IntoIterator,

@@ -55,6 +55,18 @@ pub use typed::{PipeStep, TypedPipeline};
 
 /// Something that becomes one message of a pipeline or group: a [`Message`] or a
 /// [`MessageBuilder`] (whose delay becomes the `delay` option, as Dramatiq reads it).
+///
+/// ```
+/// use std::time::Duration;
+/// use actor_runtime::composition::IntoMessage;
+/// use actor_runtime::actor;
+///
+/// #[actor]
+/// async fn remind(user: u64) {}
+///
+/// let message = remind::message(7).delay(Duration::from_secs(60)).into_message().unwrap();
+/// assert_eq!(message.options["delay"], 60_000);
+/// ```
 pub trait IntoMessage {
     /// The message.
     fn into_message(self) -> Result<Message>;

@@ -41,7 +41,24 @@ pub struct Pipeline {
     broker: Option<Arc<dyn Broker>>,
 }
 
-/// A pipeline of these messages, in order.
+/// A pipeline of these messages, in order (Dramatiq's `pipeline([...])`).
+///
+/// ```
+/// use actor_runtime::composition::pipeline;
+/// use actor_runtime::{actor, Message};
+///
+/// #[actor]
+/// async fn word_count(text: String) -> usize {
+///     text.split_whitespace().count()
+/// }
+///
+/// // Steps of one actor fit in an array; mix actors with `Pipeline::new().then(..)`.
+/// let steps = pipeline([
+///     Message::new("default", "fetch_page", vec!["https://example.com".into()]),
+///     Message::new("default", "word_count", vec![]),
+/// ]);
+/// assert_eq!(steps.steps().len(), 2);
+/// ```
 pub fn pipeline<I>(steps: I) -> Pipeline
 where
     I: IntoIterator,

@@ -18,6 +18,18 @@ use crate::results::ResultError;
 /// A step of a [`TypedPipeline`] for actor `A`, missing its last argument, which must be of
 /// type `In`: the previous step's output. `#[actor]` generates `my_actor::pipe(..)` taking
 /// every argument but the last.
+///
+/// ```
+/// use std::time::Duration;
+/// use actor_runtime::actor;
+/// use actor_runtime::composition::PipeStep;
+///
+/// #[actor]
+/// async fn store_total(account: u64, total: i64) {}
+///
+/// // `account` now; `total` will be the previous step's result.
+/// let step: PipeStep<store_total, i64> = store_total::pipe(42).delay(Duration::from_secs(1));
+/// ```
 pub struct PipeStep<A: Actor, In> {
     builder: MessageBuilder<A>,
     input: PhantomData<fn(In)>,

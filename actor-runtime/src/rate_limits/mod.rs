@@ -51,6 +51,11 @@ pub use stub::StubRateLimiterBackend;
 pub use window::WindowRateLimiter;
 
 /// The rate-limiter backend could not be reached or answered nonsense.
+///
+/// ```
+/// let err = actor_runtime::rate_limits::BackendError("connection refused".into());
+/// assert_eq!(err.to_string(), "rate limiter backend error: connection refused");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rate limiter backend error: {0}")]
 pub struct BackendError(pub String);
