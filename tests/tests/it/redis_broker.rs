@@ -1036,3 +1036,121 @@ async fn a_worker_runs_delayed_messages_when_due() {
     worker.stop().await.unwrap();
     cleanup(&broker, 0).await;
 }
+
+#[actor(queue_name = "redis_bench")]
+async fn redis_bench_noop(_n: u64) {}
+
+/// Figures, not a check: `cargo test --release -p actor-tests --test it throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn throughput() {
+    const N: u64 = 10_000;
+    let ns = namespace();
+    let broker = broker(config(&ns));
+    let start = Instant::now();
+    let producers: Vec<_> = (0..16)
+        .map(|p| {
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                for n in (p..N).step_by(16) {
+                    broker.enqueue(msg("bench", n as i64), None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.await.unwrap();
+    }
+    let enqueue = start.elapsed();
+    let consumer = broker.consume("bench", 100).await.unwrap();
+    let start = Instant::now();
+    let mut done = 0;
+    while done < N as usize {
+        let batch = consumer.fetch(100, Duration::from_secs(1)).await.unwrap();
+        done += batch.len();
+        consumer
+            .ack(&batch.iter().map(|d| d.tag.clone()).collect::<Vec<_>>())
+            .await
+            .unwrap();
+    }
+    let fetch_ack = start.elapsed();
+    let per_sec = |d: Duration| (N as f64 / d.as_secs_f64()) as u64;
+    println!(
+        "enqueue {N} (16 concurrent producers): {enqueue:?} = {}/s; fetch+ack in batches of 100: {fetch_ack:?} = {}/s",
+        per_sec(enqueue),
+        per_sec(fetch_ack)
+    );
+
+    for n in 0..N {
+        redis_bench_noop::message(n)
+            .broker(broker.clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    let start = Instant::now();
+    let worker = Worker::new(broker.clone())
+        .queues(["redis_bench"])
+        .start()
+        .await
+        .unwrap();
+    broker
+        .join("redis_bench", Some(Duration::from_secs(120)), true)
+        .await
+        .unwrap();
+    let drained = start.elapsed();
+    worker.stop().await.unwrap();
+    println!(
+        "a Worker (8 threads) drained {N} no-op messages in {drained:?} = {}/s",
+        per_sec(drained)
+    );
+    cleanup(&broker, 0).await;
+}
+
+/// A global broker outlives the runtime that first used it (each `#[tokio::test]` has its
+/// own): its heartbeat and consumers must carry on in the next runtime.
+#[test]
+fn a_broker_keeps_working_across_runtimes() {
+    let ns = namespace();
+    let broker = broker(config(&ns).heartbeat_interval(Duration::from_millis(50)));
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let heartbeat = |rt: &tokio::runtime::Runtime| {
+        let (ns, wid) = (ns.clone(), broker.worker_id().to_owned());
+        rt.block_on(async move {
+            let mut conn = raw().await;
+            let score: Option<f64> = conn
+                .zscore(format!("{ns}:__heartbeats__"), wid)
+                .await
+                .unwrap();
+            score.map_or(0, |s| s as u64)
+        })
+    };
+    let first = runtime();
+    first.block_on(async {
+        broker.enqueue(msg("hop", 1), None).await.unwrap();
+        let consumer = broker.consume("hop", 1).await.unwrap();
+        assert_eq!(fetch_n(&*consumer, 1).await.len(), 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    drop(first);
+    let dropped_at = now_ms();
+    let second = runtime();
+    second.block_on(async {
+        broker.enqueue(msg("hop", 2), None).await.unwrap();
+        let consumer = broker.consume("hop", 1).await.unwrap();
+        let batch = fetch_n(&*consumer, 1).await;
+        assert_eq!(args(&batch), [json!(2)]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    assert!(
+        heartbeat(&second) > dropped_at,
+        "the heartbeat stopped with the first runtime"
+    );
+    second.block_on(cleanup(&broker, 0));
+}

@@ -187,7 +187,9 @@ impl RedisConfig {
     }
 
     /// After this long without a heartbeat a worker (Rust or Python) counts as dead and its
-    /// fetched messages are requeued (default 60 s, Dramatiq's).
+    /// fetched messages are requeued (default 60 s, Dramatiq's). Python workers only
+    /// heartbeat as a side effect of their Redis commands, so in a mixed fleet keep it above
+    /// the longest a busy Python worker goes without one (Dramatiq #692).
     pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
         self.heartbeat_timeout = timeout;
         self

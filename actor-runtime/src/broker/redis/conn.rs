@@ -62,6 +62,11 @@ impl Conn {
         self.client.get_connection_info().redis_settings().db()
     }
 
+    /// Whether the pool was ever used (so there may be something to clean up).
+    pub(crate) fn is_used(&self) -> bool {
+        self.pool.get().is_some()
+    }
+
     /// A pooled connection, round robin. Must run inside the tokio runtime.
     fn manager(&self) -> Result<ConnectionManager> {
         if let Some(pool) = self.pool.get() {

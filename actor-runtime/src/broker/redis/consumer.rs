@@ -15,17 +15,17 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::conn::evalsha;
-use super::delayed::{promoted, Held};
-use super::scripts::{ACK, FETCH, NACK, PROMOTE, REQUEUE};
-use super::{DqPoll, QueueState, Shared};
+use super::delayed::{promote_due, refill_delayed};
+use super::scripts::{ACK, FETCH, NACK, REQUEUE};
+use super::{QueueState, Shared};
 use crate::broker::{Consumer, Delivery, DeliveryTag};
 use crate::error::{Error, Result};
 use crate::message::{now_ms, Message};
 
 /// Most ids one fetch script call pops.
-const FETCH_CHUNK: usize = 1000;
+pub(super) const FETCH_CHUNK: usize = 1000;
 /// Most ids per ack, requeue or promote call.
-const SCRIPT_CHUNK: usize = 1000;
+pub(super) const SCRIPT_CHUNK: usize = 1000;
 
 /// A consumer of one queue (and, internally, its delay queue).
 pub(crate) struct RedisConsumer {
@@ -254,7 +254,7 @@ async fn round(
 /// Runs the fetch script on `list`/`msgs` into `acks`: (id, payload) pairs. A failed attempt
 /// may have popped ids nobody will see, so it marks the queue for reclaiming (done before the
 /// next fetch, or at once by the caller once it has recorded what it got).
-async fn fetch_script(
+pub(super) async fn fetch_script(
     shared: &Shared,
     queue: &QueueState,
     keys: [&str; 3],
@@ -301,99 +301,6 @@ async fn fetch_ready(shared: &Shared, queue: &QueueState, max: usize) -> Result<
             }
         })
         .collect())
-}
-
-/// Fetches delayed messages into memory when the delay queue changed (or the poll interval
-/// passed) and there is room. Undecodable ones are dead-lettered on the spot.
-async fn refill_delayed(shared: &Shared, queue: &QueueState, poll: &mut DqPoll) -> Result<()> {
-    let gen = queue.signal.dq_gen.load(Ordering::Acquire);
-    let interval = if queue.signal.live.load(Ordering::Acquire) {
-        shared.config.safety_poll_interval
-    } else {
-        shared.config.poll_interval
-    };
-    let due = poll.gen != gen || poll.last.is_none_or(|last| last.elapsed() >= interval);
-    let room = shared
-        .config
-        .delay_prefetch
-        .saturating_sub(queue.delayed().len());
-    if !due || room == 0 {
-        return Ok(());
-    }
-    let keys = &queue.keys;
-    let max = room.min(FETCH_CHUNK);
-    let pairs = fetch_script(
-        shared,
-        queue,
-        [&keys.dq_list, &keys.dq_msgs, &keys.dq_acks],
-        max,
-    )
-    .await?;
-    let full = pairs.len() == max;
-    poll.last = Some(Instant::now());
-    // A full batch may have left more behind: look again next round.
-    poll.gen = if full { gen.wrapping_sub(1) } else { gen };
-    let dq = format!("{}.DQ", queue.name);
-    for (id, payload) in pairs {
-        match Message::decode(&payload) {
-            Ok(message) => {
-                let eta = message.eta().unwrap_or(0);
-                queue.delayed().insert(Held { id, eta, message });
-            }
-            Err(err) => {
-                tracing::error!(queue = %dq, redis_message_id = %id, error = %err, "undecodable delayed message; dead-lettering it");
-                let mut cmd = evalsha(
-                    &NACK,
-                    &[
-                        &keys.dq_acks,
-                        &keys.dq_msgs,
-                        &keys.xq,
-                        &keys.xq_msgs,
-                        &keys.xq_reasons,
-                    ],
-                );
-                cmd.arg(&id)
-                    .arg(now_ms())
-                    .arg(format!("undecodable message: {err}"));
-                let _: u64 = shared.conn.eval("nack", &NACK, &cmd).await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Moves due delayed messages to the queue, atomically per batch (see `lua/promote.lua`). On
-/// failure they go back to memory; a retry cannot move one twice.
-async fn promote_due(shared: &Shared, queue: &QueueState) -> Result<()> {
-    loop {
-        let due = queue.delayed().take_due(now_ms(), SCRIPT_CHUNK / 3);
-        if due.is_empty() {
-            return Ok(());
-        }
-        let keys = &queue.keys;
-        let mut cmd = evalsha(
-            &PROMOTE,
-            &[&keys.dq_acks, &keys.dq_msgs, &keys.list, &keys.msgs],
-        );
-        for held in &due {
-            let (new_id, payload) = promoted(&held.message, &queue.name);
-            cmd.arg(&held.id).arg(new_id).arg(payload);
-        }
-        match shared.conn.eval::<u64>("promote", &PROMOTE, &cmd).await {
-            Ok(moved) => {
-                if (moved as usize) < due.len() {
-                    tracing::debug!(queue = %queue.name, skipped = due.len() - moved as usize, "delayed messages taken back by dead-worker recovery or a flush were skipped");
-                }
-            }
-            Err(err) => {
-                let mut delayed = queue.delayed();
-                for held in due {
-                    delayed.insert(held);
-                }
-                return Err(err);
-            }
-        }
-    }
 }
 
 /// After a fetch whose reply was lost: ids in this worker's ack sets that no one here holds

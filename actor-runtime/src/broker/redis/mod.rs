@@ -35,7 +35,7 @@ mod scripts;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -102,11 +102,22 @@ pub(crate) struct Shared {
     declared: Mutex<BTreeSet<String>>,
     queues: Mutex<HashMap<String, Arc<QueueState>>>,
     notifier: Arc<Notifier>,
-    timers_started: OnceLock<()>,
-    notifier_started: OnceLock<()>,
+    /// Set while each background task runs.
+    heartbeat_running: Arc<AtomicBool>,
+    maintenance_running: Arc<AtomicBool>,
+    notifier_running: Arc<AtomicBool>,
     stop: CancellationToken,
     tasks: TaskTracker,
     closed: AtomicBool,
+}
+
+/// Clears its flag when the task holding it ends or is dropped with its runtime.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl Drop for Shared {
@@ -161,8 +172,9 @@ impl RedisBroker {
                 declared: Mutex::new(BTreeSet::new()),
                 queues: Mutex::new(HashMap::new()),
                 notifier: Arc::new(Notifier::default()),
-                timers_started: OnceLock::new(),
-                notifier_started: OnceLock::new(),
+                heartbeat_running: Arc::new(AtomicBool::new(false)),
+                maintenance_running: Arc::new(AtomicBool::new(false)),
+                notifier_running: Arc::new(AtomicBool::new(false)),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 closed: AtomicBool::new(false),
@@ -197,18 +209,45 @@ impl RedisBroker {
 }
 
 impl Shared {
-    /// Starts the timers on first use; fails once the broker is closed.
+    /// Spawns `task` as its own tokio task unless the one flagged by `running` still runs.
+    fn spawn_once<F>(&self, running: &Arc<AtomicBool>, task: impl FnOnce() -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let task = task();
+        let guard = Running(running.clone());
+        self.tasks.spawn(async move {
+            let _running = guard;
+            task.await;
+        });
+    }
+
+    /// Starts the timers on first use (and again if their runtime went away, as happens
+    /// to a global broker shared by tests each with their own runtime); fails once the
+    /// broker is closed.
     fn start(self: &Arc<Self>) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        self.timers_started.get_or_init(|| {
-            let weak = Arc::downgrade(self);
-            self.tasks
-                .spawn(maintenance::heartbeat_loop(weak.clone(), self.stop.clone()));
-            self.tasks
-                .spawn(maintenance::maintenance_loop(weak, self.stop.clone()));
+        self.spawn_once(&self.heartbeat_running, || {
+            maintenance::heartbeat_loop(Arc::downgrade(self), self.stop.clone())
         });
+        self.spawn_once(&self.maintenance_running, || {
+            maintenance::maintenance_loop(Arc::downgrade(self), self.stop.clone())
+        });
+        if self.config.keyspace_notifications && self.notifier.is_watching() {
+            self.spawn_once(&self.notifier_running, || {
+                self.notifier.clone().run(
+                    self.conn.clone(),
+                    self.keys.clone(),
+                    self.config.poll_interval,
+                    self.stop.clone(),
+                )
+            });
+        }
         Ok(())
     }
 
@@ -228,16 +267,6 @@ impl Shared {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(state) = queues.get(queue) {
             return state.clone();
-        }
-        if self.config.keyspace_notifications {
-            self.notifier_started.get_or_init(|| {
-                self.tasks.spawn(self.notifier.clone().run(
-                    self.conn.clone(),
-                    self.keys.clone(),
-                    self.config.poll_interval,
-                    self.stop.clone(),
-                ));
-            });
         }
         let signal = if self.config.keyspace_notifications {
             self.notifier.watch(queue)
@@ -337,6 +366,8 @@ impl Broker for RedisBroker {
         let queue = checked_queue(queue)?;
         self.shared.declare(queue)?;
         let state = self.shared.queue_state(queue);
+        // Now that a queue is watched, the notifier starts.
+        self.shared.start()?;
         Ok(Box::new(consumer::RedisConsumer::new(
             self.shared.clone(),
             state,
@@ -380,7 +411,7 @@ impl Broker for RedisBroker {
         self.shared.stop.cancel();
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
-        if self.shared.timers_started.get().is_some() {
+        if self.shared.conn.is_used() {
             admin::leave_heartbeats(&self.shared).await;
         }
     }

@@ -60,6 +60,11 @@ impl Notifier {
         signal
     }
 
+    /// Whether any queue is watched (the notifier has work).
+    pub(crate) fn is_watching(&self) -> bool {
+        !self.signals().is_empty()
+    }
+
     fn all(&self) -> Vec<(String, Arc<QueueSignal>)> {
         self.signals()
             .iter()
