@@ -188,3 +188,146 @@ async fn rust_and_python_limiters_on_one_key_share_the_limit() {
     assert!(mutex.try_acquire().await.is_some());
     delete_keys(&key).await;
 }
+
+#[actor(queue_name = "results_rs_q", store_results = true)]
+async fn rr_py_add(x: i64, y: i64) -> i64 {
+    x + y
+}
+
+#[actor(queue_name = "results_rs_q")]
+async fn rr_py_done(key: String) {
+    crate::results_support::record(&key, json!("group done"));
+}
+
+/// `python -m dramatiq results_app` on `results_py_q`, stopped (SIGTERM) on drop.
+struct PythonWorker(std::process::Child);
+
+impl PythonWorker {
+    fn start(python: &std::path::Path, ns: &str, results_ns: &str) -> Self {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("{ns}.log"))).unwrap();
+        let child = std::process::Command::new(python)
+            .args(["-m", "dramatiq", "results_app", "--path"])
+            .arg(&dir)
+            .args([
+                "--processes",
+                "1",
+                "--threads",
+                "2",
+                "--queues",
+                "results_py_q",
+            ])
+            .env("REDIS_URL", redis_url())
+            .env("DRAMATIQ_NAMESPACE", ns)
+            .env("RESULTS_NAMESPACE", results_ns)
+            .env("PYTHONPATH", &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the Python worker");
+        PythonWorker(child)
+    }
+}
+
+impl Drop for PythonWorker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelines_and_groups_cross_between_rust_and_python_workers() {
+    use actor_runtime::composition::{Group, GroupCallbacks, Pipeline};
+    use actor_runtime::{RedisBroker, RedisConfig};
+
+    let Some(python) = python() else { return };
+    let ns = namespace();
+    let results_ns = format!("{ns}-results");
+    let broker =
+        Arc::new(RedisBroker::new(RedisConfig::new(redis_url()).namespace(ns.as_str())).unwrap());
+    let backend = RedisResultBackend::connect(&redis_url())
+        .await
+        .unwrap()
+        .namespace(results_ns.clone());
+    broker.middleware().add(Arc::new(Results::new(backend)));
+    let barriers = RedisRateLimiterBackend::connect(&redis_url())
+        .await
+        .unwrap();
+    broker.middleware().add(Arc::new(
+        GroupCallbacks::new(Arc::new(barriers)).with_barrier_ttl(Duration::from_secs(60)),
+    ));
+    let python_worker = PythonWorker::start(&python, &ns, &results_ns);
+    let worker = Worker::new(broker.clone())
+        .threads(4)
+        .queues(["results_rs_q"])
+        .start()
+        .await
+        .unwrap();
+
+    // Rust 1 + 2 = 3 -> Python 10 * 3 = 30 -> Rust 5 + 30 = 35.
+    let chain = Pipeline::new()
+        .then(rr_py_add::message(1, 2))
+        .then(Message::new(
+            "results_py_q",
+            "py_results_mul",
+            vec![json!(10)],
+        ))
+        .then(Message::new("results_rs_q", "rr_py_add", vec![json!(5)]))
+        .broker(broker.clone());
+    chain.run().await.unwrap();
+    let wait = Duration::from_secs(30);
+    assert_eq!(chain.get_result(true, wait).await.unwrap(), json!(35));
+    assert_eq!(
+        chain.get_results(false, Duration::ZERO).await.unwrap(),
+        vec![json!(3), json!(30), json!(35)]
+    );
+
+    // One member runs in Python, one in Rust; whichever finishes last sends the callback.
+    let k = crate::results_support::key();
+    let members = Group::new()
+        .member(Message::new(
+            "results_py_q",
+            "py_results_mul",
+            vec![json!(6), json!(7)],
+        ))
+        .member(rr_py_add::message(20, 22))
+        .add_completion_callback(rr_py_done::message(k.clone()))
+        .broker(broker.clone());
+    members.run().await.unwrap();
+    assert_eq!(
+        members.get_results(true, wait).await.unwrap(),
+        vec![json!(42), json!(42)]
+    );
+    broker.join("results_rs_q", Some(wait), true).await.unwrap();
+    assert_eq!(
+        crate::results_support::recorded(&k),
+        vec![json!("group done")]
+    );
+
+    worker.stop().await.unwrap();
+    drop(python_worker);
+    let keys = ResultKeys {
+        namespace: results_ns,
+        plain: false,
+    };
+    for step in chain.steps() {
+        delete_keys(&keys.key(step)).await;
+    }
+    for member in members.members() {
+        if let actor_runtime::composition::GroupMember::Message(message) = member {
+            delete_keys(&keys.key(message)).await;
+        }
+    }
+    crate::redis_broker::support::cleanup(&broker, 0).await;
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{ns}.log")));
+}
