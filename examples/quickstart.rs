@@ -100,6 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
     }
     let report = worker.stop().await?;
+    broker.close().await;
     println!(
         "done: {} messages processed ({} actor runs succeeded, {} failed and were retried)",
         PROCESSED.load(Ordering::Relaxed),

@@ -777,6 +777,26 @@ async fn unreachable_redis_is_a_connection_error_in_bounded_time() {
         Err(Error::Closed)
     ));
 
+    // Wrong credentials are not worth retrying: a prompt, clear error.
+    let broker = RedisBroker::new(RedisConfig::new(format!(
+        "redis://nobody:wrong@{}",
+        url_with_db(0).trim_start_matches("redis://")
+    )))
+    .unwrap();
+    let start = Instant::now();
+    let err = broker.stats("q").await.unwrap_err();
+    assert!(matches!(err, Error::Connection(_)), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}: {err}",
+        start.elapsed()
+    );
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the password leaked: {err}"
+    );
+    broker.close().await;
+
     // rediss:// without the `tls` feature is refused up front, saying why.
     if let Err(err) = RedisBroker::new(RedisConfig::new("rediss://127.0.0.1:6380")) {
         assert!(
@@ -1153,4 +1173,34 @@ fn a_broker_keeps_working_across_runtimes() {
         "the heartbeat stopped with the first runtime"
     );
     second.block_on(cleanup(&broker, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notifications_an_idle_consumer_polls() {
+    let ns = namespace();
+    let broker = broker(
+        config(&ns)
+            .keyspace_notifications(false)
+            .poll_interval(Duration::from_millis(50)),
+    );
+    let mut conn = raw().await;
+    let consumer: Arc<dyn Consumer> = Arc::from(broker.consume("polled", 10).await.unwrap());
+    let waiting = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.fetch(10, Duration::from_secs(20)).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = msg("polled", 1);
+    let _: () = conn
+        .hset(format!("{ns}:polled.msgs"), "p1", m.encode())
+        .await
+        .unwrap();
+    let _: () = conn.rpush(format!("{ns}:polled"), "p1").await.unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("polling picks the message up")
+        .unwrap();
+    assert_eq!(args(&batch), [json!(1)]);
+    consumer.ack(&[batch[0].tag.clone()]).await.unwrap();
+    cleanup(&broker, 0).await;
 }

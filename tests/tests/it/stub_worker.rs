@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 fn log() -> &'static Mutex<HashMap<String, Vec<Value>>> {
     static LOG: std::sync::OnceLock<Mutex<HashMap<String, Vec<Value>>>> =
         std::sync::OnceLock::new();
-    LOG.get_or_init(Default::default)
+    LOG.get_or_init(Mutex::default)
 }
 
 fn record(key: &str, value: Value) {

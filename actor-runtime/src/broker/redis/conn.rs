@@ -204,6 +204,9 @@ pub(crate) fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
 /// Whether a failed call may succeed if tried again: timeouts, dropped or refused
 /// connections, and transient server states (loading, busy, failover).
 pub(crate) fn is_transient(err: &RedisError) -> bool {
+    if err.kind() == redis::ErrorKind::AuthenticationFailed {
+        return false;
+    }
     err.is_timeout() || err.is_io_error() || !matches!(err.retry_method(), RetryMethod::NoRetry)
 }
 

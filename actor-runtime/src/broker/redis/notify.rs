@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use redis::aio::PubSub;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::Conn;
 use super::keys::Keys;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What consumers of one queue wait on.
 #[derive(Debug, Default)]
@@ -83,68 +84,25 @@ impl Notifier {
     ) {
         let mut warned = false;
         let mut failures = 0u32;
-        let prefix = format!("__keyspace@{}__:", conn.db());
         loop {
-            let enabled = tokio::select! {
-                _ = stop.cancelled() => return,
-                enabled = enable_notifications(&conn, poll_interval, &mut warned) => enabled,
+            let connected = async {
+                // Connect first: a refused CONFIG is only worth a warning on a live server.
+                let pubsub = conn.pubsub().await?;
+                failures = 0;
+                let enabled = enable_notifications(&conn, poll_interval, &mut warned).await;
+                self.serve(pubsub, &conn, &keys, enabled).await
             };
-            let pubsub = tokio::select! {
+            let lost = tokio::select! {
                 _ = stop.cancelled() => return,
-                pubsub = conn.pubsub() => pubsub,
+                lost = connected => lost,
             };
-            match pubsub {
-                Ok(pubsub) => {
-                    failures = 0;
-                    let (mut sink, mut stream) = pubsub.split();
-                    let mut channels: HashMap<String, (Arc<QueueSignal>, bool)> = HashMap::new();
-                    'connected: loop {
-                        let changed = self.changed.notified();
-                        for (queue, signal) in self.all() {
-                            let ready = format!("{prefix}{}", keys.list(&queue));
-                            if channels.contains_key(&ready) {
-                                continue;
-                            }
-                            let delayed = format!("{prefix}{}", keys.list(&format!("{queue}.DQ")));
-                            if let Err(err) = sink.subscribe(&[&ready, &delayed]).await {
-                                tracing::warn!(error = %err, queue, "keyspace notification subscription failed; reconnecting");
-                                break 'connected;
-                            }
-                            signal.live.store(enabled, Ordering::Release);
-                            // Anything pushed before the subscription took effect.
-                            signal.wake(true);
-                            channels.insert(ready, (signal.clone(), false));
-                            channels.insert(delayed, (signal, true));
-                        }
-                        tokio::select! {
-                            biased;
-                            _ = stop.cancelled() => return,
-                            _ = changed => {}
-                            msg = stream.next() => match msg {
-                                Some(msg) => {
-                                    let event = msg.get_payload::<String>().unwrap_or_default();
-                                    if let Some((signal, delayed)) = channels.get(msg.get_channel_name()) {
-                                        if adds_elements(&event) {
-                                            signal.wake(*delayed);
-                                        }
-                                    }
-                                }
-                                None => {
-                                    tracing::warn!("keyspace notification connection lost; consumers poll until it is back");
-                                    break 'connected;
-                                }
-                            }
-                        }
-                    }
-                    for (_, signal) in self.all() {
-                        signal.live.store(false, Ordering::Release);
-                        signal.wake(true);
-                    }
-                }
-                Err(err) => {
-                    failures += 1;
-                    tracing::warn!(error = %err, "cannot open the keyspace notification connection; consumers poll meanwhile");
-                }
+            if let Err(err) = lost {
+                failures += 1;
+                tracing::warn!(error = %err, "keyspace notifications unavailable; consumers poll until they are back");
+            }
+            for (_, signal) in self.all() {
+                signal.live.store(false, Ordering::Release);
+                signal.wake(true);
             }
             let backoff = Duration::from_millis((100u64 << failures.min(6)).min(5_000));
             tokio::select! {
@@ -153,7 +111,57 @@ impl Notifier {
             }
         }
     }
+
+    /// Subscribes to every watched queue (and those watched later) and wakes their consumers
+    /// on pushes; returns when the connection is lost.
+    async fn serve(&self, pubsub: PubSub, conn: &Conn, keys: &Keys, enabled: bool) -> Result<()> {
+        let prefix = format!("__keyspace@{}__:", conn.db());
+        let (mut sink, mut stream) = pubsub.split();
+        let mut channels: HashMap<String, (Arc<QueueSignal>, bool)> = HashMap::new();
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        loop {
+            for (queue, signal) in self.all() {
+                let ready = format!("{prefix}{}", keys.list(&queue));
+                if channels.contains_key(&ready) {
+                    continue;
+                }
+                let delayed = format!("{prefix}{}", keys.list(&format!("{queue}.DQ")));
+                sink.subscribe(&[&ready, &delayed])
+                    .await
+                    .map_err(|e| conn.error("subscribe", &e))?;
+                signal.live.store(enabled, Ordering::Release);
+                // Anything pushed before the subscription took effect.
+                signal.wake(true);
+                channels.insert(ready, (signal.clone(), false));
+                channels.insert(delayed, (signal, true));
+            }
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                _ = keepalive.tick() => {
+                    // A silently dead connection (no FIN) would otherwise go unnoticed.
+                    match tokio::time::timeout(KEEPALIVE, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(err)) => return Err(conn.error("ping", &err)),
+                        Err(_) => return Err(Error::Connection("keyspace notification connection: no reply to PING".into())),
+                    }
+                }
+                msg = stream.next() => match msg {
+                    Some(msg) => {
+                        if let Some((signal, delayed)) = channels.get(msg.get_channel_name()) {
+                            if adds_elements(&msg.get_payload::<String>().unwrap_or_default()) {
+                                signal.wake(*delayed);
+                            }
+                        }
+                    }
+                    None => return Err(Error::Connection("keyspace notification connection lost".into())),
+                }
+            }
+        }
+    }
 }
+
+/// How often the notification connection is checked with a PING.
+const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Whether a list event may have added elements (pushes, moves in, restores), as opposed to
 /// pops, trims and deletions, which need no wake-up.
