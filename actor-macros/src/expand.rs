@@ -97,6 +97,7 @@ fn expand(args: &Args, function: &ActorFn) -> TokenStream {
     } = handler(function, &private);
     let options = options(args, &private);
     let rust_path = format!("::{}", function.name());
+    let pipe = pipe_step(function, ident, &idents, &tys, vis, &private);
 
     quote! {
         #item
@@ -129,6 +130,8 @@ fn expand(args: &Args, function: &ActorFn) -> TokenStream {
             ) -> #private::core::result::Result<#private::Enqueued<#ident>, #private::Error> {
                 Self::message(#(#idents),*).send().await
             }
+
+            #pipe
         }
 
         #(#cfgs)*
@@ -311,4 +314,33 @@ fn options(args: &Args, private: &TokenStream) -> TokenStream {
             ..#private::ActorOptions::DEFAULT
         }
     }
+}
+
+/// `my_actor::pipe(all but the last argument)`: a typed pipeline step whose last argument is
+/// the previous step's output (none for an actor without parameters).
+fn pipe_step(
+    function: &ActorFn,
+    ident: &Ident,
+    idents: &[&Ident],
+    tys: &[&Type],
+    vis: &syn::Visibility,
+    private: &TokenStream,
+) -> Option<TokenStream> {
+    let (last_ty, head_tys) = tys.split_last()?;
+    let head = &idents[..head_tys.len()];
+    let doc = format!(
+        " A pipeline step calling `{}`, whose last argument is the previous step's result \
+         (see `TypedPipeline`).",
+        function.name()
+    );
+    Some(quote! {
+        #[doc = #doc]
+        #vis fn pipe(#(#head: #head_tys),*) -> #private::PipeStep<#ident, #last_ty> {
+            #private::PipeStep::new(#private::MessageBuilder::new((|| {
+                #private::core::result::Result::Ok(#private::Vec::from([
+                    #(#private::encode_arg::<#head_tys>(&#head)?),*
+                ]))
+            })()))
+        }
+    })
 }

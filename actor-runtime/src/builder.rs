@@ -111,6 +111,14 @@ impl<A: Actor> MessageBuilder<A> {
         Ok(message)
     }
 
+    /// The message and its delay, for composition (pipelines carry the delay as the `delay`
+    /// option, as Dramatiq does).
+    pub(crate) fn into_parts(self) -> (Result<Message>, Option<Duration>, Option<Arc<dyn Broker>>) {
+        let delay = self.delay;
+        let broker = self.broker.clone();
+        (self.build(), delay, broker)
+    }
+
     /// Enqueues the message; returns it as stored, with its id.
     pub async fn send(mut self) -> Result<Enqueued<A>> {
         let broker = match self.broker.take() {
@@ -136,6 +144,14 @@ pub struct Enqueued<A: Actor> {
 }
 
 impl<A: Actor> Enqueued<A> {
+    pub(crate) fn from_parts(message: Message, broker: Arc<dyn Broker>) -> Self {
+        Enqueued {
+            message,
+            broker,
+            actor: PhantomData,
+        }
+    }
+
     /// The message as stored.
     pub fn message(&self) -> &Message {
         &self.message

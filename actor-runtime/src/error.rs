@@ -62,6 +62,17 @@ pub enum Error {
     /// The operation is not available on this broker.
     #[error("{0} is not supported by this broker")]
     Unsupported(&'static str),
+    /// A pipeline step cannot take the arguments it would be given (checked before enqueue
+    /// for actors registered in this process).
+    #[error("pipeline step {step} (`{actor}`) cannot run: {reason}")]
+    InvalidPipeline {
+        /// The step's index, from 0.
+        step: usize,
+        /// Its actor.
+        actor: String,
+        /// What does not fit.
+        reason: String,
+    },
     /// The broker was closed.
     #[error("the broker is closed")]
     Closed,

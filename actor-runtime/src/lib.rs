@@ -75,11 +75,16 @@ pub mod broker;
 mod builder;
 #[cfg(all(feature = "cli", unix))]
 pub mod cli;
+pub mod composition;
 mod error;
 mod message;
 pub mod middleware;
 mod options;
+pub mod rate_limits;
+#[cfg(feature = "redis")]
+mod redis_conn;
 mod registry;
+pub mod results;
 pub mod worker;
 
 #[doc(hidden)]

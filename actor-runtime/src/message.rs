@@ -71,13 +71,7 @@ impl Message {
     /// `Infinity` and `-Infinity` become the largest finite floats and `NaN` becomes `null`,
     /// since JSON (and so `serde_json`) has no such values.
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
-        match serde_json::from_slice(bytes) {
-            Ok(message) => Ok(message),
-            Err(err) => match replace_non_finite(bytes) {
-                Some(fixed) => Ok(serde_json::from_slice(&fixed)?),
-                None => Err(err.into()),
-            },
-        }
+        Ok(decode_json(bytes)?)
     }
 
     /// The queue without a `.DQ`/`.XQ` suffix.
@@ -103,6 +97,17 @@ impl Message {
     /// `eta` option: when a delayed message becomes due, in ms since the epoch.
     pub fn eta(&self) -> Option<u64> {
         self.option_u64("eta")
+    }
+}
+
+/// Parses JSON as Python's `json` writes it, `NaN`/`Infinity` tokens included.
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(value),
+        Err(err) => match replace_non_finite(bytes) {
+            Some(fixed) => serde_json::from_slice(&fixed),
+            None => Err(err),
+        },
     }
 }
 

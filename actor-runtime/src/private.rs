@@ -8,6 +8,7 @@ pub use std::vec::Vec;
 pub use crate::actor::{Actor, ActorFailure, Handler, IntoActorResult};
 pub use crate::args::{ArgError, ArgReader};
 pub use crate::builder::{Enqueued, MessageBuilder};
+pub use crate::composition::PipeStep;
 pub use crate::error::Error;
 pub use crate::message::Message;
 pub use crate::options::ActorOptions;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::actor::ActorFailure;
 use crate::broker::Broker;
 use crate::message::Message;
 use crate::registry::Registration;
@@ -30,6 +31,7 @@ pub struct MessageContext {
     interrupt_on_shutdown: bool,
     shutdown: CancellationToken,
     result: Option<Value>,
+    error: Option<ActorFailure>,
 }
 
 impl std::fmt::Debug for MessageContext {
@@ -60,6 +62,7 @@ impl MessageContext {
             interrupt_on_shutdown: false,
             shutdown,
             result: None,
+            error: None,
         }
     }
 
@@ -131,6 +134,15 @@ impl MessageContext {
 
     pub(crate) fn set_result(&mut self, value: Value) {
         self.result = Some(value);
+    }
+
+    /// The actor's error, once it failed (this run; it may still be retried).
+    pub fn error(&self) -> Option<&ActorFailure> {
+        self.error.as_ref()
+    }
+
+    pub(crate) fn set_error(&mut self, failure: ActorFailure) {
+        self.error = Some(failure);
     }
 
     /// A numeric option in ms or count: the message's own, else `actor_value`.

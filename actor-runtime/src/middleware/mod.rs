@@ -22,8 +22,10 @@ use serde_json::Value;
 
 use crate::actor::ActorFailure;
 use crate::broker::Broker;
+use crate::composition::GroupCallbacks;
 use crate::error::Result;
 use crate::message::Message;
+use crate::results::ResultBackend;
 
 pub use age_limit::AgeLimit;
 pub use callbacks::Callbacks;
@@ -146,6 +148,18 @@ pub trait Middleware: Send + Sync + 'static {
     /// Called once a worker has stopped.
     async fn after_worker_shutdown(&self, broker: &Arc<dyn Broker>) {
         let _ = broker;
+    }
+
+    /// The results backend this middleware stores to, if it is
+    /// [`Results`](crate::results::Results): how `get_result` finds the backend from the broker.
+    fn results_backend(&self) -> Option<Arc<dyn ResultBackend>> {
+        None
+    }
+
+    /// This middleware, if it is [`GroupCallbacks`](crate::composition::GroupCallbacks): how a
+    /// group with completion callbacks finds its barrier backend.
+    fn group_callbacks(&self) -> Option<&GroupCallbacks> {
+        None
     }
 }
 

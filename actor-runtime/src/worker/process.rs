@@ -77,6 +77,7 @@ pub(crate) async fn process(
             }
             Err(failure) => {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                ctx.set_error(failure.clone());
                 tracing::error!(message_id = %message.message_id, actor = actor.name, error = %failure, retries = message.retries(), "actor failed");
             }
         }

@@ -3,7 +3,13 @@
 mod cli;
 mod cli_redis;
 mod common;
+mod composition;
 mod faults;
 mod interop;
+mod rate_limits;
 mod redis_broker;
+mod results;
+mod results_interop;
+mod results_on_redis_broker;
+mod results_support;
 mod stub_worker;
