@@ -227,6 +227,41 @@ async fn enqueue_writes_dramatiqs_layout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_enqueue_keeps_order_across_queues_and_chunks() {
+    let ns = namespace();
+    let broker = broker(config(&ns));
+    let mut conn = raw().await;
+    // 2500 to one queue (three script calls), then two to another, then a delayed batch.
+    let mut batch: Vec<Message> = (0..2500).map(|n| msg("bulk", n)).collect();
+    batch.extend([msg("other", 1), msg("other", 2)]);
+    let sent = broker.enqueue_batch(batch, None).await.unwrap();
+    assert_eq!(sent.len(), 2502);
+    let rids: Vec<String> = sent[..2500]
+        .iter()
+        .map(|m| m.options["redis_message_id"].as_str().unwrap().to_owned())
+        .collect();
+    let list: Vec<String> = conn.lrange(format!("{ns}:bulk"), 0, -1).await.unwrap();
+    assert_eq!(list, rids, "stored in order");
+    let hlen: u64 = conn.hlen(format!("{ns}:bulk.msgs")).await.unwrap();
+    assert_eq!(hlen, 2500);
+    let other: u64 = conn.llen(format!("{ns}:other")).await.unwrap();
+    assert_eq!(other, 2);
+    let delayed = broker
+        .enqueue_batch(
+            vec![msg("bulk", 1), msg("bulk", 2)],
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert!(delayed
+        .iter()
+        .all(|m| m.queue_name == "bulk.DQ" && m.eta().is_some()));
+    let stats = broker.stats("bulk").await.unwrap();
+    assert_eq!((stats.ready, stats.delayed), (2500, 2));
+    cleanup(&broker, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_ack_nack_and_requeue_use_the_ack_set() {
     let ns = namespace();
     let broker = broker(config(&ns));

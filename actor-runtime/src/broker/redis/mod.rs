@@ -361,6 +361,61 @@ impl Broker for RedisBroker {
         Ok(message)
     }
 
+    async fn enqueue_batch_raw(
+        &self,
+        messages: Vec<Message>,
+        delay: Option<Duration>,
+    ) -> Result<Vec<Message>> {
+        self.shared.start()?;
+        let eta = delay.map(|delay| now_ms() + delay.as_millis() as u64);
+        let mut prepared = Vec::with_capacity(messages.len());
+        for mut message in messages {
+            let queue = checked_queue(&message.queue_name)?.to_owned();
+            self.shared.declare(&queue)?;
+            let id = new_message_id();
+            message
+                .options
+                .insert("redis_message_id".into(), id.clone().into());
+            message.queue_name = match eta {
+                Some(eta) => {
+                    message.options.insert("eta".into(), eta.into());
+                    delay_queue(&queue)
+                }
+                None => queue,
+            };
+            let payload = message.encode();
+            prepared.push((id, payload, message));
+        }
+        // One script call per run of messages to the same queue, at most 1000 each.
+        let mut start = 0;
+        while start < prepared.len() {
+            let target = prepared[start].2.queue_name.clone();
+            let mut end = start;
+            while end < prepared.len() && end - start < 1000 && prepared[end].2.queue_name == target
+            {
+                end += 1;
+            }
+            let (list, msgs) = (
+                self.shared.keys.list(&target),
+                self.shared.keys.msgs(&target),
+            );
+            let mut cmd = evalsha(&scripts::ENQUEUE, &[&list, &msgs]);
+            for (id, payload, _) in &prepared[start..end] {
+                cmd.arg(id).arg(payload);
+            }
+            let _: i64 = self
+                .shared
+                .conn
+                .eval("enqueue", &scripts::ENQUEUE, &cmd)
+                .await?;
+            start = end;
+        }
+        Ok(prepared
+            .into_iter()
+            .map(|(_, _, message)| message)
+            .collect())
+    }
+
     async fn consume(&self, queue: &str, _prefetch: usize) -> Result<Box<dyn Consumer>> {
         self.shared.start()?;
         let queue = checked_queue(queue)?;
