@@ -1,5 +1,6 @@
 //! One queue's fetch loop and ack batching.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,54 @@ pub(crate) struct QueueRunner {
     pub(crate) consumer: Arc<dyn Consumer>,
     /// One permit per message fetched and not yet acked, nacked or requeued.
     pub(crate) prefetch: Arc<Semaphore>,
+    /// How the prefetch budget is sized.
+    pub(crate) budget: Budget,
     pub(crate) acks: mpsc::UnboundedSender<(DeliveryTag, OwnedSemaphorePermit)>,
+}
+
+/// The prefetch budget: fixed, or adapted to how long messages take.
+pub(crate) struct Budget {
+    /// Permits the semaphore holds in all (available + taken).
+    pub(crate) current: AtomicUsize,
+    /// `Some(n)`: exactly n (set by the user). `None`: adaptive.
+    pub(crate) fixed: Option<usize>,
+    /// Adaptive bounds.
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+}
+
+/// Adaptive prefetch keeps about this much work buffered per thread: enough to hide a Redis
+/// round trip behind quick messages, without hoarding slow ones from other workers.
+const BUFFERED_WORK_NS: u64 = 20_000_000;
+
+impl Budget {
+    pub(crate) fn new(fixed: Option<usize>, threads: usize) -> Budget {
+        let min = fixed.unwrap_or((threads * 2).max(8));
+        Budget {
+            current: AtomicUsize::new(min),
+            fixed,
+            min,
+            max: fixed.unwrap_or(1000).max(min),
+        }
+    }
+
+    /// Resizes the semaphore toward `threads × BUFFERED_WORK / average processing time`.
+    fn adapt(&self, semaphore: &Semaphore, average_ns: u64, threads: usize) {
+        if self.fixed.is_some() || average_ns == 0 {
+            return;
+        }
+        let wanted = (BUFFERED_WORK_NS.saturating_mul(threads as u64) / average_ns)
+            .clamp(self.min as u64, self.max as u64) as usize;
+        let current = self.current.load(Ordering::Relaxed);
+        if wanted > current {
+            semaphore.add_permits(wanted - current);
+            self.current.store(wanted, Ordering::Relaxed);
+        } else if wanted < current {
+            // Only free permits can go; the rest shrink on later rounds.
+            let forgotten = semaphore.forget_permits(current - wanted);
+            self.current.store(current - forgotten, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Fetches while there is prefetch budget, and hands messages to the dispatcher.
@@ -31,6 +79,9 @@ pub(crate) async fn fetch_loop(
 ) {
     let mut failures = 0u32;
     loop {
+        runner
+            .budget
+            .adapt(&runner.prefetch, shared.average_ns(), shared.thread_count());
         let mut permit = tokio::select! {
             biased;
             _ = stop.cancelled() => return,

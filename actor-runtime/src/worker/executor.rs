@@ -31,6 +31,9 @@ pub(crate) struct Shared {
     pending_ready: Notify,
     seq: AtomicU64,
     threads: Arc<Semaphore>,
+    thread_count: usize,
+    /// Moving average of the time one message takes (ns), for adaptive prefetch.
+    average_ns: AtomicU64,
     /// Messages being processed, by sequence number, so a forced stop can requeue them.
     in_flight: Mutex<HashMap<u64, (Arc<QueueRunner>, DeliveryTag)>>,
     /// Cancelled when shutdown begins, for actors that observe it.
@@ -116,11 +119,33 @@ impl Shared {
             pending_ready: Notify::new(),
             seq: AtomicU64::new(0),
             threads: Arc::new(Semaphore::new(threads)),
+            thread_count: threads,
+            average_ns: AtomicU64::new(0),
             in_flight: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             cancel_running: CancellationToken::new(),
             counters: Counters::default(),
         }
+    }
+
+    pub(crate) fn thread_count(&self) -> usize {
+        self.thread_count
+    }
+
+    pub(crate) fn average_ns(&self) -> u64 {
+        self.average_ns.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Folds one message's processing time into the moving average (weight 1/8); races
+    /// between threads only blur it.
+    fn record_duration(&self, sample_ns: u64) {
+        let old = self.average_ns.load(AtomicOrdering::Relaxed);
+        let new = if old == 0 {
+            sample_ns
+        } else {
+            old - old / 8 + sample_ns / 8
+        };
+        self.average_ns.store(new.max(1), AtomicOrdering::Relaxed);
     }
 
     fn pending(&self) -> MutexGuard<'_, BinaryHeap<Pending>> {
@@ -204,7 +229,11 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
         ..
     } = item;
     let middleware = shared.broker.middleware().snapshot();
-    match process(shared, &middleware, &delivery).await {
+    let Delivery { tag, message } = delivery;
+    let started = std::time::Instant::now();
+    let outcome = process(shared, &middleware, &tag, message).await;
+    shared.record_duration(started.elapsed().as_nanos() as u64);
+    match outcome {
         Outcome::Ack(ctx) => {
             if let Some(ctx) = &ctx {
                 for m in middleware.iter() {
@@ -213,7 +242,7 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
             }
             // The ack loop outlives every message task; should it be gone (forced exit),
             // the message is redelivered.
-            let _ = runner.acks.send((delivery.tag, permit));
+            let _ = runner.acks.send((tag, permit));
             if let Some(ctx) = &ctx {
                 for m in middleware.iter().rev() {
                     m.after_ack(ctx).await;
@@ -231,10 +260,10 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
                 }
             }
             for attempt in 1..=5u32 {
-                match runner.consumer.nack(&delivery.tag, &reason).await {
+                match runner.consumer.nack(&tag, &reason).await {
                     Ok(()) => break,
                     Err(err) => {
-                        tracing::error!(queue = %runner.name, id = %delivery.tag.id, error = %err, attempt, "dead-lettering failed; retrying");
+                        tracing::error!(queue = %runner.name, id = %tag.id, error = %err, attempt, "dead-lettering failed; retrying");
                         tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
                     }
                 }

@@ -99,8 +99,10 @@ impl Worker {
         self
     }
 
-    /// Messages fetched per queue and not yet acked, running ones included (default
-    /// `max(2 × threads, 32)`: enough to amortise round trips without hoarding).
+    /// Messages fetched per queue and not yet acked, running ones included. By default the
+    /// budget adapts: it keeps about 20 ms of work per thread buffered, between
+    /// `max(2 × threads, 8)` (slow messages are not hoarded from other workers) and 1000
+    /// (quick messages come in large batches, one round trip each). Setting it fixes it.
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.prefetch = Some(prefetch.max(1));
         self
@@ -129,7 +131,7 @@ impl Worker {
         for m in middleware.iter() {
             m.before_worker_boot(&self.broker).await;
         }
-        let prefetch = self.prefetch.unwrap_or((self.threads * 2).max(32));
+        let prefetch = self.prefetch;
         let shared = Arc::new(Shared::new(self.broker.clone(), registry, self.threads));
         let fetch_stop = CancellationToken::new();
         let dispatch_stop = CancellationToken::new();
@@ -137,13 +139,15 @@ impl Worker {
         let background = TaskTracker::new();
         let mut runners = Vec::new();
         for queue in &queues {
+            let budget = consumer::Budget::new(prefetch, self.threads);
             let consumer: Arc<dyn crate::broker::Consumer> =
-                Arc::from(self.broker.consume(queue, prefetch).await?);
+                Arc::from(self.broker.consume(queue, budget.max).await?);
             let (acks, rx) = mpsc::unbounded_channel();
             let runner = Arc::new(QueueRunner {
                 name: Arc::from(queue.as_str()),
                 consumer: consumer.clone(),
-                prefetch: Arc::new(Semaphore::new(prefetch)),
+                prefetch: Arc::new(Semaphore::new(budget.min)),
+                budget,
                 acks,
             });
             background.spawn(consumer::ack_loop(
@@ -172,7 +176,7 @@ impl Worker {
         for m in middleware.iter().rev() {
             m.after_worker_boot(&self.broker).await;
         }
-        tracing::info!(broker = self.broker.kind(), queues = ?queues, threads = self.threads, prefetch, "worker started");
+        tracing::info!(broker = self.broker.kind(), queues = ?queues, threads = self.threads, prefetch = ?prefetch.map_or_else(|| "adaptive".to_string(), |n| n.to_string()), "worker started");
         Ok(RunningWorker {
             shared,
             runners,

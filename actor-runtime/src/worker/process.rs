@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::actor::ActorFailure;
-use crate::broker::Delivery;
+use crate::broker::DeliveryTag;
+use crate::message::{DecodeError, Message};
 use crate::middleware::{current::Current, MessageContext, Middleware};
 
 use super::executor::{run_handler, Shared};
@@ -21,10 +22,10 @@ pub(crate) enum Outcome {
 pub(crate) async fn process(
     shared: &Shared,
     middleware: &[Arc<dyn Middleware>],
-    delivery: &Delivery,
+    tag: &DeliveryTag,
+    message: Result<Message, DecodeError>,
 ) -> Outcome {
-    let tag = &delivery.tag;
-    let message = match &delivery.message {
+    let message = match message {
         Ok(message) => message,
         Err(err) => {
             tracing::error!(queue = %tag.queue, redis_id = %tag.id, error = %err, "undecodable message; dead-lettering it");
@@ -36,7 +37,7 @@ pub(crate) async fn process(
         return Outcome::Nack(format!("unknown actor `{}`", message.actor_name), None);
     };
     let mut ctx = Box::new(MessageContext::new(
-        message.clone(),
+        message,
         shared.broker.clone(),
         actor,
         shared.shutdown.clone(),
@@ -64,7 +65,7 @@ pub(crate) async fn process(
                 run_handler(handler, ctx.time_limit(), current, interrupt).await
             }
             Err(err) => {
-                tracing::error!(message_id = %message.message_id, actor = actor.name, error = %err, "bad arguments; dead-lettering the message");
+                tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, error = %err, "bad arguments; dead-lettering the message");
                 // Arguments will not fix themselves: fail for good, no retry.
                 ctx.fail(format!("bad arguments: {err}"));
                 Err(ActorFailure::new("ArgumentError", err.to_string()))
@@ -78,7 +79,7 @@ pub(crate) async fn process(
             Err(failure) => {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
                 ctx.set_error(failure.clone());
-                tracing::error!(message_id = %message.message_id, actor = actor.name, error = %failure, retries = message.retries(), "actor failed");
+                tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, error = %failure, retries = ctx.message.retries(), "actor failed");
             }
         }
         for m in middleware.iter().rev() {

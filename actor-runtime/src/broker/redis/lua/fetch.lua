@@ -7,19 +7,38 @@
 -- ARGV[1] max count   ARGV[2] worker id   ARGV[3] now (ms)
 -- Returns { {id1, payload1, id2, payload2, ...}, {missing ids...} }
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
-local found, missing = {}, {}
-for _ = 1, tonumber(ARGV[1]) do
-  local id = redis.call('LPOP', KEYS[1])
-  if not id then
-    break
+local n = tonumber(ARGV[1])
+-- LPOP with a count (Redis 6.2+) pops the batch in one command (and one keyspace event);
+-- older servers refuse the count, and we pop one at a time.
+local ids = redis.pcall('LPOP', KEYS[1], n)
+if type(ids) == 'table' and ids.err then
+  ids = {}
+  for _ = 1, n do
+    local id = redis.call('LPOP', KEYS[1])
+    if not id then
+      break
+    end
+    ids[#ids + 1] = id
   end
-  local payload = redis.call('HGET', KEYS[2], id)
+elseif not ids then
+  return { {}, {} }
+end
+if #ids == 0 then
+  return { {}, {} }
+end
+local payloads = redis.call('HMGET', KEYS[2], unpack(ids))
+local found, missing, taken = {}, {}, {}
+for i = 1, #ids do
+  local payload = payloads[i]
   if payload then
-    redis.call('SADD', KEYS[3], id)
-    found[#found + 1] = id
+    taken[#taken + 1] = ids[i]
+    found[#found + 1] = ids[i]
     found[#found + 1] = payload
   else
-    missing[#missing + 1] = id
+    missing[#missing + 1] = ids[i]
   end
+end
+if #taken > 0 then
+  redis.call('SADD', KEYS[3], unpack(taken))
 end
 return { found, missing }
