@@ -12,4 +12,4 @@ mod results;
 mod results_interop;
 mod results_on_redis_broker;
 mod results_support;
-mod stub_worker;
+mod worker;

@@ -1,10 +1,16 @@
-//! The worker on the stub broker: running actors, bad input, shutdown, and the middleware.
+//! The worker and the default middleware, each scenario on the stub broker and on Redis (in a
+//! namespace of its own): running actors, bad input, retries, limits, callbacks, priority,
+//! shutdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actor_runtime::worker::RunningWorker;
 use actor_runtime::{actor, current_message, Broker, Error, Message, StubBroker, Worker};
+
+use crate::common::namespace;
+use crate::redis_broker::support::{broker as redis_broker, cleanup, config};
 use serde_json::{json, Value};
 
 /// What actors recorded, by test key.
@@ -49,6 +55,7 @@ fn blocking_record(key: String, n: u32) -> Result<u32, String> {
 
 #[actor(queue_name = "stub_slow")]
 async fn slow(key: String, millis: u64) {
+    started(&key).add_permits(1);
     tokio::time::sleep(Duration::from_millis(millis)).await;
     record(&key, json!(millis));
 }
@@ -143,7 +150,22 @@ async fn with_callbacks(fail: bool) -> Result<u32, String> {
     }
 }
 
-static INTERRUPTIBLE_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// One permit per start of an actor recording under `key`.
+fn started(key: &str) -> Arc<tokio::sync::Semaphore> {
+    static STARTED: std::sync::OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> =
+        std::sync::OnceLock::new();
+    let map = STARTED.get_or_init(Mutex::default);
+    map.lock()
+        .unwrap()
+        .entry(key.to_owned())
+        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(0)))
+        .clone()
+}
+
+/// Waits until actors recording under `key` started `n` times.
+async fn wait_started(key: &str, n: u32) {
+    started(key).acquire_many(n).await.unwrap().forget();
+}
 
 #[actor(
     queue_name = "stub_shutdown",
@@ -152,15 +174,52 @@ static INTERRUPTIBLE_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_n
 )]
 async fn interruptible(key: String) {
     record(&key, json!("started"));
-    INTERRUPTIBLE_STARTED.notify_one();
+    started(&key).add_permits(1);
     tokio::time::sleep(Duration::from_secs(60)).await;
 }
 
-fn stub() -> Arc<StubBroker> {
-    Arc::new(StubBroker::new())
+/// Runs each named scenario `async fn name(broker: Arc<dyn Broker>)` as two tests: on a fresh
+/// stub broker, and on Redis in a fresh namespace (deleted afterwards).
+macro_rules! on_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod on_stub {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(std::sync::Arc::new(actor_runtime::StubBroker::new())).await;
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let broker = super::redis_broker(super::config(&super::namespace()));
+                    super::$name(broker.clone()).await;
+                    super::cleanup(&broker, 0).await;
+                }
+            )*
+        }
+    };
 }
 
-async fn worker(broker: &Arc<StubBroker>, queue: &str) -> actor_runtime::worker::RunningWorker {
+on_both_brokers!(
+    runs_actors_with_positional_keyword_and_default_arguments,
+    plain_fn_actors_run_on_the_blocking_pool,
+    join_fail_fast_surfaces_the_actors_error,
+    failures_are_retried_with_backoff_then_succeed,
+    exhausted_retries_dead_letter_the_message_with_its_error,
+    a_panicking_actor_is_retried_then_dead_lettered_and_the_worker_survives,
+    time_limit_cancels_the_actor,
+    messages_older_than_max_age_are_dead_lettered_unrun,
+    callbacks_receive_the_message_and_the_result_or_error,
+    prefetched_messages_run_by_priority,
+    graceful_shutdown_finishes_running_and_returns_prefetched_messages,
+    shutdown_timeout_cancels_and_requeues_running_messages,
+    notify_shutdown_actors_are_interrupted_and_retried_later,
+);
+
+async fn worker(broker: &Arc<dyn Broker>, queue: &str) -> RunningWorker {
     Worker::new(broker.clone())
         .threads(4)
         .queues([queue])
@@ -169,9 +228,7 @@ async fn worker(broker: &Arc<StubBroker>, queue: &str) -> actor_runtime::worker:
         .unwrap()
 }
 
-#[tokio::test]
-async fn runs_actors_with_positional_keyword_and_default_arguments() {
-    let broker = stub();
+async fn runs_actors_with_positional_keyword_and_default_arguments(broker: Arc<dyn Broker>) {
     let k = key();
     let w = worker(&broker, "stub_basic").await;
     let sent = add_and_record::message(k.clone(), 1, Some(2))
@@ -196,9 +253,7 @@ async fn runs_actors_with_positional_keyword_and_default_arguments() {
     assert_eq!(report.succeeded, 2);
 }
 
-#[tokio::test]
-async fn plain_fn_actors_run_on_the_blocking_pool() {
-    let broker = stub();
+async fn plain_fn_actors_run_on_the_blocking_pool(broker: Arc<dyn Broker>) {
     let k = key();
     let w = worker(&broker, "stub_basic").await;
     blocking_record::message(k.clone(), 3)
@@ -219,9 +274,9 @@ async fn plain_fn_actors_run_on_the_blocking_pool() {
 
 #[tokio::test]
 async fn bad_messages_are_dead_lettered_and_the_worker_goes_on() {
-    let broker = stub();
+    let broker = Arc::new(StubBroker::new());
     let k = key();
-    let w = worker(&broker, "stub_basic").await;
+    let w = worker(&(broker.clone() as Arc<dyn Broker>), "stub_basic").await;
     broker
         .enqueue_bytes("stub_basic", b"not json at all".to_vec())
         .unwrap();
@@ -272,9 +327,7 @@ async fn bad_messages_are_dead_lettered_and_the_worker_goes_on() {
     assert_eq!(report.dead_lettered, 4);
 }
 
-#[tokio::test]
-async fn join_fail_fast_surfaces_the_actors_error() {
-    let broker = stub();
+async fn join_fail_fast_surfaces_the_actors_error(broker: Arc<dyn Broker>) {
     let k = key();
     let w = worker(&broker, "stub_fail").await;
     throws_fatal::message(k.clone())
@@ -297,9 +350,7 @@ async fn join_fail_fast_surfaces_the_actors_error() {
     assert_eq!(recorded(&k).len(), 1, "`throws` errors are not retried");
 }
 
-#[tokio::test]
-async fn failures_are_retried_with_backoff_then_succeed() {
-    let broker = stub();
+async fn failures_are_retried_with_backoff_then_succeed(broker: Arc<dyn Broker>) {
     let k = key();
     let w = worker(&broker, "stub_fail").await;
     flaky::message(k.clone(), 2)
@@ -320,9 +371,7 @@ async fn failures_are_retried_with_backoff_then_succeed() {
     );
 }
 
-#[tokio::test]
-async fn exhausted_retries_dead_letter_the_message_with_its_error() {
-    let broker = stub();
+async fn exhausted_retries_dead_letter_the_message_with_its_error(broker: Arc<dyn Broker>) {
     let k = key();
     let w = worker(&broker, "stub_fail").await;
     flaky::message(k.clone(), 100)
@@ -348,9 +397,9 @@ async fn exhausted_retries_dead_letter_the_message_with_its_error() {
     assert_eq!(message.retries(), 3);
 }
 
-#[tokio::test]
-async fn a_panicking_actor_is_retried_then_dead_lettered_and_the_worker_survives() {
-    let broker = stub();
+async fn a_panicking_actor_is_retried_then_dead_lettered_and_the_worker_survives(
+    broker: Arc<dyn Broker>,
+) {
     let k = key();
     let k2 = key();
     let w = worker(&broker, "stub_fail").await;
@@ -389,9 +438,7 @@ async fn a_panicking_actor_is_retried_then_dead_lettered_and_the_worker_survives
     );
 }
 
-#[tokio::test]
-async fn time_limit_cancels_the_actor() {
-    let broker = stub();
+async fn time_limit_cancels_the_actor(broker: Arc<dyn Broker>) {
     let k = key();
     let w = worker(&broker, "stub_fail").await;
     too_slow::message(k.clone())
@@ -408,9 +455,7 @@ async fn time_limit_cancels_the_actor() {
     assert!(err.to_string().contains("TimeLimitExceeded"), "{err}");
 }
 
-#[tokio::test]
-async fn messages_older_than_max_age_are_dead_lettered_unrun() {
-    let broker = stub();
+async fn messages_older_than_max_age_are_dead_lettered_unrun(broker: Arc<dyn Broker>) {
     let k = key();
     let w = worker(&broker, "stub_fail").await;
     let mut old = perishable::message(k.clone()).build().unwrap();
@@ -425,9 +470,7 @@ async fn messages_older_than_max_age_are_dead_lettered_unrun() {
     assert!(err.to_string().contains("AgeLimitExceeded"), "{err}");
 }
 
-#[tokio::test]
-async fn callbacks_receive_the_message_and_the_result_or_error() {
-    let broker = stub();
+async fn callbacks_receive_the_message_and_the_result_or_error(broker: Arc<dyn Broker>) {
     let w = worker(&broker, "stub_callbacks").await;
     let mut ids = Vec::new();
     for fail in [false, true] {
@@ -455,9 +498,7 @@ async fn callbacks_receive_the_message_and_the_result_or_error() {
     );
 }
 
-#[tokio::test]
-async fn prefetched_messages_run_by_priority() {
-    let broker = stub();
+async fn prefetched_messages_run_by_priority(broker: Arc<dyn Broker>) {
     let k = key();
     for _ in 0..3 {
         low_priority::message(k.clone())
@@ -485,9 +526,9 @@ async fn prefetched_messages_run_by_priority() {
     assert_eq!(recorded(&k)[0], json!("high"), "{:?}", recorded(&k));
 }
 
-#[tokio::test]
-async fn graceful_shutdown_finishes_running_and_returns_prefetched_messages() {
-    let broker = stub();
+async fn graceful_shutdown_finishes_running_and_returns_prefetched_messages(
+    broker: Arc<dyn Broker>,
+) {
     let k = key();
     let total = 20;
     for _ in 0..total {
@@ -504,10 +545,8 @@ async fn graceful_shutdown_finishes_running_and_returns_prefetched_messages() {
         .start()
         .await
         .unwrap();
-    // Wait until two messages run (and the rest of the prefetch sits in memory).
-    while broker.stats("stub_slow").await.unwrap().in_flight < 10 {
-        tokio::task::yield_now().await;
-    }
+    // Two messages run; the rest of the prefetch (one batch of 10) waits in memory.
+    wait_started(&k, 2).await;
     let report = w.stop().await.unwrap();
     let stats = broker.stats("stub_slow").await.unwrap();
     let done = recorded(&k).len() as u64;
@@ -522,9 +561,7 @@ async fn graceful_shutdown_finishes_running_and_returns_prefetched_messages() {
     assert_eq!(report.requeued, 10 - done, "{report:?}");
 }
 
-#[tokio::test]
-async fn shutdown_timeout_cancels_and_requeues_running_messages() {
-    let broker = stub();
+async fn shutdown_timeout_cancels_and_requeues_running_messages(broker: Arc<dyn Broker>) {
     let k = key();
     slow::message(k.clone(), 30_000)
         .broker(broker.clone())
@@ -538,18 +575,14 @@ async fn shutdown_timeout_cancels_and_requeues_running_messages() {
         .start()
         .await
         .unwrap();
-    while broker.stats("stub_slow").await.unwrap().in_flight < 1 {
-        tokio::task::yield_now().await;
-    }
+    wait_started(&k, 1).await;
     let report = w.stop().await.unwrap();
     assert_eq!(report.cancelled, 1);
     let stats = broker.stats("stub_slow").await.unwrap();
     assert_eq!((stats.ready, stats.in_flight), (1, 0), "back in the queue");
 }
 
-#[tokio::test]
-async fn notify_shutdown_actors_are_interrupted_and_retried_later() {
-    let broker = stub();
+async fn notify_shutdown_actors_are_interrupted_and_retried_later(broker: Arc<dyn Broker>) {
     let k = key();
     interruptible::message(k.clone())
         .broker(broker.clone())
@@ -557,7 +590,7 @@ async fn notify_shutdown_actors_are_interrupted_and_retried_later() {
         .await
         .unwrap();
     let w = worker(&broker, "stub_shutdown").await;
-    INTERRUPTIBLE_STARTED.notified().await;
+    wait_started(&k, 1).await;
     let report = w.stop().await.unwrap();
     assert_eq!(report.cancelled, 0, "interrupted, not cut off");
     let stats = broker.stats("stub_shutdown").await.unwrap();
