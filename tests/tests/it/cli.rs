@@ -130,12 +130,12 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// The `worker_pid` field of a supervisor log line.
-fn pid_of(line: &Value) -> u32 {
+pub(super) fn pid_of(line: &Value) -> u32 {
     line["worker_pid"].as_u64().expect("a worker_pid field") as u32
 }
 
 /// Waits for each of `n` workers' first "ready" line; returns their pids by index.
-async fn ready_workers(supervisor: &mut Proc, n: usize) -> Vec<u32> {
+pub(super) async fn ready_workers(supervisor: &mut Proc, n: usize) -> Vec<u32> {
     let mut pids = vec![0; n];
     while pids.contains(&0) {
         let line = supervisor.wait_message("worker process ready").await;

@@ -9,7 +9,7 @@ use actor_runtime::{Broker, Message, QueueStats, RedisBroker, RedisConfig};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use super::cli::{http_get, kill, Proc, WORKER};
+use super::cli::{http_get, kill, pid_of, ready_workers, Proc, WORKER};
 use super::common::{namespace, redis_url};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -271,6 +271,52 @@ async fn sigterm_stops_worker_processes_without_losing_a_message() {
     let done = f.recorded();
     assert_eq!(done.len(), N);
     assert!(done.values().all(|runs| *runs == 1), "ran twice: {done:?}");
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_is_restarted_and_its_messages_run() {
+    let f = Fixture::new();
+    const N: usize = 40;
+    for i in 0..N {
+        let message = Message::new("cli", "cli_sleep", vec![format!("k{i}").into(), 50.into()]);
+        f.broker.enqueue(message, None).await.unwrap();
+    }
+    // A short heartbeat timeout, so the killed worker's messages come back quickly.
+    let mut env = f.env();
+    env.push(("HEARTBEAT_TIMEOUT_MS", "1500"));
+    let mut supervisor = Proc::spawn(WORKER, &["-p", "2", "-t", "2", "--prefetch", "4"], &env);
+    let pids = ready_workers(&mut supervisor, 2).await;
+    f.wait_recorded(4).await;
+
+    kill("KILL", pids[0]);
+    supervisor
+        .wait_message("worker process exited unexpectedly; restarting it")
+        .await;
+    let ready = supervisor.wait_message("worker process ready").await;
+    assert_ne!(pid_of(&ready), pids[0], "a new process took its place");
+
+    // Every message runs, the killed worker's unacked ones after its heartbeat expired.
+    f.wait_recorded(N).await;
+    f.wait_stats("cli", "the queue to drain", |s| {
+        s.ready == 0 && s.in_flight == 0
+    })
+    .await;
+    let done = f.recorded();
+    let reruns: usize = done.values().map(|runs| runs - 1).sum();
+    assert!(
+        reruns <= 4,
+        "only the killed worker's prefetch ran twice: {done:?}"
+    );
+    assert_eq!(f.stats("cli").await.dead, 0);
+
+    kill("TERM", supervisor.pid());
+    assert_eq!(
+        supervisor.exit().await.code(),
+        Some(0),
+        "{}",
+        supervisor.dump()
+    );
     f.cleanup().await;
 }
 

@@ -330,35 +330,9 @@ impl Broker for RedisBroker {
         declared.iter().cloned().collect()
     }
 
-    async fn enqueue_raw(&self, mut message: Message, delay: Option<Duration>) -> Result<Message> {
-        self.shared.start()?;
-        let queue = checked_queue(&message.queue_name)?.to_owned();
-        self.shared.declare(&queue)?;
-        let id = new_message_id();
-        message
-            .options
-            .insert("redis_message_id".into(), id.clone().into());
-        let target = match delay {
-            Some(delay) => {
-                let eta = now_ms() + delay.as_millis() as u64;
-                message.options.insert("eta".into(), eta.into());
-                delay_queue(&queue)
-            }
-            None => queue,
-        };
-        message.queue_name = target.clone();
-        let (list, msgs) = (
-            self.shared.keys.list(&target),
-            self.shared.keys.msgs(&target),
-        );
-        let mut cmd = evalsha(&scripts::ENQUEUE, &[&list, &msgs]);
-        cmd.arg(&id).arg(message.encode());
-        let _: i64 = self
-            .shared
-            .conn
-            .eval("enqueue", &scripts::ENQUEUE, &cmd)
-            .await?;
-        Ok(message)
+    async fn enqueue_raw(&self, message: Message, delay: Option<Duration>) -> Result<Message> {
+        let mut stored = self.enqueue_batch_raw(vec![message], delay).await?;
+        Ok(stored.pop().expect("a batch of one stores one message"))
     }
 
     async fn enqueue_batch_raw(
