@@ -56,6 +56,10 @@ pub enum Error {
     /// The broker's connection failed (after retries).
     #[error("broker connection error: {0}")]
     Connection(String),
+    /// The broker refused a command (a server error that is not about the connection, such as
+    /// a key of the wrong type or a read-only replica).
+    #[error("broker error: {0}")]
+    Broker(String),
     /// The broker or worker was configured wrongly.
     #[error("configuration error: {0}")]
     Config(String),

@@ -190,7 +190,12 @@ impl Conn {
     }
 
     pub(crate) fn error(&self, what: &str, err: &RedisError) -> Error {
-        Error::Connection(format!("redis {what} on {}: {err}", self.url))
+        let text = format!("redis {what} on {}: {err}", self.url);
+        if is_transient(err) || err.kind() == redis::ErrorKind::AuthenticationFailed {
+            Error::Connection(text)
+        } else {
+            Error::Broker(text)
+        }
     }
 }
 
