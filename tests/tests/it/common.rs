@@ -1,7 +1,4 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
-
-use std::sync::OnceLock;
 
 /// The Redis the tests use (`TEST_REDIS_URL`, default the local server).
 pub fn redis_url() -> String {
@@ -11,10 +8,4 @@ pub fn redis_url() -> String {
 /// A namespace no other test uses, so tests run in parallel on one Redis.
 pub fn namespace() -> String {
     format!("test-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Logs to the test output when `RUST_LOG`-style debugging is wanted (`TEST_LOG=1`).
-pub fn init_logs() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {});
 }

@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actor_runtime::{Broker, Message, RedisBroker, RedisConfig};
 use redis::AsyncCommands;
@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::common::{namespace, redis_url};
+use crate::redis_broker::support::eventually;
 
 const QUEUE: &str = "faults";
 
@@ -72,19 +73,6 @@ async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-/// Polls `check` every 20 ms until it holds; fails after `within`.
-async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn count(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
     conn.get::<_, Option<u64>>(key).await.unwrap().unwrap_or(0)
 }
@@ -130,7 +118,7 @@ async fn killed_worker_loses_no_message() {
     let mut conn = connection(&url).await;
 
     let mut first = WorkerProcess::start(&url, &ns, &[("WORKER_PREFETCH", "16")]).await;
-    wait_until(
+    eventually(
         Duration::from_secs(20),
         "the first worker to run a few",
         || {
@@ -148,7 +136,7 @@ async fn killed_worker_loses_no_message() {
 
     // Another worker recovers them once the first one's heartbeat is older than the timeout.
     let mut second = WorkerProcess::start(&url, &ns, &[]).await;
-    wait_until(Duration::from_secs(30), "every message to run", || {
+    eventually(Duration::from_secs(30), "every message to run", || {
         let mut conn = conn.clone();
         let ns = ns.clone();
         async move { done(&mut conn, &ns).await == total }
@@ -183,7 +171,7 @@ async fn sigterm_finishes_running_messages_and_returns_prefetched_ones() {
     )
     .await;
     // Two running and eight prefetched: the queue holds the rest.
-    wait_until(Duration::from_secs(10), "a full prefetch", || {
+    eventually(Duration::from_secs(10), "a full prefetch", || {
         let mut conn = conn.clone();
         let key = format!("{ns}:{QUEUE}");
         async move { conn.llen::<_, u64>(key).await.unwrap() == total - 10 }
@@ -217,7 +205,7 @@ async fn poison_message_is_retried_then_dead_lettered_and_the_worker_survives() 
     send_work(&broker, 0..5, 0).await;
     let mut conn = connection(&url).await;
     let mut worker = WorkerProcess::start(&url, &ns, &[]).await;
-    wait_until(
+    eventually(
         Duration::from_secs(20),
         "the poison message to be dead-lettered",
         || {
@@ -272,7 +260,7 @@ impl PrivateRedis {
             .spawn()
             .expect("redis-server is installed");
         let url = format!("redis://127.0.0.1:{port}/0");
-        wait_until(Duration::from_secs(10), "redis-server to listen", || {
+        eventually(Duration::from_secs(10), "redis-server to listen", || {
             let url = url.clone();
             async move {
                 match redis::Client::open(url)
@@ -344,9 +332,9 @@ async fn redis_restart_and_cut_connections_lose_nothing() {
             }
         }
     };
-    wait_until(Duration::from_secs(20), "some progress", progress(10)).await;
+    eventually(Duration::from_secs(20), "some progress", progress(10)).await;
     let redis = redis.restart().await;
-    wait_until(
+    eventually(
         Duration::from_secs(30),
         "progress after the restart",
         progress(40),
@@ -362,7 +350,7 @@ async fn redis_restart_and_cut_connections_lose_nothing() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    wait_until(
+    eventually(
         Duration::from_secs(30),
         "every message to run",
         progress(total),
@@ -372,7 +360,7 @@ async fn redis_restart_and_cut_connections_lose_nothing() {
     let mut conn = connection(&url).await;
     let dead: u64 = conn.zcard(format!("{ns}:{QUEUE}.XQ")).await.unwrap();
     assert_eq!(dead, 0, "nothing dead-lettered");
-    wait_until(Duration::from_secs(10), "every ack to land", || {
+    eventually(Duration::from_secs(10), "every ack to land", || {
         let mut conn = conn.clone();
         let key = format!("{ns}:{QUEUE}.msgs");
         async move { conn.hlen::<_, u64>(key).await.unwrap_or(1) == 0 }
