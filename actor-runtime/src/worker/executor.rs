@@ -55,7 +55,8 @@ pub(crate) struct Counters {
 pub(crate) struct Pending {
     key: Reverse<(i32, u64)>,
     pub(crate) runner: Arc<QueueRunner>,
-    pub(crate) delivery: Delivery,
+    /// Boxed: the heap moves entries as it sifts, and a message is large.
+    pub(crate) delivery: Box<Delivery>,
     pub(crate) permit: OwnedSemaphorePermit,
 }
 
@@ -83,7 +84,7 @@ impl Pending {
         Pending {
             key: Reverse((priority, seq)),
             runner,
-            delivery,
+            delivery: Box::new(delivery),
             permit,
         }
     }
@@ -229,7 +230,7 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
         ..
     } = item;
     let middleware = shared.broker.middleware().snapshot();
-    let Delivery { tag, message } = delivery;
+    let Delivery { tag, message } = *delivery;
     let started = std::time::Instant::now();
     let outcome = process(shared, &middleware, &tag, message).await;
     shared.record_duration(started.elapsed().as_nanos() as u64);
