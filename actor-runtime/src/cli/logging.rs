@@ -61,6 +61,21 @@ pub(crate) fn init(
         .finish();
     // A program that installed its own subscriber keeps it.
     let _ = tracing::subscriber::set_global_default(subscriber);
+    // Panics (an actor's panic fails its message; the worker goes on) go to the same log, in
+    // the same format, instead of raw stderr.
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(panic = %payload, %location, "panicked");
+    }));
     Ok(())
 }
 
