@@ -79,7 +79,6 @@ pub(crate) async fn process(
             Err(failure) => {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
                 ctx.set_error(failure.clone());
-                tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, error = %failure, retries = ctx.message.retries(), "actor failed");
             }
         }
         for m in middleware.iter().rev() {
@@ -89,6 +88,11 @@ pub(crate) async fn process(
             if !ctx.retry_scheduled() && !ctx.is_failed() {
                 // Nothing scheduled a retry (no Retries middleware): keep the message.
                 ctx.fail(failure.to_string());
+            }
+            // A scheduled retry is logged (as a warning) by whoever scheduled it; a failure
+            // for good is an error.
+            if !ctx.retry_scheduled() {
+                tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, error = %failure, retries = ctx.message.retries(), "actor failed; dead-lettering the message");
             }
         }
     }
