@@ -130,6 +130,19 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// The `worker_pid` field of a supervisor log line.
+/// Waits for the supervisor to say where it serves its workers' metrics; returns that URL.
+pub(super) async fn metrics_url(supervisor: &mut Proc) -> String {
+    let serving = supervisor
+        .wait_for("the metrics address", |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("metrics of all worker processes at"))
+        })
+        .await;
+    let message = serving["message"].as_str().unwrap_or_default();
+    message.rsplit(' ').next().unwrap_or_default().to_owned()
+}
+
 pub(super) fn pid_of(line: &Value) -> u32 {
     line["worker_pid"].as_u64().expect("a worker_pid field") as u32
 }
@@ -324,20 +337,7 @@ async fn a_second_signal_kills_the_workers() {
 #[tokio::test]
 async fn the_supervisor_serves_its_workers_metrics() {
     let mut supervisor = Proc::spawn(WORKER, &["-p", "2", "--metrics-addr", "127.0.0.1:0"], &[]);
-    let serving = supervisor
-        .wait_for("the metrics address", |l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("metrics of all worker processes at"))
-        })
-        .await;
-    let url = serving["message"]
-        .as_str()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let url = metrics_url(&mut supervisor).await;
     ready_workers(&mut supervisor, 2).await;
     let body = http_get(&url).await;
     assert!(

@@ -9,7 +9,7 @@ use actor_runtime::{Broker, Message, QueueStats, RedisBroker, RedisConfig};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use super::cli::{http_get, kill, pid_of, ready_workers, Proc, WORKER};
+use super::cli::{http_get, kill, metrics_url, pid_of, ready_workers, Proc, WORKER};
 use super::common::{namespace, redis_url};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -324,20 +324,7 @@ async fn a_killed_worker_process_is_restarted_and_its_messages_run() {
 async fn the_supervisor_sums_its_workers_metrics() {
     let f = Fixture::new();
     let mut supervisor = f.spawn(&["-p", "2", "--metrics-addr", "127.0.0.1:0"]);
-    let serving = supervisor
-        .wait_for("the metrics address", |l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("metrics of all worker processes at"))
-        })
-        .await;
-    let url = serving["message"]
-        .as_str()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let url = metrics_url(&mut supervisor).await;
     for i in 0..10 {
         let message = Message::new("cli", "cli_record", vec![format!("r{i}").into()]);
         f.broker.enqueue(message, None).await.unwrap();
