@@ -1,10 +1,13 @@
 //! The [`Broker`] trait, the global broker, and the delivery types consumers hand to workers.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::message::{DecodeError, Message};
@@ -285,11 +288,24 @@ impl fmt::Debug for Delivery {
 }
 
 /// Fetches one queue's messages for a worker.
+///
+/// A worker fetches only while it has room (its prefetch budget), with a zero `timeout`, and
+/// waits for the queue with [`wait`](Consumer::wait) while holding no budget, so an idle
+/// queue never keeps another queue of the same worker waiting.
 #[async_trait]
 pub trait Consumer: Send + Sync {
     /// Up to `max` due messages; waits up to `timeout` for the first one and returns an empty
     /// batch when none came.
     async fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>>;
+
+    /// Waits until a fetch may find what the previous one did not (messages pushed since it
+    /// began, a delayed message due) or `timeout` passed; returns at once if something
+    /// already arrived since the previous fetch began. A spurious return is allowed.
+    ///
+    /// The default waits `timeout`, at most 100 ms: a consumer that cannot be woken polls.
+    async fn wait(&self, timeout: Duration) {
+        tokio::time::sleep(timeout.min(Duration::from_millis(100))).await;
+    }
 
     /// Marks messages done: they leave the broker.
     async fn ack(&self, tags: &[DeliveryTag]) -> Result<()>;
@@ -304,6 +320,46 @@ pub trait Consumer: Send + Sync {
     async fn close(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// Wakes the consumers waiting for one queue. It counts its wake-ups, so a consumer that
+/// notes the count before fetching knows, when it comes to wait, whether something arrived
+/// in between (a plain `Notify` would lose that wake-up).
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    notify: Notify,
+    generation: AtomicU64,
+}
+
+impl Wake {
+    /// Wakes every waiter, and those about to wait.
+    pub(crate) fn wake(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+
+    /// The count of wake-ups so far; note it before fetching.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Waits for a wake-up after generation `seen`, or until `until`.
+    pub(crate) async fn wait(&self, seen: u64, until: Instant) {
+        let woken = self.notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if self.generation() != seen {
+            return;
+        }
+        let _ = tokio::time::timeout_at(until, woken).await;
+    }
+}
+
+/// `now + timeout`, saturating far in the future instead of overflowing.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 static GLOBAL: RwLock<Option<Arc<dyn Broker>>> = RwLock::new(None);

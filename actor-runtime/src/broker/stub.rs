@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Broker, Consumer, DeadLetter, Delivery, DeliveryTag, QueueStats};
+use super::{
+    deadline_after, Broker, Consumer, DeadLetter, Delivery, DeliveryTag, QueueStats, Wake,
+};
 use crate::error::{Error, Result};
 use crate::message::{canonical_queue, delay_queue, is_valid_queue_name, now_ms, Message};
 use crate::middleware::Middlewares;
@@ -59,7 +61,7 @@ struct QueueState {
     unacked: HashMap<String, Vec<u8>>,
     dead: Vec<StubDeadLetter>,
     /// Woken when messages become ready.
-    ready_notify: Arc<Notify>,
+    wake: Arc<Wake>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,7 +99,7 @@ impl StubBroker {
             let mut state = self.inner.lock();
             let q = state.entry(queue.to_owned()).or_default();
             q.ready.push_back((id, bytes));
-            q.ready_notify.notify_waiters();
+            q.wake.wake();
         }
         self.inner.changed.notify_waiters();
         Ok(())
@@ -196,7 +198,7 @@ impl Broker for StubBroker {
                     q.ready.push_back((id, message.encode()));
                 }
             }
-            q.ready_notify.notify_waiters();
+            q.wake.wake();
         }
         self.inner.changed.notify_waiters();
         Ok(message)
@@ -205,13 +207,13 @@ impl Broker for StubBroker {
     async fn consume(&self, queue: &str, _prefetch: usize) -> Result<Box<dyn Consumer>> {
         self.declare_queue(queue).await?;
         let queue = canonical_queue(queue);
-        let notify = Inner::queue(&mut self.inner.lock(), queue)?
-            .ready_notify
-            .clone();
+        let wake = Inner::queue(&mut self.inner.lock(), queue)?.wake.clone();
         Ok(Box::new(StubConsumer {
             inner: self.inner.clone(),
             queue: Arc::from(queue),
-            notify,
+            wake,
+            seen: AtomicU64::new(0),
+            next_eta: AtomicU64::new(0),
         }))
     }
 
@@ -314,7 +316,7 @@ impl Broker for StubBroker {
             q.dead = keep;
             let moved = back.len();
             q.ready.extend(back.into_iter().map(|d| (d.id, d.bytes)));
-            q.ready_notify.notify_waiters();
+            q.wake.wake();
             moved
         };
         self.inner.changed.notify_waiters();
@@ -340,10 +342,27 @@ impl Broker for StubBroker {
 struct StubConsumer {
     inner: Arc<Inner>,
     queue: Arc<str>,
-    notify: Arc<Notify>,
+    wake: Arc<Wake>,
+    /// The wake generation when the last fetch began.
+    seen: AtomicU64,
+    /// The earliest delayed message's eta after the last fetch (ms; 0: none).
+    next_eta: AtomicU64,
 }
 
 impl StubConsumer {
+    /// Waits for a push since the last fetch began, the next delayed message's eta, or
+    /// `deadline`.
+    async fn wait_until(&self, deadline: Instant) {
+        let mut until = deadline;
+        let eta = self.next_eta.load(Ordering::Acquire);
+        if eta != 0 {
+            until = until.min(Instant::now() + Duration::from_millis(eta.saturating_sub(now_ms())));
+        }
+        self.wake
+            .wait(self.seen.load(Ordering::Acquire), until)
+            .await;
+    }
+
     fn with_queue<T>(&self, f: impl FnOnce(&mut QueueState) -> T) -> Result<T> {
         let result = {
             let mut state = self.inner.lock();
@@ -357,11 +376,9 @@ impl StubConsumer {
 #[async_trait]
 impl Consumer for StubConsumer {
     async fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
-            let ready = self.notify.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
+            self.seen.store(self.wake.generation(), Ordering::Release);
             let (batch, next_eta) = {
                 let mut state = self.inner.lock();
                 let q = Inner::queue(&mut state, &self.queue)?;
@@ -381,20 +398,18 @@ impl Consumer for StubConsumer {
                         message,
                     });
                 }
-                (batch, q.delayed.keys().next().map(|(eta, _)| *eta))
+                (batch, q.delayed.keys().next().map_or(0, |(eta, _)| *eta))
             };
-            if !batch.is_empty() {
+            self.next_eta.store(next_eta, Ordering::Release);
+            if !batch.is_empty() || Instant::now() >= deadline {
                 return Ok(batch);
             }
-            let mut wake = deadline;
-            if let Some(eta) = next_eta {
-                wake =
-                    wake.min(Instant::now() + Duration::from_millis(eta.saturating_sub(now_ms())));
-            }
-            if tokio::time::timeout_at(wake, ready).await.is_err() && Instant::now() >= deadline {
-                return Ok(Vec::new());
-            }
+            self.wait_until(deadline).await;
         }
+    }
+
+    async fn wait(&self, timeout: Duration) {
+        self.wait_until(deadline_after(timeout)).await;
     }
 
     async fn ack(&self, tags: &[DeliveryTag]) -> Result<()> {
@@ -426,7 +441,7 @@ impl Consumer for StubConsumer {
                     q.ready.push_front((tag.id.clone(), bytes));
                 }
             }
-            q.ready_notify.notify_waiters();
+            q.wake.wake();
         })
     }
 }

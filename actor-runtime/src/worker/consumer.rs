@@ -1,5 +1,6 @@
-//! One queue's fetch loop and ack batching.
+//! One queue's fetch loop, the worker's prefetch budget, and ack batching.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,100 +12,131 @@ use crate::broker::{Consumer, Delivery, DeliveryTag};
 
 use super::executor::{Pending, Shared};
 
-/// How long one fetch waits for messages before looping (to notice configuration changes);
-/// wake-ups are immediate, this is only the idle re-check period.
+/// How long an idle queue waits before fetching again anyway; wake-ups are immediate, this
+/// is only the idle re-check period.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 
-/// A consumed queue: its consumer, its prefetch budget and its ack channel.
+/// A consumed queue: its consumer and its ack channel.
 pub(crate) struct QueueRunner {
     pub(crate) name: Arc<str>,
     pub(crate) consumer: Arc<dyn Consumer>,
-    /// One permit per message fetched and not yet acked, nacked or requeued.
-    pub(crate) prefetch: Arc<Semaphore>,
-    /// How the prefetch budget is sized.
-    pub(crate) budget: Budget,
     pub(crate) acks: mpsc::UnboundedSender<(DeliveryTag, OwnedSemaphorePermit)>,
 }
 
-/// The prefetch budget: fixed, or adapted to how long messages take.
+/// What one worker may hold: one permit per message fetched and not yet acked, nacked or
+/// requeued (running ones included), across all its queues. Fixed, or adapted to how long
+/// messages take.
 pub(crate) struct Budget {
+    pub(crate) permits: Arc<Semaphore>,
     /// Permits the semaphore holds in all (available + taken).
-    pub(crate) current: AtomicUsize,
+    current: AtomicUsize,
     /// `Some(n)`: exactly n (set by the user). `None`: adaptive.
-    pub(crate) fixed: Option<usize>,
+    fixed: Option<usize>,
     /// Adaptive bounds.
-    pub(crate) min: usize,
-    pub(crate) max: usize,
+    min: usize,
+    max: usize,
 }
 
 /// Adaptive prefetch keeps about this much work buffered per thread: enough to hide a Redis
-/// round trip behind quick messages, without hoarding slow ones from other workers.
+/// round trip behind quick messages, so little that a slow message is never kept from
+/// another worker's free thread.
 const BUFFERED_WORK_NS: u64 = 20_000_000;
 
+/// The adaptive budget's ceiling: quick messages come in batches of up to this many.
+pub(crate) const MAX_ADAPTIVE_PREFETCH: usize = 1000;
+
 impl Budget {
+    /// Adaptive budgets start at `threads`: nothing is fetched ahead of a free thread until
+    /// messages have proven quick.
     pub(crate) fn new(fixed: Option<usize>, threads: usize) -> Budget {
-        let min = fixed.unwrap_or((threads * 2).max(8));
+        let min = fixed.unwrap_or(threads).max(1);
         Budget {
+            permits: Arc::new(Semaphore::new(min)),
             current: AtomicUsize::new(min),
             fixed,
             min,
-            max: fixed.unwrap_or(1000).max(min),
+            max: fixed.unwrap_or(MAX_ADAPTIVE_PREFETCH).max(min),
         }
     }
 
-    /// Resizes the semaphore toward `threads × BUFFERED_WORK / average processing time`.
-    fn adapt(&self, semaphore: &Semaphore, average_ns: u64, threads: usize) {
+    /// The budget's size now.
+    #[cfg(test)]
+    pub(crate) fn size(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    /// Resizes toward `threads × BUFFERED_WORK / average processing time`, within bounds.
+    /// Returns how many held messages are over the new size (only free permits can go at
+    /// once).
+    pub(crate) fn adapt(&self, average_ns: u64, threads: usize) -> usize {
         if self.fixed.is_some() || average_ns == 0 {
-            return;
+            return 0;
         }
         let wanted = (BUFFERED_WORK_NS.saturating_mul(threads as u64) / average_ns)
             .clamp(self.min as u64, self.max as u64) as usize;
         let current = self.current.load(Ordering::Relaxed);
         if wanted > current {
-            semaphore.add_permits(wanted - current);
+            self.permits.add_permits(wanted - current);
             self.current.store(wanted, Ordering::Relaxed);
         } else if wanted < current {
             // Only free permits can go; the rest shrink on later rounds.
-            let forgotten = semaphore.forget_permits(current - wanted);
+            let forgotten = self.permits.forget_permits(current - wanted);
             self.current.store(current - forgotten, Ordering::Relaxed);
+            return current - forgotten - wanted;
         }
+        0
     }
 }
 
-/// Fetches while there is prefetch budget, and hands messages to the dispatcher.
+/// Fetches while the worker has budget, and hands messages to the dispatcher. An empty
+/// fetch gives the budget back before waiting for the queue, so an idle queue never holds
+/// what a busy one could use.
 pub(crate) async fn fetch_loop(
     shared: Arc<Shared>,
     runner: Arc<QueueRunner>,
     stop: CancellationToken,
 ) {
+    let budget = &shared.budget;
     let mut failures = 0u32;
     loop {
-        runner
-            .budget
-            .adapt(&runner.prefetch, shared.average_ns(), shared.thread_count());
+        let excess = budget.adapt(shared.average_ns(), shared.thread_count());
+        // Quick messages over budget drain in milliseconds; slower ones would wait here while
+        // a thread elsewhere may be free.
+        if excess > 0 && shared.average_ns() >= BUFFERED_WORK_NS / 4 {
+            give_back(&shared, excess).await;
+        }
         let mut permit = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            permit = runner.prefetch.clone().acquire_owned() => match permit {
+            permit = budget.permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
         };
-        if let Ok(extra) = runner
-            .prefetch
+        if let Ok(extra) = budget
+            .permits
             .clone()
-            .try_acquire_many_owned(runner.prefetch.available_permits() as u32)
+            .try_acquire_many_owned(budget.permits.available_permits() as u32)
         {
             permit.merge(extra);
         }
         let max = permit.num_permits();
-        // `fetch` is cancel-safe (the Consumer contract), so stopping mid-wait loses nothing.
+        // `fetch` is cancel-safe (the Consumer contract), so stopping mid-round loses nothing.
         let batch = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            batch = runner.consumer.fetch(max, IDLE_WAIT) => batch,
+            batch = runner.consumer.fetch(max, Duration::ZERO) => batch,
         };
         match batch {
+            Ok(batch) if batch.is_empty() => {
+                failures = 0;
+                drop(permit);
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    () = runner.consumer.wait(IDLE_WAIT) => {}
+                }
+            }
             Ok(batch) => {
                 failures = 0;
                 hand_over(&shared, &runner, batch, permit);
@@ -118,6 +150,33 @@ pub(crate) async fn fetch_loop(
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
+            }
+        }
+    }
+}
+
+/// Messages got slower than the budget assumed: up to `count` buffered messages (the last in
+/// line) go back to the head of their queue, for a free thread here or elsewhere.
+async fn give_back(shared: &Shared, count: usize) {
+    let excess = shared.take_last_pending(count);
+    if excess.is_empty() {
+        return;
+    }
+    let mut by_queue: HashMap<Arc<str>, (Arc<QueueRunner>, Vec<DeliveryTag>)> = HashMap::new();
+    for item in excess {
+        by_queue
+            .entry(item.runner.name.clone())
+            .or_insert_with(|| (item.runner.clone(), Vec::new()))
+            .1
+            .push(item.delivery.tag);
+    }
+    for (runner, tags) in by_queue.into_values() {
+        match runner.consumer.requeue(&tags).await {
+            Ok(()) => {
+                tracing::debug!(queue = %runner.name, count = tags.len(), "messages take longer than the prefetch budget assumed: returned buffered ones to their queue")
+            }
+            Err(err) => {
+                tracing::warn!(queue = %runner.name, count = tags.len(), error = %err, "could not return buffered messages; they will be recovered as a dead worker's")
             }
         }
     }
@@ -181,5 +240,52 @@ pub(crate) async fn ack_loop(
         if last {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn an_adaptive_budget_starts_at_the_thread_count_and_grows_only_for_quick_messages() {
+        let budget = Budget::new(None, 2);
+        assert_eq!(budget.size(), 2);
+        // Slow messages (1 s): nothing is buffered beyond the running ones.
+        assert_eq!(budget.adapt(1_000 * MS, 2), 0);
+        assert_eq!(budget.size(), 2);
+        // 1 ms messages: about 20 ms of work per thread.
+        budget.adapt(MS, 2);
+        assert_eq!(budget.size(), 40);
+        // No-ops: up to the ceiling.
+        budget.adapt(1_000, 2);
+        assert_eq!(budget.size(), MAX_ADAPTIVE_PREFETCH);
+    }
+
+    #[test]
+    fn a_shrinking_budget_reports_the_held_messages_over_it() {
+        let budget = Budget::new(None, 1);
+        budget.adapt(1_000, 1);
+        let held = budget
+            .permits
+            .clone()
+            .try_acquire_many_owned(300)
+            .unwrap();
+        // Messages turned slow: the free permits go at once, 299 held ones are over.
+        assert_eq!(budget.adapt(1_000 * MS, 1), 299);
+        drop(held);
+        assert_eq!(budget.adapt(1_000 * MS, 1), 0);
+        assert_eq!(budget.size(), 1);
+        assert_eq!(budget.permits.available_permits(), 1);
+    }
+
+    #[test]
+    fn a_fixed_budget_never_moves() {
+        let budget = Budget::new(Some(5), 8);
+        budget.adapt(1_000, 8);
+        budget.adapt(1_000 * MS, 8);
+        assert_eq!(budget.size(), 5);
     }
 }

@@ -20,7 +20,7 @@ use crate::broker::{Broker, Delivery, DeliveryTag};
 use crate::middleware::current::{Current, CURRENT};
 use crate::registry::Registry;
 
-use super::consumer::QueueRunner;
+use super::consumer::{Budget, QueueRunner};
 use super::process::{process, Outcome};
 
 /// What the worker's tasks share.
@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     seq: AtomicU64,
     threads: Arc<Semaphore>,
     thread_count: usize,
+    /// What the worker may hold fetched, across its queues.
+    pub(crate) budget: Budget,
     /// Moving average of the time one message takes (ns), for adaptive prefetch.
     average_ns: AtomicU64,
     /// Messages being processed, by sequence number, so a forced stop can requeue them.
@@ -112,6 +114,7 @@ impl Shared {
         broker: Arc<dyn Broker>,
         registry: &'static Registry,
         threads: usize,
+        prefetch: Option<usize>,
     ) -> Self {
         Shared {
             broker,
@@ -121,6 +124,7 @@ impl Shared {
             seq: AtomicU64::new(0),
             threads: Arc::new(Semaphore::new(threads)),
             thread_count: threads,
+            budget: Budget::new(prefetch, threads),
             average_ns: AtomicU64::new(0),
             in_flight: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
@@ -160,6 +164,19 @@ impl Shared {
     pub(crate) fn push_pending(&self, items: impl Iterator<Item = Pending>) {
         self.pending().extend(items);
         self.pending_ready.notify_one();
+    }
+
+    /// Up to `count` fetched, unstarted messages, the last in line first.
+    pub(crate) fn take_last_pending(&self, count: usize) -> Vec<Pending> {
+        let mut pending = self.pending();
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        // Ascending order is the reverse of running order.
+        let mut sorted = std::mem::take(&mut *pending).into_sorted_vec();
+        let rest = sorted.split_off(count.min(sorted.len()));
+        *pending = BinaryHeap::from(rest);
+        sorted
     }
 
     /// Everything fetched but not started, for requeueing at shutdown.

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -99,10 +99,13 @@ impl Worker {
         self
     }
 
-    /// Messages fetched per queue and not yet acked, running ones included. By default the
-    /// budget adapts: it keeps about 20 ms of work per thread buffered, between
-    /// `max(2 × threads, 8)` (slow messages are not hoarded from other workers) and 1000
-    /// (quick messages come in large batches, one round trip each). Setting it fixes it.
+    /// Messages this worker holds fetched and not yet acked, running ones included, across
+    /// all its queues. By default the budget adapts to how long messages take: it starts at
+    /// `threads` (nothing is fetched ahead of a free thread before durations are known) and
+    /// keeps about 20 ms of work per thread buffered, up to 1000. Slow messages (over about
+    /// 20 ms) are therefore never buffered: a queued message stays in the broker until a
+    /// thread is free, here or in another worker. Quick ones come in large batches, one
+    /// round trip each. Setting it fixes it (at least 1).
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.prefetch = Some(prefetch.max(1));
         self
@@ -132,22 +135,27 @@ impl Worker {
             m.before_worker_boot(&self.broker).await;
         }
         let prefetch = self.prefetch;
-        let shared = Arc::new(Shared::new(self.broker.clone(), registry, self.threads));
+        let shared = Arc::new(Shared::new(
+            self.broker.clone(),
+            registry,
+            self.threads,
+            prefetch,
+        ));
         let fetch_stop = CancellationToken::new();
         let dispatch_stop = CancellationToken::new();
         let ack_stop = CancellationToken::new();
         let background = TaskTracker::new();
         let mut runners = Vec::new();
         for queue in &queues {
-            let budget = consumer::Budget::new(prefetch, self.threads);
-            let consumer: Arc<dyn crate::broker::Consumer> =
-                Arc::from(self.broker.consume(queue, budget.max).await?);
+            let consumer: Arc<dyn crate::broker::Consumer> = Arc::from(
+                self.broker
+                    .consume(queue, prefetch.unwrap_or(consumer::MAX_ADAPTIVE_PREFETCH))
+                    .await?,
+            );
             let (acks, rx) = mpsc::unbounded_channel();
             let runner = Arc::new(QueueRunner {
                 name: Arc::from(queue.as_str()),
                 consumer: consumer.clone(),
-                prefetch: Arc::new(Semaphore::new(budget.min)),
-                budget,
                 acks,
             });
             background.spawn(consumer::ack_loop(

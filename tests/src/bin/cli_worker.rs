@@ -37,6 +37,14 @@ async fn cli_sleep(key: String, ms: u64) {
     record(json!({"actor": "cli_sleep", "key": key, "pid": std::process::id()}));
 }
 
+/// Blocks its runtime thread (the mistake of calling a blocking client from async code),
+/// then records that it ran. No retries: a second run could only be a duplicate delivery.
+#[actor(queue_name = "cli", max_retries = 0)]
+async fn cli_block(key: String, ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+    record(json!({"actor": "cli_block", "key": key, "pid": std::process::id()}));
+}
+
 /// Always fails, without retries: its messages are dead-lettered.
 #[actor(queue_name = "cli", max_retries = 0)]
 async fn cli_fail(key: String) -> Result<(), String> {

@@ -15,15 +15,15 @@ use super::common::{namespace, redis_url};
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// One test's namespace on the test Redis, and a file its workers' actors append to.
-struct Fixture {
-    url: String,
-    ns: String,
+pub(super) struct Fixture {
+    pub(super) url: String,
+    pub(super) ns: String,
     out: std::path::PathBuf,
-    broker: Arc<RedisBroker>,
+    pub(super) broker: Arc<RedisBroker>,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(super) fn new() -> Fixture {
         let (url, ns) = (redis_url(), namespace());
         let broker = Arc::new(RedisBroker::new(RedisConfig::new(&url).namespace(&ns)).unwrap());
         Fixture {
@@ -34,7 +34,7 @@ impl Fixture {
         }
     }
 
-    fn env(&self) -> Vec<(&str, &str)> {
+    pub(super) fn env(&self) -> Vec<(&str, &str)> {
         vec![
             ("REDIS_URL", self.url.as_str()),
             ("DRAMATIQ_NAMESPACE", self.ns.as_str()),
@@ -43,7 +43,7 @@ impl Fixture {
     }
 
     /// Runs a CLI command to its end: (exit code, stdout, stderr).
-    async fn cli(&self, args: &[&str]) -> (i32, String, String) {
+    pub(super) async fn cli(&self, args: &[&str]) -> (i32, String, String) {
         let output = tokio::process::Command::new(WORKER)
             .args(args)
             .env_remove("RUST_LOG")
@@ -60,22 +60,27 @@ impl Fixture {
     }
 
     /// A CLI command that must succeed and print JSON.
-    async fn cli_json(&self, args: &[&str]) -> Value {
+    pub(super) async fn cli_json(&self, args: &[&str]) -> Value {
         let (code, stdout, stderr) = self.cli(args).await;
         assert_eq!(code, 0, "{args:?} failed:\n{stderr}");
         serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
     }
 
-    fn spawn(&self, args: &[&str]) -> Proc {
+    pub(super) fn spawn(&self, args: &[&str]) -> Proc {
         Proc::spawn(WORKER, args, &self.env())
     }
 
-    async fn stats(&self, queue: &str) -> QueueStats {
+    pub(super) async fn stats(&self, queue: &str) -> QueueStats {
         self.broker.stats(queue).await.unwrap()
     }
 
     /// Polls `check` on the queue's counts until it holds.
-    async fn wait_stats(&self, queue: &str, what: &str, check: impl Fn(&QueueStats) -> bool) {
+    pub(super) async fn wait_stats(
+        &self,
+        queue: &str,
+        what: &str,
+        check: impl Fn(&QueueStats) -> bool,
+    ) {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let stats = self.stats(queue).await;
@@ -90,12 +95,18 @@ impl Fixture {
         }
     }
 
-    /// What the actors recorded: key -> number of runs.
-    fn recorded(&self) -> HashMap<String, usize> {
+    /// Every line the actors recorded, in order.
+    pub(super) fn records(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// What the actors recorded: key -> number of runs.
+    pub(super) fn recorded(&self) -> HashMap<String, usize> {
         let mut runs = HashMap::new();
-        for line in text.lines() {
-            let value: Value = serde_json::from_str(line).unwrap();
+        for value in self.records() {
             *runs
                 .entry(value["key"].as_str().unwrap().to_owned())
                 .or_default() += 1;
@@ -103,7 +114,7 @@ impl Fixture {
         runs
     }
 
-    async fn wait_recorded(&self, n: usize) {
+    pub(super) async fn wait_recorded(&self, n: usize) {
         let deadline = Instant::now() + DEADLINE;
         while self.recorded().len() < n {
             assert!(
@@ -115,7 +126,7 @@ impl Fixture {
         }
     }
 
-    async fn cleanup(self) {
+    pub(super) async fn cleanup(self) {
         self.broker.close().await;
         let _ = std::fs::remove_file(&self.out);
         let mut conn = redis::Client::open(self.url.as_str())

@@ -12,4 +12,5 @@ mod results;
 mod results_interop;
 mod results_on_redis_broker;
 mod results_support;
+mod slow_jobs;
 mod worker;

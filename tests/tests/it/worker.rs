@@ -214,6 +214,8 @@ on_both_brokers!(
     messages_older_than_max_age_are_dead_lettered_unrun,
     callbacks_receive_the_message_and_the_result_or_error,
     prefetched_messages_run_by_priority,
+    a_worker_holds_at_most_its_prefetch_across_all_its_queues,
+    an_idle_queue_never_keeps_a_busy_one_waiting,
     graceful_shutdown_finishes_running_and_returns_prefetched_messages,
     shutdown_timeout_cancels_and_requeues_running_messages,
     notify_shutdown_actors_are_interrupted_and_retried_later,
@@ -512,8 +514,10 @@ async fn prefetched_messages_run_by_priority(broker: Arc<dyn Broker>) {
         .send()
         .await
         .unwrap();
+    // Priority orders what a worker holds; a fixed prefetch makes it hold all four.
     let w = Worker::new(broker.clone())
         .threads(1)
+        .prefetch(4)
         .queues(["stub_prio"])
         .start()
         .await
@@ -524,6 +528,69 @@ async fn prefetched_messages_run_by_priority(broker: Arc<dyn Broker>) {
         .unwrap();
     w.stop().await.unwrap();
     assert_eq!(recorded(&k)[0], json!("high"), "{:?}", recorded(&k));
+}
+
+/// `slow(key, millis)` messages on `queue` instead of the actor's own.
+async fn send_slow_to(broker: &Arc<dyn Broker>, queue: &str, key: &str, millis: u64, n: usize) {
+    for _ in 0..n {
+        let mut message = slow::message(key.to_owned(), millis).build().unwrap();
+        message.queue_name = queue.to_owned();
+        broker.enqueue(message, None).await.unwrap();
+    }
+}
+
+async fn a_worker_holds_at_most_its_prefetch_across_all_its_queues(broker: Arc<dyn Broker>) {
+    let k = key();
+    let queues = ["stub_budget_a", "stub_budget_b"];
+    for queue in queues {
+        send_slow_to(&broker, queue, &k, 50, 6).await;
+    }
+    let w = Worker::new(broker.clone())
+        .threads(1)
+        .prefetch(2)
+        .queues(queues)
+        .start()
+        .await
+        .unwrap();
+    // The queues are read one after the other, so one sample can count a message acked on
+    // one queue and its successor fetched on the other; a real excess lasts a message's run
+    // time (50 ms), several samples.
+    let (mut previous, mut most_held) = (0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while recorded(&k).len() < 12 {
+        let mut held = 0;
+        for queue in queues {
+            held += broker.stats(queue).await.unwrap().in_flight;
+        }
+        most_held = most_held.max(held.min(previous));
+        previous = held;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ran {:?}",
+            recorded(&k)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.stop().await.unwrap();
+    assert!(most_held <= 2, "held {most_held} with a prefetch of 2");
+}
+
+async fn an_idle_queue_never_keeps_a_busy_one_waiting(broker: Arc<dyn Broker>) {
+    let k = key();
+    let w = Worker::new(broker.clone())
+        .threads(1)
+        .queues(["stub_idle", "stub_busy"])
+        .start()
+        .await
+        .unwrap();
+    send_slow_to(&broker, "stub_busy", &k, 50, 4).await;
+    // An idle queue's fetcher waits for messages without holding the one-message budget.
+    broker
+        .join("stub_busy", Some(Duration::from_secs(4)), true)
+        .await
+        .unwrap();
+    w.stop().await.unwrap();
+    assert_eq!(recorded(&k).len(), 4);
 }
 
 async fn graceful_shutdown_finishes_running_and_returns_prefetched_messages(

@@ -7,7 +7,7 @@
 //! store, so they are never lost with a dropped future either.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use super::conn::evalsha;
 use super::delayed::{promote_due, refill_delayed};
 use super::scripts::{ACK, FETCH, NACK, REQUEUE};
 use super::{QueueState, Shared};
-use crate::broker::{Consumer, Delivery, DeliveryTag};
+use crate::broker::{deadline_after, Consumer, Delivery, DeliveryTag};
 use crate::error::{Error, Result};
 use crate::message::{now_ms, Message};
 
@@ -31,51 +31,74 @@ pub(super) const SCRIPT_CHUNK: usize = 1000;
 pub(crate) struct RedisConsumer {
     shared: Arc<Shared>,
     queue: Arc<QueueState>,
+    /// The queue's wake generation when the last round began.
+    seen: AtomicU64,
+    /// The earliest eta of the delayed messages held after the last round (ms; 0: none).
+    next_eta: AtomicU64,
 }
 
 impl RedisConsumer {
     pub(crate) fn new(shared: Arc<Shared>, queue: Arc<QueueState>) -> Self {
-        RedisConsumer { shared, queue }
+        RedisConsumer {
+            shared,
+            queue,
+            seen: AtomicU64::new(0),
+            next_eta: AtomicU64::new(0),
+        }
+    }
+
+    /// One fetch round of at most `max` messages, run as its own task (cancel safety).
+    async fn round(&self, max: usize) -> Result<Vec<Delivery>> {
+        self.seen
+            .store(self.queue.signal.ready.generation(), Ordering::Release);
+        let round = tokio::spawn(round(self.shared.clone(), self.queue.clone(), max));
+        let (fetched, next_eta) = match round.await {
+            Ok(result) => result?,
+            Err(err) => return Err(Error::Connection(format!("fetch task failed: {err}"))),
+        };
+        self.next_eta
+            .store(next_eta.unwrap_or(0), Ordering::Release);
+        Ok(fetched.take())
+    }
+
+    /// Waits for a push since the last round began, the next held delayed message's eta,
+    /// the poll interval (notifications may be off or lost), or `deadline`.
+    async fn wait_until(&self, deadline: Instant) {
+        let signal = &self.queue.signal;
+        let now = Instant::now();
+        let poll = if signal.live.load(Ordering::Acquire) {
+            self.shared.config.safety_poll_interval
+        } else {
+            self.shared.config.poll_interval
+        };
+        let mut until = deadline.min(now + poll);
+        let eta = self.next_eta.load(Ordering::Acquire);
+        if eta != 0 {
+            until = until.min(now + Duration::from_millis(eta.saturating_sub(now_ms())));
+        }
+        signal
+            .ready
+            .wait(self.seen.load(Ordering::Acquire), until)
+            .await;
     }
 }
 
 #[async_trait]
 impl Consumer for RedisConsumer {
     async fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let max = max.clamp(1, FETCH_CHUNK);
         loop {
-            let signal = &self.queue.signal;
-            let woken = signal.notify.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let round = tokio::spawn(round(self.shared.clone(), self.queue.clone(), max));
-            let (fetched, next_eta) = match round.await {
-                Ok(result) => result?,
-                Err(err) => return Err(Error::Connection(format!("fetch task failed: {err}"))),
-            };
-            let batch = fetched.take();
-            if !batch.is_empty() {
+            let batch = self.round(max).await?;
+            if !batch.is_empty() || Instant::now() >= deadline {
                 return Ok(batch);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(batch);
-            }
-            let poll = if signal.live.load(Ordering::Acquire) {
-                self.shared.config.safety_poll_interval
-            } else {
-                self.shared.config.poll_interval
-            };
-            let mut wake = deadline.min(now + poll);
-            if let Some(eta) = next_eta {
-                wake = wake.min(now + Duration::from_millis(eta.saturating_sub(now_ms())));
-            }
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep_until(wake) => {}
-            }
+            self.wait_until(deadline).await;
         }
+    }
+
+    async fn wait(&self, timeout: Duration) {
+        self.wait_until(deadline_after(timeout)).await;
     }
 
     async fn ack(&self, tags: &[DeliveryTag]) -> Result<()> {

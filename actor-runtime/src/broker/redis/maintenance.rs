@@ -16,8 +16,9 @@ use super::Shared;
 use crate::error::Result;
 use crate::message::now_ms;
 
-/// Records this process's heartbeat every interval, on a connection of its own, so busy
-/// actors and a saturated pool never delay it (Dramatiq #692).
+/// Records this process's heartbeat every interval, on a connection and a thread of its own
+/// (see `Shared::start`), so busy or blocking actors and a saturated pool never delay it
+/// (Dramatiq #692).
 pub(crate) async fn heartbeat_loop(shared: Weak<Shared>, stop: CancellationToken) {
     let Some(conn) = shared.upgrade().map(|s| s.conn.clone()) else {
         return;

@@ -5,7 +5,9 @@
 //! own Lua scripts (`lua/`, one per operation, loaded once and called by SHA).
 //!
 //! Where it does better than Dramatiq, and where it differs:
-//! - **Heartbeats** run on a timer with their own connection, never starved by busy actors.
+//! - **Heartbeats** run on an OS thread of their own, with their own connection: an actor
+//!   that blocks the worker's runtime (even a single-threaded one) cannot stop them, so a
+//!   live worker's messages are never taken for a dead one's and run twice.
 //! - **Dead workers** (Rust or Python) are found on a timer and their fetched messages, in
 //!   every queue, come back within about one heartbeat timeout; found with `SCAN`, not `KEYS`.
 //! - **Delayed messages** move from `q.DQ` to `q` in one atomic script: no duplicate when a
@@ -225,6 +227,42 @@ impl Shared {
         });
     }
 
+    /// Runs `task` on an OS thread of its own, with a runtime of its own, unless the one
+    /// flagged by `running` still runs: nothing an actor does to the worker's runtime (block
+    /// its only thread, say) can delay it.
+    fn spawn_thread_once<F>(
+        &self,
+        name: &str,
+        running: &Arc<AtomicBool>,
+        task: impl FnOnce() -> F + Send + 'static,
+    ) where
+        F: std::future::Future<Output = ()> + 'static,
+    {
+        if running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let guard = Running(running.clone());
+        // `close` waits for the thread's task like any other.
+        let tracked = self.tasks.token();
+        let spawned = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let (_running, _tracked) = (guard, tracked);
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(task()),
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot start a runtime for a broker timer")
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, thread = name, "cannot start a broker timer thread");
+        }
+    }
+
     /// Starts the timers on first use (and again if their runtime went away, as happens
     /// to a global broker shared by tests each with their own runtime); fails once the
     /// broker is closed.
@@ -232,8 +270,9 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        self.spawn_once(&self.heartbeat_running, || {
-            maintenance::heartbeat_loop(Arc::downgrade(self), self.stop.clone())
+        let (shared, stop) = (Arc::downgrade(self), self.stop.clone());
+        self.spawn_thread_once("actor-heartbeat", &self.heartbeat_running, move || {
+            maintenance::heartbeat_loop(shared, stop)
         });
         self.spawn_once(&self.maintenance_running, || {
             maintenance::maintenance_loop(Arc::downgrade(self), self.stop.clone())

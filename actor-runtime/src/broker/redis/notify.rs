@@ -14,13 +14,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::Conn;
 use super::keys::Keys;
+use crate::broker::Wake;
 use crate::error::{Error, Result};
 
 /// What consumers of one queue wait on.
 #[derive(Debug, Default)]
 pub(crate) struct QueueSignal {
     /// Woken (all waiters) when the queue or its delay queue receives messages.
-    pub(crate) notify: Notify,
+    pub(crate) ready: Wake,
     /// Bumped on every push to the delay queue, so consumers know to fetch from it.
     pub(crate) dq_gen: AtomicU64,
     /// Notifications for this queue are known to work: consumers may wait long between polls.
@@ -32,7 +33,7 @@ impl QueueSignal {
         if delay_queue {
             self.dq_gen.fetch_add(1, Ordering::AcqRel);
         }
-        self.notify.notify_waiters();
+        self.ready.wake();
     }
 }
 
