@@ -44,8 +44,9 @@ pub(crate) struct WorkerArgs {
     #[arg(short = 'Q', long, value_name = "QUEUE", num_args = 1.., value_delimiter = ',')]
     pub(crate) queues: Option<Vec<String>>,
 
-    /// Messages fetched per queue ahead of running them [env: WORKER_PREFETCH] [default:
-    /// max(2 × threads, 32)].
+    /// Messages a worker process holds fetched, running ones included, across its queues
+    /// [env: WORKER_PREFETCH] [default: adaptive, from the thread count (slow messages) up
+    /// to 1000 (quick ones)].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) prefetch: Option<u32>,
 

@@ -1,73 +1,79 @@
-//! `--pid-file`: written at start (mode 0644), refused while the pid in it is alive, removed
-//! at exit.
+//! `--pid-file`: created without following symlinks, locked (`flock`) for the process's
+//! lifetime, refused while another process holds the lock, removed at exit.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-/// A pid file this process wrote; removed on drop if it still names this process.
+use nix::fcntl::{Flock, FlockArg};
+
+/// A pid file this process holds locked; removed on drop.
 #[derive(Debug)]
 pub(crate) struct PidFile {
     path: PathBuf,
-    pid: u32,
+    /// Held until drop: the lock, not the pid in the file, says a worker runs.
+    _file: Flock<File>,
 }
 
 impl PidFile {
-    /// Writes this process's pid to `path`, unless the file names another live process or
-    /// holds something that is not a pid.
+    /// Locks `path` (creating it) and writes this process's pid in it. Refused when `path`
+    /// is a symlink, when another process holds the lock, or when the file holds something
+    /// that is not a pid (a mistyped path naming another file).
     pub(crate) fn create(path: &Path) -> Result<PidFile, String> {
-        let pid = std::process::id();
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let other: i32 = text.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    format!(
-                        "pid file {} holds `{}`, not a pid; remove it if no worker is running",
-                        path.display(),
-                        text.trim().chars().take(40).collect::<String>()
-                    )
-                })?;
-                if other as u32 != pid && is_alive(other) {
-                    return Err(format!(
-                        "pid file {} names process {other}, which is running: is another worker \
-                         using this pid file?",
-                        path.display()
-                    ));
-                }
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(format!("cannot read pid file {}: {err}", path.display())),
-        }
+        let shown = path.display();
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.read(true).write(true).create(true);
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
-        options
-            .open(path)
-            .and_then(|mut file| writeln!(file, "{pid}"))
-            .map_err(|err| format!("cannot write pid file {}: {err}", path.display()))?;
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o644).custom_flags(nix::libc::O_NOFOLLOW);
+        }
+        let file = options.open(path).map_err(|err| {
+            if err.raw_os_error() == Some(nix::libc::ELOOP) {
+                format!("pid file {shown} is a symlink; refusing to follow it")
+            } else {
+                format!("cannot open pid file {shown}: {err}")
+            }
+        })?;
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, _)) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let holder = text.trim().chars().take(20).collect::<String>();
+                return Err(format!(
+                    "pid file {shown} is locked by process {holder}, which is running: is \
+                     another worker using this pid file?"
+                ));
+            }
+        };
+        let mut text = String::new();
+        file.read_to_string(&mut text)
+            .map_err(|err| format!("cannot read pid file {shown}: {err}"))?;
+        if !text.trim().is_empty() && text.trim().parse::<u32>().is_err() {
+            return Err(format!(
+                "pid file {shown} holds `{}`, not a pid; remove it if no worker is running",
+                text.trim().chars().take(40).collect::<String>()
+            ));
+        }
+        // Whoever wrote a pid here is gone: it no longer holds the lock.
+        let pid = format!("{}\n", std::process::id());
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(pid.as_bytes()))
+            .and_then(|()| file.sync_data())
+            .map_err(|err| format!("cannot write pid file {shown}: {err}"))?;
         Ok(PidFile {
             path: path.to_owned(),
-            pid,
+            _file: file,
         })
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let ours = std::fs::read_to_string(&self.path)
-            .is_ok_and(|text| text.trim().parse::<u32>().ok() == Some(self.pid));
-        if ours {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Whether process `pid` exists (signal 0: permission denied still means it exists).
-pub(crate) fn is_alive(pid: i32) -> bool {
-    use nix::errno::Errno;
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(Errno::EPERM) => true,
-        Err(_) => false,
+        // Still locked: nobody else wrote it. The lock goes with the file handle.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -90,23 +96,34 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_live_pid_and_garbage() {
-        let path = temp_path("live");
-        // pid 1 is always alive.
-        std::fs::write(&path, "1\n").unwrap();
+    fn refuses_a_locked_file_garbage_and_symlinks() {
+        let path = temp_path("locked");
+        let held = PidFile::create(&path).unwrap();
         let err = PidFile::create(&path).unwrap_err();
-        assert!(err.contains("names process 1, which is running"), "{err}");
+        assert!(
+            err.contains(&format!("locked by process {}", std::process::id())),
+            "{err}"
+        );
+        drop(held);
+
         std::fs::write(&path, "not a pid").unwrap();
         let err = PidFile::create(&path).unwrap_err();
         assert!(err.contains("holds `not a pid`"), "{err}");
+
+        let link = temp_path("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let err = PidFile::create(&link).unwrap_err();
+        assert!(err.contains("is a symlink"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a pid");
+        std::fs::remove_file(&link).unwrap();
         std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
     fn replaces_a_stale_pid() {
         let path = temp_path("stale");
-        // Above the kernel's pid_max, so never a live process.
-        std::fs::write(&path, "2147483000").unwrap();
+        // A pid nobody holds the lock for, even a live process's (pid 1): it was reused.
+        std::fs::write(&path, "1").unwrap();
         let file = PidFile::create(&path).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap().trim(),

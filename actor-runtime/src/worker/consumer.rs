@@ -268,11 +268,7 @@ mod tests {
     fn a_shrinking_budget_reports_the_held_messages_over_it() {
         let budget = Budget::new(None, 1);
         budget.adapt(1_000, 1);
-        let held = budget
-            .permits
-            .clone()
-            .try_acquire_many_owned(300)
-            .unwrap();
+        let held = budget.permits.clone().try_acquire_many_owned(300).unwrap();
         // Messages turned slow: the free permits go at once, 299 held ones are over.
         assert_eq!(budget.adapt(1_000 * MS, 1), 299);
         drop(held);

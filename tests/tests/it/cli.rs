@@ -224,17 +224,41 @@ async fn a_binary_without_actors_exits_2() {
     );
 }
 
-#[tokio::test]
-async fn a_pid_file_naming_a_live_process_exits_4_and_ours_is_removed_at_exit() {
-    let path = std::env::temp_dir().join(format!("cli-{}.pid", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, format!("{}\n", std::process::id())).unwrap();
-    let path_arg = path.to_str().unwrap();
-    let mut refused = Proc::spawn(WORKER, &["-p", "1", "--pid-file", path_arg], &[]);
-    assert_eq!(refused.exit().await.code(), Some(4), "{}", refused.dump());
+/// Waits until `worker` either consumes or refuses its pid file; true if it consumes.
+async fn runs_with_pid_file(worker: &mut Proc) -> bool {
+    let line = worker
+        .wait_for("start-up or refusal", |l| {
+            l["message"] == "worker started"
+                || l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("pid file"))
+        })
+        .await;
+    line["message"] == "worker started"
+}
 
-    std::fs::remove_file(&path).unwrap();
-    let mut worker = Proc::spawn(WORKER, &["-p", "1", "--pid-file", path_arg], &[]);
-    worker.wait_message("worker started").await;
+#[tokio::test]
+async fn one_of_two_workers_started_at_once_gets_the_pid_file_and_removes_it_at_exit() {
+    let path = std::env::temp_dir().join(format!("cli-{}.pid", uuid::Uuid::new_v4().simple()));
+    let path_arg = path.to_str().unwrap();
+    let mut first = Proc::spawn(WORKER, &["-p", "1", "--pid-file", path_arg], &[]);
+    let mut second = Proc::spawn(WORKER, &["-p", "1", "--pid-file", path_arg], &[]);
+    let (first_runs, second_runs) = tokio::join!(
+        runs_with_pid_file(&mut first),
+        runs_with_pid_file(&mut second)
+    );
+    assert!(
+        first_runs != second_runs,
+        "exactly one may run:\n{}\n{}",
+        first.dump(),
+        second.dump()
+    );
+    let (mut worker, mut refused) = if first_runs {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(refused.exit().await.code(), Some(4), "{}", refused.dump());
     assert_eq!(
         std::fs::read_to_string(&path).unwrap().trim(),
         worker.pid().to_string()
@@ -242,6 +266,30 @@ async fn a_pid_file_naming_a_live_process_exits_4_and_ours_is_removed_at_exit() 
     kill("TERM", worker.pid());
     assert_eq!(worker.exit().await.code(), Some(0));
     assert!(!path.exists(), "the pid file is removed at exit");
+}
+
+#[tokio::test]
+async fn a_pid_file_that_is_a_symlink_is_refused_and_its_target_left_alone() {
+    let dir = std::env::temp_dir();
+    let target = dir.join(format!("cli-other-{}.pid", uuid::Uuid::new_v4().simple()));
+    let link = dir.join(format!("cli-link-{}.pid", uuid::Uuid::new_v4().simple()));
+    // Another program's pid file, its process gone: following the link would overwrite it.
+    std::fs::write(&target, "2147483000\n").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let mut refused = Proc::spawn(
+        WORKER,
+        &["-p", "1", "--pid-file", link.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(refused.exit().await.code(), Some(4), "{}", refused.dump());
+    assert!(
+        refused.dump().contains("is a symlink"),
+        "{}",
+        refused.dump()
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "2147483000\n");
+    std::fs::remove_file(&link).unwrap();
+    std::fs::remove_file(&target).unwrap();
 }
 
 #[tokio::test]
