@@ -1,5 +1,5 @@
-//! One supervised worker process, as the supervisor sees it: its stdout (with the ready
-//! line), how it ended, its memory, and the delay before restarting it.
+//! One supervised worker process, as the supervisor sees it: its stdout, its readiness
+//! report, how it ended, its memory, and the delay before restarting it.
 
 use std::io::Write;
 use std::process::ExitStatus;
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout};
 use tokio::sync::mpsc;
 
@@ -83,42 +83,101 @@ impl Slot {
     }
 }
 
-/// Forwards a worker's stdout (spotting its ready line), then reports its exit.
+/// Longest stdout line forwarded as one; longer ones are forwarded in pieces.
+const MAX_LINE: usize = 64 * 1024;
+/// Longest readiness report read.
+const MAX_REPORT: u64 = 256;
+
+/// Forwards a worker's stdout, reads its readiness report, then reports its exit.
 pub(super) async fn watch(
     mut child: Child,
     stdout: Option<ChildStdout>,
+    ready: Option<std::io::PipeReader>,
     index: usize,
     generation: u64,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    if let Some(ready) = ready {
+        tokio::spawn(read_report(ready, index, generation, events.clone()));
+    }
     if let Some(stdout) = stdout {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            match line.strip_prefix(READY) {
-                Some(rest) => {
-                    let metrics = rest
-                        .trim()
-                        .strip_prefix("metrics=")
-                        .and_then(|a| a.parse().ok());
-                    let _ = events.send(Event::Ready {
-                        index,
-                        generation,
-                        metrics,
-                    });
-                }
-                None => {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{line}");
-                    let _ = out.flush();
-                }
-            }
-        }
+        forward(stdout).await;
     }
     let status = child.wait().await;
     let _ = events.send(Event::Exited {
         index,
         generation,
         status,
+    });
+}
+
+/// Copies a worker's stdout to ours line by line (so lines of several workers do not mix),
+/// whatever the bytes: invalid UTF-8 is replaced, overlong lines are cut in pieces, and
+/// reading goes on until the worker closes it (a worker whose stdout closed early would
+/// fail every later write).
+async fn forward(stdout: ChildStdout) {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await;
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let mut out = std::io::stdout().lock();
+                // Our own stdout closed: keep draining theirs all the same.
+                let _ = writeln!(out, "{}", text.trim_end_matches(['\n', '\r']));
+                let _ = out.flush();
+            }
+        }
+    }
+}
+
+/// Reads the one readiness report of a worker process from its readiness pipe (its stdin,
+/// which nothing else in the worker writes to; see `run::announce_ready`). A report naming
+/// a metrics address that is not on loopback is refused.
+async fn read_report(
+    ready: std::io::PipeReader,
+    index: usize,
+    generation: u64,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let fd = std::os::fd::OwnedFd::from(ready);
+    let receiver = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(receiver) => receiver,
+        Err(err) => {
+            tracing::error!(worker = index, error = %err, "cannot read the worker's readiness pipe");
+            return;
+        }
+    };
+    let mut report = Vec::new();
+    let mut limited = BufReader::new(receiver).take(MAX_REPORT);
+    if limited.read_until(b'\n', &mut report).await.is_err() {
+        return;
+    }
+    let report = String::from_utf8_lossy(&report);
+    let Some(rest) = report.trim().strip_prefix(READY) else {
+        // The worker exited before it was ready: its exit tells the rest.
+        return;
+    };
+    let metrics = match rest.trim().strip_prefix("metrics=") {
+        Some("-") | None => None,
+        Some(addr) => match addr.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.ip().is_loopback() => Some(addr),
+            _ => {
+                tracing::warn!(worker = index, address = %addr.chars().take(64).collect::<String>(), "ignoring a metrics address that is not on loopback");
+                None
+            }
+        },
+    };
+    let _ = events.send(Event::Ready {
+        index,
+        generation,
+        metrics,
     });
 }
 

@@ -13,7 +13,7 @@ use crate::broker::get_broker;
 use crate::middleware::Prometheus;
 use crate::worker::Worker;
 
-/// What a worker process's stdout line tells the supervisor once it consumes.
+/// The report a worker process sends the supervisor once it consumes.
 pub(crate) const READY: &str = "@actor-runtime ready";
 
 /// Who runs this worker.
@@ -203,14 +203,33 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
     })
 }
 
-/// Tells the supervisor (reading our stdout) that this worker consumes, and where its
-/// metrics are.
+/// Tells the supervisor that this worker consumes, and where its metrics are, on the
+/// readiness pipe the supervisor gave it as stdin; then closes that pipe for good (stdin
+/// becomes /dev/null), so nothing in this process, an actor printing included, can report
+/// again.
 fn announce_ready(metrics: Option<SocketAddr>) {
     use std::io::Write;
+    use std::os::fd::AsFd;
     let metrics = metrics.map_or_else(|| "-".to_owned(), |a| a.to_string());
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{READY} metrics={metrics}");
-    let _ = stdout.flush();
+    let report = format!("{READY} metrics={metrics}\n");
+    let sent = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|mut pipe| pipe.write_all(report.as_bytes()));
+    if let Err(err) = sent {
+        tracing::error!(error = %err, "cannot report readiness to the supervisor");
+    }
+    match std::fs::File::open("/dev/null") {
+        Ok(null) => {
+            if let Err(err) = nix::unistd::dup2_stdin(&null) {
+                tracing::warn!(error = %err, "cannot close the readiness pipe");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot open /dev/null to close the readiness pipe")
+        }
+    }
 }
 
 /// Completes once this process has been re-parented (its supervisor died).

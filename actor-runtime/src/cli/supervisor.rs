@@ -2,8 +2,9 @@
 //! `ACTOR_RUNTIME_WORKER_INDEX` set), restarts those that die, forwards stop signals, rolls
 //! restarts on SIGHUP and recycles workers over `--max-memory`.
 //!
-//! A worker says it is ready on its stdout (see [`super::run::READY`]); the supervisor forwards every
-//! other stdout line. Worker logs go to stderr or `--log-file` directly.
+//! A worker says it is ready once, on a pipe of its own that it gets as stdin (see
+//! `run::announce_ready`), so nothing an actor prints can pass for a report; the supervisor
+//! forwards the workers' stdout. Worker logs go to stderr or `--log-file` directly.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -183,10 +184,18 @@ impl Supervisor {
         let generation = self.next_generation;
         self.next_generation += 1;
         let mut command = Command::new(&self.exe);
+        // The readiness pipe: the worker writes its report to its stdin.
+        let (ready, stdin) = match std::io::pipe() {
+            Ok((reader, writer)) => (Some(reader), Stdio::from(writer)),
+            Err(err) => {
+                tracing::error!(worker = index, error = %err, "cannot create a readiness pipe");
+                (None, Stdio::null())
+            }
+        };
         command
             .args(&self.args)
             .env(WORKER_ENV, index.to_string())
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(false);
@@ -202,7 +211,14 @@ impl Supervisor {
                 slot.state = State::Running { pid };
                 tracing::info!(worker = index, worker_pid = pid, "worker process started");
                 let stdout = child.stdout.take();
-                tokio::spawn(watch(child, stdout, index, generation, self.events.clone()));
+                tokio::spawn(watch(
+                    child,
+                    stdout,
+                    ready,
+                    index,
+                    generation,
+                    self.events.clone(),
+                ));
             }
             Err(err) => {
                 tracing::error!(worker = index, error = %err, exe = %self.exe.display(), "cannot start a worker process");

@@ -45,6 +45,18 @@ async fn cli_block(key: String, ms: u64) {
     record(json!({"actor": "cli_block", "key": key, "pid": std::process::id()}));
 }
 
+/// Writes `bytes` to stdout as they are (invalid UTF-8, a forged readiness report...),
+/// then a line of its own, then records that it ran.
+#[actor(queue_name = "cli", max_retries = 0)]
+async fn cli_print(key: String, bytes: Vec<u8>) {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&bytes).expect("write to stdout");
+    writeln!(stdout, "printed {key}").expect("write to stdout");
+    stdout.flush().expect("flush stdout");
+    drop(stdout);
+    record(json!({"actor": "cli_print", "key": key, "pid": std::process::id()}));
+}
+
 /// Always fails, without retries: its messages are dead-lettered.
 #[actor(queue_name = "cli", max_retries = 0)]
 async fn cli_fail(key: String) -> Result<(), String> {

@@ -18,6 +18,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 pub struct Proc {
     child: Child,
     lines: mpsc::UnboundedReceiver<Value>,
+    stdout: mpsc::UnboundedReceiver<String>,
     /// Every line read so far, for failure messages.
     pub seen: Vec<Value>,
 }
@@ -36,10 +37,24 @@ impl Proc {
             .env_remove("APP_ENV")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = command.spawn().expect("spawn the CLI binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while reader
+                .read_until(b'\n', &mut line)
+                .await
+                .is_ok_and(|n| n > 0)
+            {
+                let _ = out_tx.send(String::from_utf8_lossy(&line).into_owned());
+                line.clear();
+            }
+        });
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -55,6 +70,7 @@ impl Proc {
         Proc {
             child,
             lines,
+            stdout: out_rx,
             seen: Vec::new(),
         }
     }
@@ -79,6 +95,22 @@ impl Proc {
                     self.dump()
                 ),
                 Err(_) => panic!("timed out waiting for {what}; logs:\n{}", self.dump()),
+            }
+        }
+    }
+
+    /// The next stdout line (lossily decoded) containing `text`.
+    pub async fn wait_stdout(&mut self, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stdout.recv()).await {
+                Ok(Some(line)) if line.contains(text) => return line,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("stdout closed before `{text}`; logs:\n{}", self.dump()),
+                Err(_) => panic!(
+                    "timed out waiting for `{text}` on stdout; logs:\n{}",
+                    self.dump()
+                ),
             }
         }
     }

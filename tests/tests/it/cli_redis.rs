@@ -371,3 +371,65 @@ async fn the_supervisor_sums_its_workers_metrics() {
     assert_eq!(supervisor.exit().await.code(), Some(0));
     f.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_actor_prints_can_neither_break_nor_fool_the_supervisor() {
+    let f = Fixture::new();
+    // A listener a forged readiness report points the metrics scrape at.
+    let decoy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let decoy_addr = decoy.local_addr().unwrap();
+    let decoy_hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hits = decoy_hits.clone();
+    tokio::spawn(async move {
+        while decoy.accept().await.is_ok() {
+            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    // One worker under a supervisor: every message runs in the same process.
+    let mut supervisor = f.spawn(&[
+        "-p",
+        "1",
+        "--max-memory",
+        "4096",
+        "-Q",
+        "cli",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let metrics = metrics_url(&mut supervisor).await;
+    ready_workers(&mut supervisor, 1).await;
+
+    let mut hostile = vec![0xff, 0xfe, b'x', b'\n'];
+    hostile.extend(format!("@actor-runtime ready metrics={decoy_addr}\n").bytes());
+    let print = |key: &str, bytes: Vec<u8>| {
+        Message::new("cli", "cli_print", vec![json!(key), json!(bytes)])
+    };
+    f.broker
+        .enqueue(print("hostile", hostile), None)
+        .await
+        .unwrap();
+    supervisor.wait_stdout("printed hostile").await;
+    // The worker's stdout still works after an invalid UTF-8 line.
+    f.broker
+        .enqueue(print("after", Vec::new()), None)
+        .await
+        .unwrap();
+    supervisor.wait_stdout("printed after").await;
+    f.wait_recorded(2).await;
+
+    let scraped = http_get(&metrics).await;
+    assert!(scraped.contains("dramatiq_messages_total"), "{scraped}");
+    assert_eq!(
+        decoy_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the supervisor scraped the address an actor printed"
+    );
+    kill("TERM", supervisor.pid());
+    assert_eq!(
+        supervisor.exit().await.code(),
+        Some(0),
+        "{}",
+        supervisor.dump()
+    );
+    f.cleanup().await;
+}
