@@ -270,6 +270,28 @@ async fn runs_with_pid_file(worker: &mut Proc) -> bool {
 }
 
 #[tokio::test]
+async fn a_redis_password_never_reaches_the_logs_whatever_the_url_form() {
+    let secret = "Corr3ct";
+    for url in [
+        // Unescaped `/` and `#`: the URL does not parse, so it is not shown at all.
+        "redis://:Corr3ct/Horse#Pw@127.0.0.1/0",
+        // A socket that does not exist: connection errors name the URL.
+        "redis+unix:///nonexistent/redis.sock?db=0&pass=Corr3ct",
+        "redis://:Corr3ct@127.0.0.1:1/0",
+    ] {
+        let mut worker = Proc::spawn(WORKER, &["-p", "1"], &[("REDIS_URL", url)]);
+        let status = worker.exit().await;
+        assert!(
+            matches!(status.code(), Some(2 | 3)),
+            "{url}: {status:?}\n{}",
+            worker.dump()
+        );
+        let logs = worker.dump();
+        assert!(!logs.contains(secret), "{url} leaked:\n{logs}");
+    }
+}
+
+#[tokio::test]
 async fn one_of_two_workers_started_at_once_gets_the_pid_file_and_removes_it_at_exit() {
     let path = std::env::temp_dir().join(format!("cli-{}.pid", uuid::Uuid::new_v4().simple()));
     let path_arg = path.to_str().unwrap();

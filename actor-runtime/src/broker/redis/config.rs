@@ -298,25 +298,37 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// The URL with any password replaced, for logs and errors.
+/// `url` without its secrets, for logs and errors: the password (in the user info, or a
+/// `pass`/`password` query parameter of a `unix://` URL) becomes `***`, and every other query
+/// value but `db` and `protocol` is hidden too. A URL that does not parse is not shown at
+/// all: where its secret ends cannot be known (`redis://:pa/ss@host` has a `/` in it).
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    const UNPARSED: &str = "<unparsable URL, not shown>";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return UNPARSED.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let hidden = if userinfo.contains(':') {
-                format!("{user}:***")
+    if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
+        return UNPARSED.to_owned();
+    }
+    let query: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(key, value)| {
+            let shown = if matches!(key.as_ref(), "db" | "protocol") {
+                value.into_owned()
             } else {
                 "***".to_owned()
             };
-            format!("{scheme}://{hidden}{}", &rest[at..])
-        }
-        None => url.to_owned(),
+            (key.into_owned(), shown)
+        })
+        .collect();
+    if query.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(query);
     }
+    parsed.set_fragment(None);
+    // The query's `***` is written percent-encoded; show it as typed.
+    parsed.to_string().replace("%2A%2A%2A", "***")
 }
 
 #[cfg(test)]
@@ -400,5 +412,52 @@ mod tests {
         assert_eq!(redact("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
         assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+    }
+
+    #[test]
+    fn every_url_form_the_broker_accepts_is_shown_without_its_secret() {
+        let secret = "Corr3ct-Horse";
+        let cases = [
+            ("redis://:Corr3ct-Horse@h:6379/2", "redis://:***@h:6379/2"),
+            ("redis://app:Corr3ct-Horse@h/0", "redis://app:***@h/0"),
+            ("rediss://app:Corr3ct-Horse@h:6380", "rediss://app:***@h:6380"),
+            ("redis://app:Corr3ct-Horse%2Fx@h", "redis://app:***@h"),
+            ("redis://h:6379/0#Corr3ct-Horse", "redis://h:6379/0"),
+            (
+                "redis+unix:///run/redis.sock?db=3&pass=Corr3ct-Horse",
+                "redis+unix:///run/redis.sock?db=3&pass=***",
+            ),
+            (
+                "unix:///run/redis.sock?user=app&password=Corr3ct-Horse",
+                "unix:///run/redis.sock?user=***&password=***",
+            ),
+            // An unescaped `/` or `#` in the password: the URL does not parse.
+            ("redis://:Corr3ct/Horse#Pw@h/0", "<unparsable URL, not shown>"),
+            ("redis://:Corr3ct-Horse@h:notaport", "<unparsable URL, not shown>"),
+        ];
+        for (url, shown) in cases {
+            let redacted = redact(url);
+            assert_eq!(redacted, shown, "{url}");
+            assert!(!redacted.contains(secret), "{url}");
+            let debug = format!("{:?}", RedisConfig::new(url));
+            assert!(!debug.contains(secret), "{debug}");
+        }
+    }
+
+    #[test]
+    fn a_bad_url_error_never_shows_the_password() {
+        for url in [
+            "redis://:Corr3ct/Horse#Pw@host/0",
+            "redis://:Corr3ct-Horse@h:notaport/0",
+            "ftp://:Corr3ct-Horse@h/0",
+        ] {
+            let err = match RedisConfig::new(url).validate() {
+                Err(err) => err,
+                Ok(()) => crate::broker::redis::RedisBroker::new(RedisConfig::new(url))
+                    .map(|_| ())
+                    .unwrap_err(),
+            };
+            assert!(!err.to_string().contains("Corr3ct"), "{url}: {err}");
+        }
     }
 }

@@ -29,17 +29,26 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(config: &RedisConfig) -> Result<Conn> {
         let url = redact(&config.url);
+        // redis-rs' error may quote the URL it could not use.
+        let invalid = |e: RedisError| {
+            let why = e.to_string();
+            let why = if why.contains(config.url.as_str()) {
+                "it does not parse".to_owned()
+            } else {
+                why
+            };
+            Error::Config(format!("invalid Redis URL `{url}`: {why}"))
+        };
         let info = config
             .url
             .as_str()
             .into_connection_info()
-            .map_err(|e| Error::Config(format!("invalid Redis URL `{url}`: {e}")))?;
+            .map_err(invalid)?;
         let mut tcp = TcpSettings::default().set_nodelay(true);
         if let Some(idle) = config.tcp_keepalive {
             tcp = tcp.set_keepalive(socket2::TcpKeepalive::new().with_time(idle));
         }
-        let client = redis::Client::open(info.set_tcp_settings(tcp))
-            .map_err(|e| Error::Config(format!("invalid Redis URL `{url}`: {e}")))?;
+        let client = redis::Client::open(info.set_tcp_settings(tcp)).map_err(invalid)?;
         // One connection attempt per call: `run` owns the retry policy and its bound.
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
