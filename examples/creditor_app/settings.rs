@@ -33,7 +33,7 @@ pub enum LlmProvider {
     Anthropic,
 }
 
-/// A value that never shows in logs or `Debug` output.
+/// A value that never shows in logs, `Debug` or `Display` output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -43,6 +43,7 @@ impl Secret {
     /// ```
     /// let secret = actor_examples::creditor_app::settings::Secret::new("hunter2");
     /// assert_eq!(format!("{secret:?}"), "Secret(***)");
+    /// assert_eq!(secret.to_string(), "***");
     /// assert_eq!(secret.expose(), "hunter2");
     /// ```
     pub fn new(value: impl Into<String>) -> Secret {
@@ -58,6 +59,12 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
     }
 }
 
@@ -87,8 +94,9 @@ pub struct Settings {
     pub llm_api_key: Option<Secret>,
     /// `SMTP_*`; required when deployed.
     pub smtp: Option<Smtp>,
-    /// `REDIS_URL`; required when deployed (else the in-memory stub broker).
-    pub redis_url: Option<String>,
+    /// `REDIS_URL`; required when deployed (else the in-memory stub broker). A secret: it
+    /// may carry the Redis password.
+    pub redis_url: Option<Secret>,
     /// `WORKER_PROCESSES` (default 2).
     pub worker_processes: usize,
     /// `WORKER_THREADS` (default 1).
@@ -269,8 +277,8 @@ impl Settings {
             None => None,
         };
 
-        let redis_url = get("REDIS_URL");
-        match &redis_url {
+        let redis_url = get("REDIS_URL").map(Secret);
+        match redis_url.as_ref().map(Secret::expose) {
             Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
                 problems.push("REDIS_URL must start with redis:// or rediss://".into())
             }
@@ -346,7 +354,7 @@ mod tests {
             ("SMTP_PORT", "2525"),
             ("SMTP_USER", "mailer"),
             ("SMTP_PASSWORD", "hunter2"),
-            ("REDIS_URL", "redis://redis:6379/0"),
+            ("REDIS_URL", "redis://:redis-pw@redis:6379/0"),
             ("WORKER_PROCESSES", "4"),
             ("WORKER_THREADS", "8"),
         ])
@@ -363,6 +371,8 @@ mod tests {
             !debug.contains("hunter2")
                 && !debug.contains("sk-test")
                 && !debug.contains("0123456789abcdef")
+                && !debug.contains("redis-pw"),
+            "{debug}"
         );
     }
 

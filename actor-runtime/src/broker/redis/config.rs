@@ -420,7 +420,10 @@ mod tests {
         let cases = [
             ("redis://:Corr3ct-Horse@h:6379/2", "redis://:***@h:6379/2"),
             ("redis://app:Corr3ct-Horse@h/0", "redis://app:***@h/0"),
-            ("rediss://app:Corr3ct-Horse@h:6380", "rediss://app:***@h:6380"),
+            (
+                "rediss://app:Corr3ct-Horse@h:6380",
+                "rediss://app:***@h:6380",
+            ),
             ("redis://app:Corr3ct-Horse%2Fx@h", "redis://app:***@h"),
             ("redis://h:6379/0#Corr3ct-Horse", "redis://h:6379/0"),
             (
@@ -432,8 +435,14 @@ mod tests {
                 "unix:///run/redis.sock?user=***&password=***",
             ),
             // An unescaped `/` or `#` in the password: the URL does not parse.
-            ("redis://:Corr3ct/Horse#Pw@h/0", "<unparsable URL, not shown>"),
-            ("redis://:Corr3ct-Horse@h:notaport", "<unparsable URL, not shown>"),
+            (
+                "redis://:Corr3ct/Horse#Pw@h/0",
+                "<unparsable URL, not shown>",
+            ),
+            (
+                "redis://:Corr3ct-Horse@h:notaport",
+                "<unparsable URL, not shown>",
+            ),
         ];
         for (url, shown) in cases {
             let redacted = redact(url);
