@@ -60,6 +60,10 @@ pub enum Error {
     /// a key of the wrong type or a read-only replica).
     #[error("broker error: {0}")]
     Broker(String),
+    /// The broker is out of memory and refuses new data (Redis at `maxmemory` with the
+    /// `noeviction` policy). Workers can still drain queues, which frees memory.
+    #[error("the broker is out of memory: {0}")]
+    OutOfMemory(String),
     /// The broker or worker was configured wrongly.
     #[error("configuration error: {0}")]
     Config(String),

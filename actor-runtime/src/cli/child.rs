@@ -204,6 +204,7 @@ pub(super) fn meaning(exit: Exit) -> &'static str {
         Exit::Usage => "bad argument or setting",
         Exit::Connection => "broker connection failed",
         Exit::PidFile => "pid file in use",
+        Exit::BrokerFull => "broker out of memory",
     }
 }
 

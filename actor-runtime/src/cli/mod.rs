@@ -104,6 +104,7 @@ pub(crate) enum Exit {
     Usage = 2,
     Connection = 3,
     PidFile = 4,
+    BrokerFull = 5,
 }
 
 impl Exit {
@@ -115,6 +116,7 @@ impl Exit {
             2 => Exit::Usage,
             3 => Exit::Connection,
             4 => Exit::PidFile,
+            5 => Exit::BrokerFull,
             _ => return None,
         })
     }
@@ -140,6 +142,7 @@ impl From<Error> for Failure {
     fn from(err: Error) -> Failure {
         let exit = match &err {
             Error::Connection(_) => Exit::Connection,
+            Error::OutOfMemory(_) => Exit::BrokerFull,
             Error::Config(_)
             | Error::DuplicateActor { .. }
             | Error::UnknownActor(_)

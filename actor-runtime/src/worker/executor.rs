@@ -277,14 +277,15 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
                     m.before_nack(ctx).await;
                 }
             }
-            for attempt in 1..=5u32 {
-                match runner.consumer.nack(&tag, &reason).await {
-                    Ok(()) => break,
-                    Err(err) => {
-                        tracing::error!(queue = %runner.name, id = %tag.id, error = %err, attempt, "dead-lettering failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
-                    }
-                }
+            // Until it works, as acks are retried: a message left in the ack set would only
+            // come back when this process dies. A forced stop ends the wait; the message is
+            // then requeued like any running one (it is still in `in_flight`).
+            let mut attempt = 0u32;
+            while let Err(err) = runner.consumer.nack(&tag, &reason).await {
+                attempt += 1;
+                let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000));
+                tracing::error!(queue = %runner.name, id = %tag.id, error = %err, attempt, ?backoff, "dead-lettering failed; retrying");
+                tokio::time::sleep(backoff).await;
             }
             if let Some(ctx) = &ctx {
                 for m in middleware.iter().rev() {

@@ -186,21 +186,34 @@ impl Conn {
         }
     }
 
-    /// Runs `cmd` once on `conn` within `timeout`, without retrying (heartbeats).
-    pub(crate) async fn query_once<T: FromRedisValue>(
+    /// Runs a script call built with [`evalsha`] once on `conn`, loading the script on
+    /// `NOSCRIPT`, without retrying (heartbeats).
+    pub(crate) async fn eval_once<T: FromRedisValue>(
         &self,
         what: &str,
         conn: &mut ConnectionManager,
+        script: &Script,
         cmd: &Cmd,
     ) -> Result<T> {
-        cmd.query_async(conn)
-            .await
-            .map_err(|e| self.error(what, &e))
+        let result = match cmd.query_async(conn).await {
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                match script.load_async(conn).await {
+                    Ok(_) => cmd.query_async(conn).await,
+                    Err(err) => Err(err),
+                }
+            }
+            other => other,
+        };
+        result.map_err(|e| self.error(what, &e))
     }
 
     pub(crate) fn error(&self, what: &str, err: &RedisError) -> Error {
         let text = format!("redis {what} on {}: {err}", self.url);
-        if is_transient(err) || err.kind() == redis::ErrorKind::AuthenticationFailed {
+        if err.code() == Some("OOM") {
+            Error::OutOfMemory(text)
+        } else if is_transient(err) || err.kind() == redis::ErrorKind::AuthenticationFailed {
             Error::Connection(text)
         } else {
             Error::Broker(text)

@@ -61,6 +61,11 @@ impl Keys {
         format!("{}:*.XQ", glob_escape(&self.ns))
     }
 
+    /// Matches every queue's dead-letter reasons hash in the namespace.
+    pub(crate) fn dead_letter_reasons_pattern(&self) -> String {
+        format!("{}:*.XQ.reasons", glob_escape(&self.ns))
+    }
+
     /// The canonical queue of a dead-letter zset key.
     pub(crate) fn queue_of_dead_letters<'k>(&self, key: &'k str) -> Option<&'k str> {
         key.strip_prefix(&self.ns)?

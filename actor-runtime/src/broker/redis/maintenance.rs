@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::evalsha;
-use super::scripts::{FORGET, PURGE_DEAD, RECOVER};
+use super::scripts::{FORGET, HEARTBEAT, PURGE_DEAD, RECOVER, SWEEP_REASONS};
 use super::Shared;
 use crate::error::Result;
 use crate::message::now_ms;
@@ -32,13 +32,14 @@ pub(crate) async fn heartbeat_loop(shared: Weak<Shared>, stop: CancellationToken
     };
     loop {
         let Some((interval, cmd)) = shared.upgrade().map(|s| {
-            let mut cmd = redis::cmd("ZADD");
-            cmd.arg(s.keys.heartbeats()).arg(now_ms()).arg(&s.worker_id);
+            let mut cmd = evalsha(&HEARTBEAT, &[&s.keys.heartbeats()]);
+            cmd.arg(now_ms()).arg(&s.worker_id);
             (s.config.heartbeat_interval_or_default(), cmd)
         }) else {
             return;
         };
-        let wait = match conn.query_once::<()>("heartbeat", &mut manager, &cmd).await {
+        let beat = conn.eval_once::<i64>("heartbeat", &mut manager, &HEARTBEAT, &cmd);
+        let wait = match beat.await.map(drop) {
             Ok(()) => interval,
             Err(err) => {
                 tracing::warn!(error = %err, "heartbeat failed; retrying shortly");
@@ -154,7 +155,41 @@ pub(crate) async fn purge_expired_dead_letters(shared: &Shared) -> Result<u64> {
     if purged > 0 {
         tracing::info!(count = purged, "purged expired dead letters");
     }
+    sweep_orphan_reasons(shared).await?;
     Ok(purged)
+}
+
+/// Deletes dead-letter reasons whose dead letter is gone: Python's flush and dead-letter TTL
+/// remove `.XQ` entries (or the whole zset) without knowing our reasons hash.
+pub(crate) async fn sweep_orphan_reasons(shared: &Shared) -> Result<u64> {
+    const PAGE: u64 = 500;
+    let mut swept = 0;
+    for reasons in scan(shared, &shared.keys.dead_letter_reasons_pattern()).await? {
+        let Some(xq) = reasons.strip_suffix(".reasons") else {
+            continue;
+        };
+        let mut cursor = "0".to_owned();
+        loop {
+            let mut cmd = evalsha(&SWEEP_REASONS, &[xq, &reasons]);
+            cmd.arg(&cursor).arg(PAGE);
+            let (next, deleted): (String, u64) = shared
+                .conn
+                .eval("sweep dead-letter reasons", &SWEEP_REASONS, &cmd)
+                .await?;
+            swept += deleted;
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    if swept > 0 {
+        tracing::info!(
+            count = swept,
+            "deleted the reasons of dead letters deleted elsewhere"
+        );
+    }
+    Ok(swept)
 }
 
 /// Every key matching `pattern`, by SCAN (never KEYS, which blocks the server and is

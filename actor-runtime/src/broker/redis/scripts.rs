@@ -21,4 +21,6 @@ script!(PROMOTE, "promote.lua");
 script!(RECOVER, "recover.lua");
 script!(FORGET, "forget.lua");
 script!(PURGE_DEAD, "purge_dead.lua");
+script!(SWEEP_REASONS, "sweep_reasons.lua");
+script!(HEARTBEAT, "heartbeat.lua");
 script!(REQUEUE_DEAD, "requeue_dead.lua");

@@ -11,6 +11,9 @@ if beat and tonumber(beat) >= tonumber(ARGV[2]) then
   return -1
 end
 local ids = redis.call('SMEMBERS', KEYS[1])
+-- Deleting first is a write that cannot grow memory, after which the pushes may run even
+-- when Redis is out of memory (see fetch.lua).
+redis.call('DEL', KEYS[1])
 local n = 0
 for i = 1, #ids do
   if redis.call('HEXISTS', KEYS[3], ids[i]) == 1 then
@@ -18,5 +21,4 @@ for i = 1, #ids do
     n = n + 1
   end
 end
-redis.call('DEL', KEYS[1])
 return n
