@@ -3,7 +3,8 @@
 //! `DRAMATIQ_NAMESPACE`, `HEARTBEAT_TIMEOUT_MS`, ...; `WORKER_THREADS`, `WORKER_PREFETCH`).
 //!
 //! Actors record into Redis under the namespace: `SADD {ns}:done <id>` and `INCR {ns}:runs`
-//! per successful run, `INCR {ns}:poison_runs` per poison attempt.
+//! per successful run, `INCR {ns}:poison_runs` per poison attempt, `HSET {ns}:blobs <id> <len>`
+//! per blob.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -62,6 +63,15 @@ async fn poison(id: u64) {
     let mut conn = side_connection().await;
     let _: Result<i64, _> = conn.incr(format!("{}:poison_runs", namespace()), 1).await;
     panic!("poison message {id}");
+}
+
+/// Records the length of a large argument (the delayed-memory tests send 1 MB ones).
+#[actor(queue_name = "faults")]
+async fn blob(id: u64, data: String) -> Result<(), String> {
+    let mut conn = side_connection().await;
+    conn.hset::<_, _, _, ()>(format!("{}:blobs", namespace()), id, data.len())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn env_usize(key: &str, default: usize) -> usize {

@@ -13,16 +13,16 @@ use tokio::process::{Child, Command};
 use crate::common::{namespace, redis_url};
 use crate::redis_broker::support::eventually;
 
-const QUEUE: &str = "faults";
+pub(crate) const QUEUE: &str = "faults";
 
 /// A running `fault_worker` process.
-struct WorkerProcess {
-    child: Child,
-    worker_id: String,
+pub(crate) struct WorkerProcess {
+    pub(crate) child: Child,
+    pub(crate) worker_id: String,
 }
 
 impl WorkerProcess {
-    async fn start(url: &str, ns: &str, extra: &[(&str, &str)]) -> WorkerProcess {
+    pub(crate) async fn start(url: &str, ns: &str, extra: &[(&str, &str)]) -> WorkerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_fault_worker"));
         command
             .env("REDIS_URL", url)
@@ -48,7 +48,7 @@ impl WorkerProcess {
         WorkerProcess { child, worker_id }
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("running").to_string();
         let status = std::process::Command::new("kill")
             .args([signal, &pid])
@@ -57,7 +57,7 @@ impl WorkerProcess {
         assert!(status.success());
     }
 
-    async fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+    pub(crate) async fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
         tokio::time::timeout(within, self.child.wait())
             .await
             .expect("worker exits in time")
@@ -65,7 +65,7 @@ impl WorkerProcess {
     }
 }
 
-async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
+pub(crate) async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
@@ -81,7 +81,7 @@ async fn done(conn: &mut redis::aio::MultiplexedConnection, ns: &str) -> u64 {
     conn.scard(format!("{ns}:done")).await.unwrap()
 }
 
-fn producer(url: &str, ns: &str) -> Arc<RedisBroker> {
+pub(crate) fn producer(url: &str, ns: &str) -> Arc<RedisBroker> {
     let config = RedisConfig::new(url).namespace(ns);
     Arc::new(RedisBroker::new(config).unwrap())
 }
@@ -93,7 +93,7 @@ async fn send_work(broker: &RedisBroker, ids: std::ops::Range<u64>, millis: u64)
     }
 }
 
-async fn cleanup(url: &str, ns: &str) {
+pub(crate) async fn cleanup(url: &str, ns: &str) {
     let mut conn = connection(url).await;
     let keys: Vec<String> = {
         let mut iter: redis::AsyncIter<'_, String> =

@@ -8,6 +8,7 @@ mod faults;
 mod interop;
 mod rate_limits;
 mod redis_broker;
+mod redis_delayed;
 mod results;
 mod results_interop;
 mod results_on_redis_broker;

@@ -161,7 +161,7 @@ pub(crate) async fn requeue_dead_letters(
             let Some(message) = payload.and_then(|p| Message::decode(&p).ok()) else {
                 continue;
             };
-            let (new_id, payload) = promoted(&message, queue);
+            let (new_id, payload) = promoted(message, queue);
             script.arg(id).arg(new_id).arg(payload);
             any = true;
         }

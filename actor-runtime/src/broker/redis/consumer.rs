@@ -1,5 +1,5 @@
-//! Consuming one queue: batched fetches into this worker's ack set, delayed messages held
-//! until due, and wake-ups on keyspace notifications.
+//! Consuming one queue: batched fetches into this worker's ack set, delayed messages claimed
+//! and held (ids only) until due, and wake-ups on keyspace notifications.
 //!
 //! Cancel safety: every fetch round runs in a spawned task, so dropping `fetch` never
 //! interrupts a script. A fetched batch nobody receives puts itself back at the head of the
@@ -240,7 +240,7 @@ impl Drop for Fetched {
     }
 }
 
-/// One fetch round, run as its own task: reclaim orphans if a fetch failed, refill delayed
+/// One fetch round, run as its own task: reclaim orphans if a fetch failed, claim delayed
 /// messages from the delay queue, promote the due ones, then fetch up to `max` ready
 /// messages. Returns them with the next eta held.
 async fn round(
@@ -277,7 +277,7 @@ async fn round(
 /// Runs the fetch script on `list`/`msgs` into `acks`: (id, payload) pairs. A failed attempt
 /// may have popped ids nobody will see, so it marks the queue for reclaiming (done before the
 /// next fetch, or at once by the caller once it has recorded what it got).
-pub(super) async fn fetch_script(
+async fn fetch_script(
     shared: &Shared,
     queue: &QueueState,
     keys: [&str; 3],

@@ -11,7 +11,10 @@
 //! - **Dead workers** (Rust or Python) are found on a timer and their fetched messages, in
 //!   every queue, come back within about one heartbeat timeout; found with `SCAN`, not `KEYS`.
 //! - **Delayed messages** move from `q.DQ` to `q` in one atomic script: no duplicate when a
-//!   worker dies mid-move (Dramatiq #431).
+//!   worker dies mid-move (Dramatiq #431). They cost a worker memory by count, not size: it
+//!   holds ids, etas and sizes (about 150 bytes a message, up to
+//!   [`RedisConfig::delay_prefetch`] per queue) and reads a payload only when it is due, in
+//!   batches of at most 8 MiB. Dramatiq holds the whole messages until due.
 //! - **Pickup latency**: idle consumers wait on Redis keyspace notifications (enabled with
 //!   `CONFIG SET` when allowed), so a message pushed by any producer is picked up in about a
 //!   millisecond; without them consumers poll every [`RedisConfig::poll_interval`].

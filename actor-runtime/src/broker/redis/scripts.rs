@@ -17,6 +17,7 @@ script!(FETCH, "fetch.lua");
 script!(ACK, "ack.lua");
 script!(NACK, "nack.lua");
 script!(REQUEUE, "requeue.lua");
+script!(CLAIM_DELAYED, "claim_delayed.lua");
 script!(PROMOTE, "promote.lua");
 script!(RECOVER, "recover.lua");
 script!(FORGET, "forget.lua");
