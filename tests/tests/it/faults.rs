@@ -234,14 +234,29 @@ async fn poison_message_is_retried_then_dead_lettered_and_the_worker_survives() 
 }
 
 /// A private Redis server (with an append-only file, so a restart keeps the data).
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     child: Child,
     port: u16,
     dir: std::path::PathBuf,
 }
 
 impl PrivateRedis {
+    /// On a free port, its files in a fresh temporary directory, with `extra` settings.
+    pub(crate) async fn fresh(extra: &[&str]) -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("private-redis-{}", uuid::Uuid::new_v4()));
+        PrivateRedis::start_with(port, dir, extra).await
+    }
+
     async fn start(port: u16, dir: std::path::PathBuf) -> PrivateRedis {
+        PrivateRedis::start_with(port, dir, &[]).await
+    }
+
+    async fn start_with(port: u16, dir: std::path::PathBuf, extra: &[&str]) -> PrivateRedis {
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args([
@@ -255,6 +270,7 @@ impl PrivateRedis {
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(&dir)
+            .args(extra)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -280,8 +296,18 @@ impl PrivateRedis {
         PrivateRedis { child, port, dir }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (SIGKILL: nothing is saved but what the append-only file has).
+    pub(crate) async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Starts the server again on its port and files, once it was killed.
+    pub(crate) async fn start_again(&self) -> PrivateRedis {
+        PrivateRedis::start(self.port, self.dir.clone()).await
     }
 
     async fn restart(mut self) -> PrivateRedis {

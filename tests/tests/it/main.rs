@@ -9,6 +9,7 @@ mod interop;
 mod rate_limits;
 mod redis_broker;
 mod redis_delayed;
+mod redis_pressure;
 mod results;
 mod results_interop;
 mod results_on_redis_broker;

@@ -14,7 +14,6 @@
 -- KEYS[4] heartbeats zset
 -- ARGV[1] max count   ARGV[2] max payload bytes   ARGV[3] worker id   ARGV[4] now (ms)
 -- Returns { { {id, eta, size}, ... }, {missing ids...}, ids left in the list }
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 local max, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
 -- LRANGE then one LTRIM: one keyspace event for the batch, and servers older than 6.2
 -- (no LPOP count) work the same.
@@ -52,4 +51,7 @@ end
 if #taken > 0 then
   redis.call('SADD', KEYS[3], unpack(taken))
 end
+-- Last, and allowed to fail: Redis out of memory refuses a ZADD before any other write
+-- (see fetch.lua), and the heartbeat has a timer of its own anyway.
+redis.pcall('ZADD', KEYS[4], ARGV[4], ARGV[3])
 return { claimed, missing, redis.call('LLEN', KEYS[1]) }

@@ -1,0 +1,218 @@
+//! Redis under pressure: out of memory (maxmemory with noeviction), a server gone while a
+//! message is being dead-lettered, and dead-letter reasons whose dead letters were deleted
+//! by someone else (Python's flush or TTL).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actor_runtime::{actor, Broker, Error, RedisBroker, RedisConfig, Worker};
+use redis::AsyncCommands;
+use tokio::sync::Semaphore;
+
+use crate::common::namespace;
+use crate::faults::PrivateRedis;
+use crate::redis_broker::support::{broker, cleanup, config, raw};
+
+#[actor(queue_name = "pressure")]
+async fn pressure_ok(blob: String) {
+    let _ = blob;
+}
+
+#[actor(queue_name = "pressure", max_retries = 0)]
+async fn pressure_fail(blob: String) -> Result<(), String> {
+    Err(format!("refused a blob of {} bytes", blob.len()))
+}
+
+/// Released by the test once the server is down.
+fn gate() -> &'static Semaphore {
+    static GATE: OnceLock<Semaphore> = OnceLock::new();
+    GATE.get_or_init(|| Semaphore::new(0))
+}
+
+/// Signalled when `fail_when_released` starts.
+fn started() -> &'static Semaphore {
+    static STARTED: OnceLock<Semaphore> = OnceLock::new();
+    STARTED.get_or_init(|| Semaphore::new(0))
+}
+
+#[actor(queue_name = "pressure_gone", max_retries = 0)]
+async fn fail_when_released() -> Result<(), String> {
+    started().add_permits(1);
+    gate().acquire().await.map_err(|e| e.to_string())?.forget();
+    Err("failed while the server was down".into())
+}
+
+fn private_broker(url: &str, ns: &str) -> Arc<RedisBroker> {
+    broker(
+        RedisConfig::new(url)
+            .namespace(ns)
+            .retry_timeout(Duration::from_millis(200)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_drain_and_dead_letter_on_a_redis_that_is_out_of_memory() {
+    let redis =
+        PrivateRedis::fresh(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]).await;
+    let ns = namespace();
+    let producer = private_broker(&redis.url(), &ns);
+    let blob = "x".repeat(20_000);
+    for _ in 0..3 {
+        pressure_fail::message(blob.clone())
+            .broker(producer.clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    // Fill the server until it refuses, with a clear error.
+    let mut stored = 3;
+    let refusal = loop {
+        match pressure_ok::message(blob.clone())
+            .broker(producer.clone())
+            .send()
+            .await
+        {
+            Ok(_) => stored += 1,
+            Err(err) => break err,
+        }
+        assert!(
+            stored < 10_000,
+            "a 4 MB server took {stored} messages of 20 KB"
+        );
+    };
+    assert!(matches!(refusal, Error::OutOfMemory(_)), "{refusal}");
+    assert!(refusal.to_string().contains("out of memory"), "{refusal}");
+
+    // The CLI says so with its own exit code.
+    let output = tokio::process::Command::new(crate::cli::WORKER)
+        .args(["enqueue", "cli_record", "--args", r#"["k"]"#])
+        .env("REDIS_URL", redis.url())
+        .env("DRAMATIQ_NAMESPACE", &ns)
+        .env_remove("APP_ENV")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("out of memory"), "{stderr}");
+
+    // A worker drains the full server: fetching, acking and dead-lettering all write.
+    let worker = Worker::new(producer.clone() as Arc<dyn Broker>)
+        .threads(2)
+        .queues(["pressure"])
+        .start()
+        .await
+        .unwrap();
+    producer
+        .join("pressure", Some(Duration::from_secs(60)), false)
+        .await
+        .unwrap();
+    worker.stop().await.unwrap();
+    let stats = producer.stats("pressure").await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.dead),
+        (0, 0, 3),
+        "{stats:?}"
+    );
+    // Memory came back.
+    pressure_ok::message(blob)
+        .broker(producer.clone())
+        .send()
+        .await
+        .unwrap();
+    producer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_retried_until_the_server_takes_it() {
+    let mut redis = PrivateRedis::fresh(&[]).await;
+    let ns = namespace();
+    let broker = private_broker(&redis.url(), &ns);
+    let worker = Worker::new(broker.clone() as Arc<dyn Broker>)
+        .threads(1)
+        .queues(["pressure_gone"])
+        .start()
+        .await
+        .unwrap();
+    fail_when_released::message()
+        .broker(broker.clone())
+        .send()
+        .await
+        .unwrap();
+    started().acquire().await.unwrap().forget();
+    redis.kill().await;
+    gate().add_permits(1);
+    // Down longer than the five attempts the worker used to make before giving up and
+    // leaving the message in its ack set.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let _redis = redis.start_again().await;
+    broker
+        .join("pressure_gone", Some(Duration::from_secs(30)), false)
+        .await
+        .unwrap();
+    let stats = broker.stats("pressure_gone").await.unwrap();
+    assert_eq!((stats.in_flight, stats.dead), (0, 1), "{stats:?}");
+    worker.stop().await.unwrap();
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reasons_of_dead_letters_deleted_elsewhere_are_swept() {
+    let ns = namespace();
+    let broker = broker(config(&ns));
+    let worker = Worker::new(broker.clone() as Arc<dyn Broker>)
+        .threads(1)
+        .queues(["pressure"])
+        .start()
+        .await
+        .unwrap();
+    for blob in ["kept", "flushed"] {
+        let mut message = pressure_fail::message(blob.to_owned()).build().unwrap();
+        if blob == "flushed" {
+            message.queue_name = "pressure_flushed".into();
+        }
+        broker.enqueue(message, None).await.unwrap();
+    }
+    // The second queue's dead letter needs a worker of its own.
+    let flushed_worker = Worker::new(broker.clone() as Arc<dyn Broker>)
+        .threads(1)
+        .queues(["pressure_flushed"])
+        .start()
+        .await
+        .unwrap();
+    for queue in ["pressure", "pressure_flushed"] {
+        broker
+            .join(queue, Some(Duration::from_secs(10)), false)
+            .await
+            .unwrap();
+    }
+    worker.stop().await.unwrap();
+    flushed_worker.stop().await.unwrap();
+    let mut conn = raw().await;
+    // What Python's flush (or its dead-letter TTL) does: the zset and payloads go, the
+    // reasons hash it does not know stays.
+    let _: () = conn
+        .del(&[
+            format!("{ns}:pressure_flushed.XQ"),
+            format!("{ns}:pressure_flushed.XQ.msgs"),
+        ])
+        .await
+        .unwrap();
+    let before: usize = conn
+        .hlen(format!("{ns}:pressure_flushed.XQ.reasons"))
+        .await
+        .unwrap();
+    assert_eq!(before, 1);
+
+    broker.run_maintenance().await.unwrap();
+    let orphans: usize = conn
+        .hlen(format!("{ns}:pressure_flushed.XQ.reasons"))
+        .await
+        .unwrap();
+    let kept: usize = conn
+        .hlen(format!("{ns}:pressure.XQ.reasons"))
+        .await
+        .unwrap();
+    assert_eq!((orphans, kept), (0, 1));
+    cleanup(&broker, 0).await;
+}
