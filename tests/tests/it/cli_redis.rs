@@ -15,15 +15,15 @@ use super::common::{namespace, redis_url};
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// One test's namespace on the test Redis, and a file its workers' actors append to.
-struct Fixture {
+pub(super) struct Fixture {
     url: String,
     ns: String,
     out: std::path::PathBuf,
-    broker: Arc<RedisBroker>,
+    pub(super) broker: Arc<RedisBroker>,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(super) fn new() -> Fixture {
         let (url, ns) = (redis_url(), namespace());
         let broker = Arc::new(RedisBroker::new(RedisConfig::new(&url).namespace(&ns)).unwrap());
         Fixture {
@@ -66,7 +66,7 @@ impl Fixture {
         serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
     }
 
-    fn spawn(&self, args: &[&str]) -> Proc {
+    pub(super) fn spawn(&self, args: &[&str]) -> Proc {
         Proc::spawn(WORKER, args, &self.env())
     }
 
@@ -91,7 +91,7 @@ impl Fixture {
     }
 
     /// What the actors recorded: key -> number of runs.
-    fn recorded(&self) -> HashMap<String, usize> {
+    pub(super) fn recorded(&self) -> HashMap<String, usize> {
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
         let mut runs = HashMap::new();
         for line in text.lines() {
@@ -115,7 +115,7 @@ impl Fixture {
         }
     }
 
-    async fn cleanup(self) {
+    pub(super) async fn cleanup(self) {
         self.broker.close().await;
         let _ = std::fs::remove_file(&self.out);
         let mut conn = redis::Client::open(self.url.as_str())
