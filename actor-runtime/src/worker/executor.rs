@@ -23,6 +23,7 @@ use crate::registry::Registry;
 use super::blocking::{BlockingPool, CallError};
 use super::consumer::QueueRunner;
 use super::process::{process, Outcome};
+use super::watchdog::Watchdog;
 
 /// What the worker's tasks share.
 pub(crate) struct Shared {
@@ -44,6 +45,7 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Where plain `fn` actors run.
     pub(crate) blocking: BlockingPool,
+    pub(crate) watchdog: Watchdog,
 }
 
 /// Totals since the worker started.
@@ -131,6 +133,7 @@ impl Shared {
             cancel_running: CancellationToken::new(),
             counters: Counters::default(),
             blocking: BlockingPool::new(threads, max_abandoned_threads, shutdown.clone()),
+            watchdog: Watchdog::start(threads),
             shutdown,
         }
     }
@@ -286,7 +289,8 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
     shared.in_flight().remove(&seq);
 }
 
-/// Runs an actor's call: async on this runtime, blocking calls on the worker's pool. A panic becomes a failure; past `time_limit` the call is
+/// Runs an actor's call: async on this runtime (watched for blocking its thread), blocking
+/// calls on the worker's pool. A panic becomes a failure; past `time_limit` the call is
 /// cancelled (a blocking call is abandoned to finish on its thread) and fails with
 /// `TimeLimitExceeded`.
 pub(crate) async fn run_handler(
@@ -298,7 +302,10 @@ pub(crate) async fn run_handler(
 ) -> Result<Value, ActorFailure> {
     let call = async move {
         match handler {
-            Handler::Async(future) => CURRENT.scope(current, CatchUnwind(future)).await,
+            Handler::Async(future) => {
+                let watched = shared.watchdog.watch(&current.message, CatchUnwind(future));
+                CURRENT.scope(current, watched).await
+            }
             Handler::Blocking(call) => {
                 let message = current.message.clone();
                 let call = move || CURRENT.sync_scope(current, call);

@@ -5,6 +5,7 @@ mod consumer;
 mod executor;
 mod process;
 mod shutdown;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -42,6 +43,11 @@ pub use shutdown::wait_for_signal;
 /// error naming the actors and asks its owner to stop it
 /// ([`RunningWorker::stop_requested`]): [`run`](Worker::run) and the CLI then stop it
 /// gracefully so that a fresh process replaces it.
+///
+/// An `async fn` actor that blocks (a blocking client, `std::thread::sleep`) stalls its
+/// runtime thread, and with one thread every other message. A watchdog thread warns, naming
+/// the actor and message, when one poll of an async actor runs for over a second, and again
+/// when it returns.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -499,6 +505,7 @@ impl RunningWorker {
         }
         // Threads still running abandoned calls end when their call returns.
         self.shared.blocking.close();
+        self.shared.watchdog.stop();
         let counters = &self.shared.counters;
         report.succeeded = counters.succeeded.load(Ordering::Relaxed);
         report.failed = counters.failed.load(Ordering::Relaxed);

@@ -51,6 +51,13 @@ fn cli_stuck(key: String, ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
+/// The mistake the watchdog reports: an async actor that blocks its runtime thread.
+#[actor(queue_name = "cli")]
+async fn cli_block(key: String, ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+    record(json!({"actor": "cli_block", "key": key, "pid": std::process::id()}));
+}
+
 fn main() -> ExitCode {
     actor_runtime::cli::main()
 }

@@ -1,7 +1,8 @@
 //! Slow and blocking actors. A plain `fn` actor past its time limit abandons its thread; the
 //! pool replaces it, counts it, and past a cap the worker asks to be stopped, which the CLI
-//! does so that its supervisor starts a fresh process. In-process on the stub broker, then
-//! through the CLI binary on Redis.
+//! does so that its supervisor starts a fresh process. An async actor that blocks its runtime
+//! thread is reported by the watchdog. In-process on the stub broker, then through the CLI
+//! binary on Redis.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
@@ -280,5 +281,51 @@ async fn a_worker_with_too_many_stuck_threads_is_replaced_by_its_supervisor() {
         let peak = peak.await.unwrap();
         assert!(peak <= 8, "a worker process had {peak} threads");
     }
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_actor_blocking_its_runtime_thread_is_reported() {
+    let f = Fixture::new();
+    let mut worker = f.spawn(&["-p", "1", "-t", "1"]);
+    worker.wait_message("worker started").await;
+    let message = Message::new("cli", "cli_block", vec!["b".into(), 2_000.into()]);
+    let id = message.message_id.clone();
+    f.broker.enqueue(message, None).await.unwrap();
+
+    let about = |start: &'static str| {
+        let id = id.clone();
+        move |l: &serde_json::Value| {
+            l["level"] == "WARN"
+                && l["message_id"] == id.as_str()
+                && l["message"].as_str().is_some_and(|m| m.starts_with(start))
+        }
+    };
+    let warning = worker
+        .wait_for(
+            "the watchdog's warning",
+            about("an async actor has blocked its runtime thread for over 1."),
+        )
+        .await;
+    assert_eq!(warning["actor"], "cli_block", "{warning}");
+    assert_eq!(warning["queue"], "cli", "{warning}");
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message
+            .ends_with("use a plain `fn` actor or tokio::task::spawn_blocking for blocking calls"),
+        "{message}"
+    );
+    let returned = worker
+        .wait_for(
+            "how long it blocked",
+            about("an async actor blocked its runtime thread for about"),
+        )
+        .await;
+    let blocked = returned["blocked_ms"].as_u64().unwrap();
+    assert!((1_700..=2_600).contains(&blocked), "{returned}");
+
+    crate::cli::kill("TERM", worker.pid());
+    assert_eq!(worker.exit().await.code(), Some(0), "{}", worker.dump());
+    assert_eq!(f.recorded().get("b"), Some(&1));
     f.cleanup().await;
 }
