@@ -93,7 +93,8 @@ impl<T, E: Display> IntoActorResult for Result<T, E> {
 }
 
 /// What an actor's decoded call becomes: a future on the worker's runtime, or a closure for
-/// tokio's blocking pool (plain `fn` actors, so CPU-bound work never stalls async workers).
+/// the worker's own thread pool (plain `fn` actors, so CPU-bound or blocking work never
+/// stalls async actors).
 pub enum Handler {
     /// An `async fn` actor.
     Async(Pin<Box<dyn Future<Output = Result<Value, ActorFailure>> + Send>>),

@@ -84,6 +84,19 @@ pub enum Error {
     /// The broker was closed.
     #[error("the broker is closed")]
     Closed,
+    /// The worker stopped itself: more threads were stuck in plain `fn` actors past their
+    /// time limit than `Worker::max_abandoned_threads` allows. A fresh process should
+    /// replace it.
+    #[error(
+        "the worker stopped: {abandoned} threads are stuck in plain `fn` actors past their \
+         time limit (at most {max} allowed); start a fresh process"
+    )]
+    AbandonedThreads {
+        /// Threads still running abandoned calls when the worker stopped.
+        abandoned: usize,
+        /// The most allowed.
+        max: usize,
+    },
 }
 
 /// `Result` with the runtime's [`Error`].

@@ -55,6 +55,12 @@ pub(crate) struct WorkerArgs {
     #[arg(long, value_name = "DURATION")]
     pub(crate) shutdown_timeout: Option<String>,
 
+    /// Stop a worker process gracefully (for its supervisor to replace it) once more than
+    /// this many threads are stuck in plain `fn` actors past their time limit [env:
+    /// WORKER_MAX_ABANDONED_THREADS] [default: max(threads, 4)].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_abandoned_threads: Option<u32>,
+
     /// Recycle a worker process (graceful stop, then a fresh one) once its resident memory
     /// exceeds this many MB [env: WORKER_MAX_MEMORY_MB]; implies a supervisor.
     #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..))]

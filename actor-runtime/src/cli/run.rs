@@ -44,7 +44,7 @@ pub(crate) fn run(settings: &WorkerSettings, role: Role) -> Exit {
         }
     };
     let ending = runtime.block_on(serve(settings, role));
-    // Only abandoned calls (a blocking actor past its grace period) can be left: do not wait.
+    // Only the user's own blocking tasks can be left: do not wait.
     runtime.shutdown_timeout(Duration::from_millis(50));
     match ending {
         Ok(Ending::Exit(exit)) => exit,
@@ -162,12 +162,23 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
     if let Some(prefetch) = settings.prefetch {
         worker = worker.prefetch(prefetch);
     }
+    if let Some(max) = settings.max_abandoned_threads {
+        worker = worker.max_abandoned_threads(max);
+    }
     let running = worker.start().await.map_err(Failure::from)?;
+    // Too many threads stuck in `fn` actors (the worker logged why): stop gracefully and exit
+    // 1, so that the supervisor, or whatever runs this process, starts a fresh one.
+    let stop_requested = running.stop_requested();
 
     let (ending, forced) = match role {
         Role::Alone => {
-            let signal = signals.any().await;
-            tracing::info!(%signal, "stopping gracefully");
+            let signal = tokio::select! {
+                signal = signals.any() => Some(signal),
+                () = stop_requested => None,
+            };
+            if let Some(signal) = signal {
+                tracing::info!(%signal, "stopping gracefully");
+            }
             let mut forced = false;
             let report = running
                 .stop_or_cancel_on(async {
@@ -177,22 +188,29 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
                 })
                 .await;
             report.map_err(Failure::from)?;
-            let ending = if signal == "SIGHUP" {
-                Ending::Reexec
-            } else {
-                Ending::Exit(Exit::Ok)
+            let ending = match signal {
+                Some("SIGHUP") => Ending::Reexec,
+                Some(_) => Ending::Exit(Exit::Ok),
+                None => Ending::Exit(Exit::Killed),
             };
             (ending, forced)
         }
         Role::Child { .. } => {
             announce_ready(metrics_bound);
             let parent = std::os::unix::process::parent_id();
-            tokio::select! {
-                signal = signals.term_or_hup() => tracing::info!(%signal, "stopping gracefully"),
-                () = parent_gone(parent) => tracing::warn!("the supervisor is gone: stopping gracefully"),
-            }
+            let exit = tokio::select! {
+                signal = signals.term_or_hup() => {
+                    tracing::info!(%signal, "stopping gracefully");
+                    Exit::Ok
+                }
+                () = parent_gone(parent) => {
+                    tracing::warn!("the supervisor is gone: stopping gracefully");
+                    Exit::Ok
+                }
+                () = stop_requested => Exit::Killed,
+            };
             running.stop().await.map_err(Failure::from)?;
-            (Ending::Exit(Exit::Ok), false)
+            (Ending::Exit(exit), false)
         }
     };
     broker.close().await;

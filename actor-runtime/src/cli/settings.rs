@@ -21,6 +21,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) queues: Option<Vec<String>>,
     pub(crate) prefetch: Option<usize>,
     pub(crate) shutdown_timeout: Duration,
+    /// `None`: the worker's default.
+    pub(crate) max_abandoned_threads: Option<usize>,
     pub(crate) max_memory_mb: Option<u64>,
     pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) pid_file: Option<PathBuf>,
@@ -105,6 +107,11 @@ pub(crate) fn resolve(
         .map(u64::from)
         .or_else(|| r.number("WORKER_PREFETCH", 1))
         .map(|n| n as usize);
+    let max_abandoned_threads = args
+        .max_abandoned_threads
+        .map(u64::from)
+        .or_else(|| r.number("WORKER_MAX_ABANDONED_THREADS", 0))
+        .map(|n| n as usize);
     let max_memory_mb = args
         .max_memory
         .or_else(|| r.number("WORKER_MAX_MEMORY_MB", 1));
@@ -153,6 +160,7 @@ pub(crate) fn resolve(
             queues,
             prefetch,
             shutdown_timeout,
+            max_abandoned_threads,
             max_memory_mb,
             metrics_addr,
             pid_file: args.pid_file.clone(),
@@ -275,6 +283,7 @@ mod tests {
         assert_eq!(s.threads, 1);
         assert_eq!(s.queues, None);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_abandoned_threads, None);
         assert!(s.supervised());
     }
 
@@ -311,6 +320,7 @@ mod tests {
                 ("WORKER_PREFETCH", "10"),
                 ("WORKER_SHUTDOWN_TIMEOUT", "2m"),
                 ("WORKER_MAX_MEMORY_MB", "300"),
+                ("WORKER_MAX_ABANDONED_THREADS", "0"),
                 ("METRICS_ADDR", "127.0.0.1:9191"),
             ]),
         )
@@ -321,6 +331,7 @@ mod tests {
         assert_eq!(s.prefetch, Some(10));
         assert_eq!(s.shutdown_timeout, Duration::from_secs(120));
         assert_eq!(s.max_memory_mb, Some(300));
+        assert_eq!(s.max_abandoned_threads, Some(0));
         assert_eq!(s.metrics_addr, Some("127.0.0.1:9191".parse().unwrap()));
     }
 

@@ -20,8 +20,10 @@ use crate::broker::{Broker, Delivery, DeliveryTag};
 use crate::middleware::current::{Current, CURRENT};
 use crate::registry::Registry;
 
+use super::blocking::{BlockingPool, CallError};
 use super::consumer::{Budget, QueueRunner};
 use super::process::{process, Outcome};
+use super::watchdog::Watchdog;
 
 /// What the worker's tasks share.
 pub(crate) struct Shared {
@@ -43,6 +45,9 @@ pub(crate) struct Shared {
     /// Cancelled when the grace period ends: running messages are dropped and requeued.
     pub(crate) cancel_running: CancellationToken,
     pub(crate) counters: Counters,
+    /// Where plain `fn` actors run.
+    pub(crate) blocking: BlockingPool,
+    pub(crate) watchdog: Watchdog,
 }
 
 /// Totals since the worker started.
@@ -115,7 +120,9 @@ impl Shared {
         registry: &'static Registry,
         threads: usize,
         prefetch: Option<usize>,
+        max_abandoned_threads: usize,
     ) -> Self {
+        let shutdown = CancellationToken::new();
         Shared {
             broker,
             registry,
@@ -127,9 +134,11 @@ impl Shared {
             budget: Budget::new(prefetch, threads),
             average_ns: AtomicU64::new(0),
             in_flight: Mutex::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
             cancel_running: CancellationToken::new(),
             counters: Counters::default(),
+            blocking: BlockingPool::new(threads, max_abandoned_threads, shutdown.clone()),
+            watchdog: Watchdog::start(threads),
+            shutdown,
         }
     }
 
@@ -298,10 +307,12 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
     shared.in_flight().remove(&seq);
 }
 
-/// Runs an actor's call: async on this runtime, blocking calls on tokio's blocking pool.
-/// A panic becomes a failure; past `time_limit` the call is cancelled (a blocking call is
-/// abandoned to finish on its thread) and fails with `TimeLimitExceeded`.
+/// Runs an actor's call: async on this runtime (watched for blocking its thread), blocking
+/// calls on the worker's pool. A panic becomes a failure; past `time_limit` the call is
+/// cancelled (a blocking call is abandoned to finish on its thread) and fails with
+/// `TimeLimitExceeded`.
 pub(crate) async fn run_handler(
+    shared: &Shared,
     handler: Handler,
     time_limit: Option<Duration>,
     current: Current,
@@ -309,12 +320,20 @@ pub(crate) async fn run_handler(
 ) -> Result<Value, ActorFailure> {
     let call = async move {
         match handler {
-            Handler::Async(future) => CURRENT.scope(current, CatchUnwind(future)).await,
+            Handler::Async(future) => {
+                let watched = shared.watchdog.watch(&current.message, CatchUnwind(future));
+                CURRENT.scope(current, watched).await
+            }
             Handler::Blocking(call) => {
-                match tokio::task::spawn_blocking(move || CURRENT.sync_scope(current, call)).await {
+                let message = current.message.clone();
+                let call = move || CURRENT.sync_scope(current, call);
+                match shared.blocking.submit(message, call).await {
                     Ok(result) => result,
-                    Err(err) if err.is_panic() => Err(panic_failure(err.into_panic())),
-                    Err(err) => Err(ActorFailure::new("Cancelled", err.to_string())),
+                    Err(CallError::Panic(payload)) => Err(panic_failure(payload)),
+                    Err(CallError::Unavailable) => Err(ActorFailure::new(
+                        "Cancelled",
+                        "no thread could be started to run this plain `fn` actor",
+                    )),
                 }
             }
         }

@@ -1,9 +1,11 @@
 //! The worker: consumes queues and runs the registered actors.
 
+mod blocking;
 mod consumer;
 mod executor;
 mod process;
 mod shutdown;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -27,8 +29,25 @@ pub use shutdown::wait_for_signal;
 /// Consumes queues and runs the actors registered with `#[actor]` (Dramatiq's `Worker`).
 ///
 /// `threads` bounds how many messages run at once (async actors share the runtime; plain
-/// `fn` actors use tokio's blocking pool); `prefetch` bounds how many messages per queue are
-/// fetched and not yet acked, including running ones.
+/// `fn` actors run on a pool of as many threads, the worker's own); `prefetch` bounds how
+/// many messages per queue are fetched and not yet acked, including running ones.
+///
+/// # Slow and blocking actors
+///
+/// Rust cannot stop a thread. A plain `fn` actor still running past its time limit (or
+/// cancelled at shutdown) fails as usual, but its thread goes on running it: the worker
+/// counts that thread as *abandoned* and starts another in its place, so other `fn` actors
+/// keep running (and tokio's own blocking pool, which DNS lookups use, is never involved).
+/// Once more threads are abandoned than
+/// [`max_abandoned_threads`](Worker::max_abandoned_threads) allows, the worker logs an
+/// error naming the actors and asks its owner to stop it
+/// ([`RunningWorker::stop_requested`]): [`run`](Worker::run) and the CLI then stop it
+/// gracefully so that a fresh process replaces it.
+///
+/// An `async fn` actor that blocks (a blocking client, `std::thread::sleep`) stalls its
+/// runtime thread, and with one thread every other message. A watchdog thread warns, naming
+/// the actor and message, when one poll of an async actor runs for over a second, and again
+/// when it returns.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -55,6 +74,7 @@ pub struct Worker {
     threads: usize,
     prefetch: Option<usize>,
     shutdown_timeout: Duration,
+    max_abandoned_threads: Option<usize>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -65,6 +85,7 @@ impl std::fmt::Debug for Worker {
             .field("threads", &self.threads)
             .field("prefetch", &self.prefetch)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("max_abandoned_threads", &self.abandoned_cap())
             .finish()
     }
 }
@@ -79,6 +100,7 @@ impl Worker {
             threads: 8,
             prefetch: None,
             shutdown_timeout: Duration::from_secs(30),
+            max_abandoned_threads: None,
         }
     }
 
@@ -118,6 +140,42 @@ impl Worker {
         self
     }
 
+    /// How many threads abandoned by plain `fn` actors that ran past their time limit (see
+    /// [Slow and blocking actors](Worker#slow-and-blocking-actors)) may still be running
+    /// before the worker asks to be stopped. The default, `max(threads, 4)`, lets a whole
+    /// pool's worth of calls hang before the process is replaced; 0 stops at the first.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use actor_runtime::{actor, StubBroker, Worker};
+    ///
+    /// /// A client without a timeout of its own: a call may hang for good.
+    /// #[actor(time_limit = "30s")]
+    /// fn fetch_legacy_report(id: u64) {
+    ///     let _ = id;
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// let worker = Worker::new(Arc::new(StubBroker::new()))
+    ///     .threads(4)
+    ///     // Replace this process once two calls are stuck past their time limit.
+    ///     .max_abandoned_threads(2)
+    ///     .start()
+    ///     .await
+    ///     .unwrap();
+    /// worker.stop().await.unwrap();
+    /// # });
+    /// ```
+    pub fn max_abandoned_threads(mut self, max: usize) -> Self {
+        self.max_abandoned_threads = Some(max);
+        self
+    }
+
+    /// [`max_abandoned_threads`](Self::max_abandoned_threads), or its default.
+    fn abandoned_cap(&self) -> usize {
+        self.max_abandoned_threads.unwrap_or(self.threads.max(4))
+    }
+
     /// Starts consuming; returns a handle to stop the worker.
     pub async fn start(self) -> Result<RunningWorker> {
         let registry = Registry::global()?;
@@ -140,6 +198,7 @@ impl Worker {
             registry,
             self.threads,
             prefetch,
+            self.abandoned_cap(),
         ));
         let fetch_stop = CancellationToken::new();
         let dispatch_stop = CancellationToken::new();
@@ -203,16 +262,33 @@ impl Worker {
 
     /// Runs until SIGINT or SIGTERM, then stops gracefully (a second signal cancels running
     /// messages at once and returns them to their queue).
+    ///
+    /// Should the worker ask to be stopped ([`RunningWorker::stop_requested`]: too many
+    /// threads abandoned by plain `fn` actors), it stops gracefully too and returns
+    /// [`Error::AbandonedThreads`], so that a `main` returning the error exits non-zero and
+    /// its supervisor (systemd, Kubernetes) starts a fresh process.
     pub async fn run(self) -> Result<ShutdownReport> {
         let worker = self.start().await?;
-        let signal = wait_for_signal().await?;
-        tracing::info!(%signal, "shutting down gracefully");
-        worker
+        let abandoned = tokio::select! {
+            signal = wait_for_signal() => {
+                tracing::info!(signal = %signal?, "shutting down gracefully");
+                None
+            }
+            // The pool logged why.
+            () = worker.stop_requested() => {
+                Some((worker.abandoned_threads(), worker.shared.blocking.max_abandoned()))
+            }
+        };
+        let report = worker
             .stop_or_cancel_on(async {
                 let signal = wait_for_signal().await;
                 tracing::warn!(signal = %signal.unwrap_or("?"), "second signal: cancelling running messages");
             })
-            .await
+            .await?;
+        match abandoned {
+            None => Ok(report),
+            Some((abandoned, max)) => Err(Error::AbandonedThreads { abandoned, max }),
+        }
     }
 
     async fn resolve_queues(&self, registry: &Registry) -> Result<Vec<String>> {
@@ -291,6 +367,43 @@ impl RunningWorker {
     /// A token cancelled when shutdown begins (what `notify_shutdown` actors observe).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shared.shutdown.clone()
+    }
+
+    /// Completes when the worker asks its owner to stop it: more threads were abandoned by
+    /// plain `fn` actors past their time limit than
+    /// [`Worker::max_abandoned_threads`] allows (an error log line says how many, and which
+    /// actors). Nothing stops by itself: stop the worker, then let a fresh process take
+    /// over, as [`Worker::run`] and the CLI do.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use actor_runtime::{actor, StubBroker, Worker};
+    ///
+    /// #[actor]
+    /// fn resize(image: String) {
+    ///     let _ = image;
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// let worker = Worker::new(Arc::new(StubBroker::new())).start().await.unwrap();
+    /// # let shutdown = async {};
+    /// tokio::select! {
+    ///     () = shutdown => {}
+    ///     () = worker.stop_requested() => {
+    ///         eprintln!("{} threads are stuck: restarting", worker.abandoned_threads());
+    ///     }
+    /// }
+    /// worker.stop().await.unwrap();
+    /// # });
+    /// ```
+    pub fn stop_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.shared.blocking.stop_requested().cancelled_owned()
+    }
+
+    /// Threads still running calls of plain `fn` actors that were given up on (past their
+    /// time limit, or cancelled at shutdown).
+    pub fn abandoned_threads(&self) -> usize {
+        self.shared.blocking.abandoned()
     }
 
     /// [`stop`](Self::stop), but once `cancel` completes (say, a second signal) the grace
@@ -394,6 +507,9 @@ impl RunningWorker {
                 tracing::error!(queue = %runner.name, error = %err, "closing the consumer failed");
             }
         }
+        // Threads still running abandoned calls end when their call returns.
+        self.shared.blocking.close();
+        self.shared.watchdog.stop();
         let counters = &self.shared.counters;
         report.succeeded = counters.succeeded.load(Ordering::Relaxed);
         report.failed = counters.failed.load(Ordering::Relaxed);

@@ -62,7 +62,7 @@ pub(crate) async fn process(
                     shutdown: shared.shutdown.clone(),
                 };
                 let interrupt = ctx.interrupt_on_shutdown().then(|| shared.shutdown.clone());
-                run_handler(handler, ctx.time_limit(), current, interrupt).await
+                run_handler(shared, handler, ctx.time_limit(), current, interrupt).await
             }
             Err(err) => {
                 tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, error = %err, "bad arguments; dead-lettering the message");

@@ -63,6 +63,14 @@ async fn cli_fail(key: String) -> Result<(), String> {
     Err(format!("{key} always fails"))
 }
 
+/// A plain `fn` that overruns its 200 ms time limit: it sleeps `ms` on its thread, which the
+/// worker abandons.
+#[actor(queue_name = "cli", time_limit = 200, max_retries = 0)]
+fn cli_stuck(key: String, ms: u64) {
+    record(json!({"actor": "cli_stuck", "key": key, "pid": std::process::id()}));
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
 fn main() -> ExitCode {
     actor_runtime::cli::main()
 }

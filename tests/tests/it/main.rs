@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per feature.
 
+mod blocking;
 mod cli;
 mod cli_redis;
 mod common;
