@@ -11,7 +11,8 @@ use super::consumer::{fetch_script, FETCH_CHUNK, SCRIPT_CHUNK};
 use super::scripts::{NACK, PROMOTE};
 use super::{DqPoll, QueueState, Shared};
 use crate::error::Result;
-use crate::message::{new_message_id, now_ms, Message};
+use crate::message::{eta_too_far, new_message_id, now_ms, Message};
+use crate::truncate::truncate;
 
 /// A delayed message fetched from `q.DQ` (its id is in this worker's `.DQ` ack set).
 #[derive(Debug)]
@@ -112,29 +113,39 @@ pub(super) async fn refill_delayed(
     poll.gen = if full { gen.wrapping_sub(1) } else { gen };
     let dq = format!("{}.DQ", queue.name);
     for (id, payload) in pairs {
-        match Message::decode(&payload) {
-            Ok(message) => {
-                let eta = message.eta().unwrap_or(0);
-                queue.delayed().insert(Held { id, eta, message });
-            }
+        let reason = match Message::decode(&payload) {
+            Ok(message) => match message.eta() {
+                Some(eta) if eta_too_far(eta) => {
+                    let eta = message.options.get("eta").map(ToString::to_string);
+                    let eta = truncate(eta.as_deref().unwrap_or_default()).into_owned();
+                    tracing::error!(queue = %dq, redis_message_id = %id, message_id = %truncate(&message.message_id), %eta, "delayed message due more than 100 years from now; dead-lettering it");
+                    format!("eta {eta} is more than 100 years away")
+                }
+                eta => {
+                    // Python replaces a non-number with "now"; so does a missing eta here.
+                    let eta = eta.unwrap_or(0);
+                    queue.delayed().insert(Held { id, eta, message });
+                    continue;
+                }
+            },
             Err(err) => {
+                let err = truncate(&err.to_string()).into_owned();
                 tracing::error!(queue = %dq, redis_message_id = %id, error = %err, "undecodable delayed message; dead-lettering it");
-                let mut cmd = evalsha(
-                    &NACK,
-                    &[
-                        &keys.dq_acks,
-                        &keys.dq_msgs,
-                        &keys.xq,
-                        &keys.xq_msgs,
-                        &keys.xq_reasons,
-                    ],
-                );
-                cmd.arg(&id)
-                    .arg(now_ms())
-                    .arg(format!("undecodable message: {err}"));
-                let _: u64 = shared.conn.eval("nack", &NACK, &cmd).await?;
+                format!("undecodable message: {err}")
             }
-        }
+        };
+        let mut cmd = evalsha(
+            &NACK,
+            &[
+                &keys.dq_acks,
+                &keys.dq_msgs,
+                &keys.xq,
+                &keys.xq_msgs,
+                &keys.xq_reasons,
+            ],
+        );
+        cmd.arg(&id).arg(now_ms()).arg(reason);
+        let _: u64 = shared.conn.eval("nack", &NACK, &cmd).await?;
     }
     Ok(())
 }
