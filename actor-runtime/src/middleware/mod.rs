@@ -156,7 +156,7 @@ pub trait Middleware: Send + Sync + 'static {
         None
     }
 
-    /// This middleware, if it is [`GroupCallbacks`](crate::composition::GroupCallbacks): how a
+    /// This middleware, if it is [`GroupCallbacks`]: how a
     /// group with completion callbacks finds its barrier backend.
     fn group_callbacks(&self) -> Option<&GroupCallbacks> {
         None

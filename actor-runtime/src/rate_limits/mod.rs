@@ -126,8 +126,9 @@ pub trait RateLimiterBackend: Send + Sync + 'static {
 macro_rules! limiter_api {
     ($ty:ty) => {
         impl $ty {
-            /// Takes a slot, or [`RateLimitExceeded`] when the limit is reached (or the
-            /// backend is unreachable: a limiter never lets work through unchecked).
+            /// Takes a slot, or [`RateLimitExceeded`](crate::rate_limits::RateLimitExceeded)
+            /// when the limit is reached (or the backend is unreachable: a limiter never lets
+            /// work through unchecked).
             pub async fn acquire(
                 &self,
             ) -> Result<$crate::rate_limits::RateLimitGuard, $crate::rate_limits::RateLimitExceeded>
@@ -157,7 +158,7 @@ macro_rules! limiter_api {
             }
 
             /// Runs `work` holding a slot (released when it finishes), or returns
-            /// [`RateLimitExceeded`] without running it.
+            /// [`RateLimitExceeded`](crate::rate_limits::RateLimitExceeded) without running it.
             pub async fn run<F, Fut, T>(
                 &self,
                 work: F,
