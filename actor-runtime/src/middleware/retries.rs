@@ -18,9 +18,9 @@ const MAX_BACKOFF_CAP: u64 = 7 * 24 * 3600 * 1000;
 ///
 /// With `min_backoff: 0` and unlimited retries a failing message would otherwise run again
 /// as fast as the broker can move it (thousands of runs a second); 100 ms bounds one
-/// message to about ten runs a second (backoffs of 50..100 ms) and leaves any realistic
-/// per-message setting (Dramatiq's default is 15 s) as written. An actor's own settings,
-/// chosen by its author, are not floored.
+/// message to ten runs a second and leaves any realistic per-message setting (Dramatiq's
+/// default is 15 s) as written. An actor's own settings, chosen by its author, are not
+/// floored.
 const MESSAGE_BACKOFF_FLOOR: u64 = 100;
 
 /// Retries failed messages with exponential backoff and jitter, through the delay queue

@@ -132,8 +132,8 @@ async fn unlimited_retries_with_a_zero_backoff_are_paced_by_the_floor() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     worker.stop().await.unwrap();
     let runs = runs_of(&key);
-    // A 100 ms floor (waits of 50..100 ms) allows about 40 runs in 2 s; no floor, thousands.
-    assert!((3..=45).contains(&runs), "{runs} runs in 2 s");
+    // A 100 ms floor allows at most 21 runs in 2 s; without one, hundreds or thousands.
+    assert!((2..=30).contains(&runs), "{runs} runs in 2 s");
     cleanup(&broker, 0).await;
 }
 
