@@ -33,6 +33,23 @@ pub enum Error {
         /// What serde said.
         source: serde_json::Error,
     },
+    /// A message was to be delayed more than [`MAX_DELAY`](crate::MAX_DELAY) (100 years): a
+    /// mistake, such as a timestamp passed as a delay, rather than a plan. Nothing was
+    /// enqueued.
+    #[error(
+        "message {message_id} of `{actor}` on queue `{queue}`: a delay of {delay:?} is over \
+         the 100-year limit"
+    )]
+    DelayTooLong {
+        /// The queue.
+        queue: String,
+        /// The message's id.
+        message_id: String,
+        /// Its actor.
+        actor: String,
+        /// The delay asked for.
+        delay: Duration,
+    },
     /// `join` gave up waiting.
     #[error("queue `{queue}` did not drain within {timeout:?}")]
     JoinTimeout {

@@ -85,6 +85,7 @@ pub mod rate_limits;
 mod redis_conn;
 mod registry;
 pub mod results;
+mod truncate;
 pub mod worker;
 
 #[doc(hidden)]
@@ -102,7 +103,7 @@ pub use broker::{
 };
 pub use builder::{Enqueued, MessageBuilder};
 pub use error::{Error, Result};
-pub use message::{is_valid_queue_name, now_ms, DecodeError, Message};
+pub use message::{is_valid_queue_name, now_ms, DecodeError, Message, MAX_DELAY};
 pub use middleware::{
     current_message, shutdown_requested, CurrentMessage, MessageContext, Middleware, Middlewares,
     Skip,

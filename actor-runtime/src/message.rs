@@ -1,6 +1,6 @@
 //! The Dramatiq message envelope.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -146,6 +146,34 @@ pub(crate) fn new_message_id() -> String {
         .to_string()
 }
 
+/// The longest a message may be delayed: 100 years (of 365.25 days).
+///
+/// A longer delay is a producer's mistake (a timestamp passed as a delay, a unit mix-up),
+/// not a plan, and past about 584 million years it no longer fits an eta in ms. Enqueueing
+/// with a longer delay is [`Error::DelayTooLong`](crate::Error::DelayTooLong); a message
+/// whose `eta` (or pipeline `delay`) is further away, written by another producer, is
+/// dead-lettered by the worker with the reason.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(actor_runtime::MAX_DELAY, Duration::from_secs(36_525 * 86_400));
+/// ```
+pub const MAX_DELAY: Duration = Duration::from_secs(36_525 * 86_400);
+
+/// When a message sent now with `delay` becomes due, in ms since the epoch; `None` for a
+/// delay over [`MAX_DELAY`].
+pub(crate) fn eta_after(delay: Duration) -> Option<u64> {
+    if delay > MAX_DELAY {
+        return None;
+    }
+    now_ms().checked_add(delay.as_millis() as u64)
+}
+
+/// Whether `eta` (ms since the epoch) is further than [`MAX_DELAY`] from now.
+pub(crate) fn eta_too_far(eta: u64) -> bool {
+    eta.saturating_sub(now_ms()) > MAX_DELAY.as_millis() as u64
+}
+
 /// Milliseconds since the Unix epoch, by this machine's clock.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -264,6 +292,19 @@ mod tests {
             let uuid = uuid::Uuid::parse_str(id).unwrap();
             assert_eq!(uuid.get_version_num(), 4, "{id}");
         }
+    }
+
+    #[test]
+    fn etas_are_bounded_by_the_maximum_delay() {
+        let now = now_ms();
+        let eta = eta_after(Duration::from_secs(1)).unwrap();
+        assert!((now + 1000..now + 2000).contains(&eta), "{eta}");
+        assert!(eta_after(MAX_DELAY).is_some());
+        assert_eq!(eta_after(MAX_DELAY + Duration::from_millis(1)), None);
+        assert_eq!(eta_after(Duration::MAX), None);
+        assert!(!eta_too_far(eta_after(MAX_DELAY).unwrap()));
+        assert!(eta_too_far(u64::MAX));
+        assert!(!eta_too_far(0));
     }
 
     #[test]

@@ -357,9 +357,24 @@ impl Wake {
 
 /// `now + timeout`, saturating far in the future instead of overflowing.
 pub(crate) fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+    later(Instant::now(), timeout)
+}
+
+/// `at + by`, saturating 30 years after `at` (never reached) instead of overflowing, which
+/// panics: timeouts and TTLs may be `Duration::MAX` or come from a message.
+pub(crate) fn later(at: Instant, by: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    at.checked_add(by.min(FAR)).unwrap_or(at)
+}
+
+/// The eta of `message` enqueued now with `delay`, or [`Error::DelayTooLong`].
+pub(crate) fn eta_for(message: &Message, delay: Duration) -> Result<u64> {
+    crate::message::eta_after(delay).ok_or_else(|| Error::DelayTooLong {
+        queue: crate::message::canonical_queue(&message.queue_name).to_owned(),
+        message_id: message.message_id.clone(),
+        actor: crate::truncate::truncate(&message.actor_name).into_owned(),
+        delay,
+    })
 }
 
 static GLOBAL: RwLock<Option<Arc<dyn Broker>>> = RwLock::new(None);

@@ -10,11 +10,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    deadline_after, Broker, Consumer, DeadLetter, Delivery, DeliveryTag, QueueStats, Wake,
+    deadline_after, eta_for, Broker, Consumer, DeadLetter, Delivery, DeliveryTag, QueueStats, Wake,
 };
 use crate::error::{Error, Result};
 use crate::message::{canonical_queue, delay_queue, is_valid_queue_name, now_ms, Message};
 use crate::middleware::Middlewares;
+use crate::truncate::truncate;
 
 /// An in-memory broker with the Redis broker's semantics: FIFO queues, delayed messages,
 /// unacked messages kept until ack, dead letters, per-queue counts.
@@ -180,14 +181,14 @@ impl Broker for StubBroker {
 
     async fn enqueue_raw(&self, mut message: Message, delay: Option<Duration>) -> Result<Message> {
         let queue = canonical_queue(&message.queue_name).to_owned();
+        let eta = delay.map(|delay| eta_for(&message, delay)).transpose()?;
         self.declare_queue(&queue).await?;
         let id = self.inner.new_id();
         {
             let mut state = self.inner.lock();
             let q = Inner::queue(&mut state, &queue)?;
-            match delay {
-                Some(delay) => {
-                    let eta = now_ms() + delay.as_millis() as u64;
+            match eta {
+                Some(eta) => {
                     message.queue_name = delay_queue(&queue);
                     message.options.insert("eta".into(), eta.into());
                     let seq = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -231,7 +232,7 @@ impl Broker for StubBroker {
     }
 
     async fn join(&self, queue: &str, timeout: Option<Duration>, fail_fast: bool) -> Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.map(deadline_after);
         loop {
             let changed = self.inner.changed.notified();
             tokio::pin!(changed);
@@ -260,7 +261,7 @@ impl Broker for StubBroker {
             // Delayed messages become due without any notification: wake for them too.
             let mut wake = deadline;
             if let Some(eta) = next_eta {
-                let due = Instant::now() + Duration::from_millis(eta.saturating_sub(now_ms()));
+                let due = deadline_after(Duration::from_millis(eta.saturating_sub(now_ms())));
                 wake = Some(wake.map_or(due, |w| w.min(due)));
             }
             match wake {
@@ -356,7 +357,9 @@ impl StubConsumer {
         let mut until = deadline;
         let eta = self.next_eta.load(Ordering::Acquire);
         if eta != 0 {
-            until = until.min(Instant::now() + Duration::from_millis(eta.saturating_sub(now_ms())));
+            until = until.min(deadline_after(Duration::from_millis(
+                eta.saturating_sub(now_ms()),
+            )));
         }
         self.wake
             .wait(self.seen.load(Ordering::Acquire), until)
@@ -427,7 +430,7 @@ impl Consumer for StubConsumer {
                     id: tag.id.clone(),
                     bytes,
                     dead_at: now_ms(),
-                    reason: reason.to_owned(),
+                    reason: truncate(reason).into_owned(),
                 });
             }
         })

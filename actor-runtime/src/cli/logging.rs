@@ -2,8 +2,12 @@
 //!
 //! Every process of a supervised worker appends to the same file itself (lines are written
 //! whole, with `O_APPEND`), so logs do not pass through the supervisor.
+//!
+//! Field values can carry a producer's data (an actor name, an error quoting an argument),
+//! so each is cut to about 1 KB, and the text format escapes control characters: an event
+//! is one line, whatever its fields hold, and cannot forge another or drive a terminal.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use super::args::LogFormat;
+use crate::truncate::truncate;
 
 /// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset and
 /// there is no `-v`; `role` (e.g. `worker 1`, `supervisor`) tags every line.
@@ -93,7 +98,7 @@ where
 {
     fn format_event(
         &self,
-        ctx: &FmtContext<'_, S, N>,
+        _ctx: &FmtContext<'_, S, N>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -129,14 +134,63 @@ where
             if let Some(role) = &self.role {
                 write!(writer, "[{role}] ")?;
             }
-            write!(writer, "[{}] {}: ", meta.level(), meta.target())?;
-            ctx.field_format().format_fields(writer.by_ref(), event)?;
-            writeln!(writer)
+            let mut fields = TextFields(String::new());
+            event.record(&mut fields);
+            writeln!(writer, "[{}] {}: {}", meta.level(), meta.target(), fields.0)
         }
     }
 }
 
-/// An event's fields as JSON values.
+/// An event's fields as `message key=value ...`, as tracing's default formatter writes them,
+/// each value cut to about 1 KB and escaped.
+struct TextFields(String);
+
+impl Visit for TextFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        // Metadata of `log` records, shown elsewhere.
+        if name.starts_with("log.") {
+            return;
+        }
+        if !self.0.is_empty() {
+            self.0.push(' ');
+        }
+        if name != "message" {
+            self.0.push_str(name.strip_prefix("r#").unwrap_or(name));
+            self.0.push('=');
+        }
+        push_escaped(&mut self.0, &truncate(&format!("{value:?}")));
+    }
+}
+
+/// Appends `text` with control characters, Unicode line and paragraph separators and
+/// bidirectional overrides escaped (`\n`, `\u{1b}`...).
+fn push_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// An event's fields as JSON values (serde escapes them), each string cut to about 1 KB.
 struct JsonFields(Map<String, Value>);
 
 impl Visit for JsonFields {
@@ -153,10 +207,91 @@ impl Visit for JsonFields {
         self.0.insert(field.name().into(), value.into());
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        self.0
+            .insert(field.name().into(), truncate(value).into_owned().into());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
         self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+            .insert(field.name().into(), truncate(&text).into_owned().into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// The lines `emit` logs through [`LineFormat`].
+    fn logged(json: bool, emit: impl FnOnce()) -> String {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Sink(sink.clone()))
+            .event_format(LineFormat {
+                json,
+                pid: 1,
+                role: None,
+            })
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = buffer.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn text_lines_escape_control_characters() {
+        let forged = "a\n[2030-01-01] [PID 1] [CRITICAL] forged\u{1b}[2J\u{2028}\u{202e}";
+        let text = logged(false, || {
+            tracing::error!(actor = %forged, name = forged, "unknown actor {forged}");
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{2028}'),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r"actor=a\n[2030-01-01] [PID 1] [CRITICAL] forged\u{1b}[2J\u{2028}\u{202e}"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r"unknown actor a\n[2030"), "{text}");
+        assert!(text.contains(r#"name="a\n[2030"#), "{text}");
+    }
+
+    #[test]
+    fn text_and_json_fields_are_cut_to_about_a_kilobyte() {
+        let huge = "x".repeat(1 << 20);
+        for json in [false, true] {
+            let text = logged(json, || {
+                tracing::error!(error = %huge, other = huge.as_str(), "failed: {huge}");
+            });
+            assert_eq!(text.lines().count(), 1);
+            assert!(text.len() < 4 * 1100, "{json}: {} bytes", text.len());
+            assert_eq!(text.matches("bytes cut").count(), 3, "{json}: {text}");
+        }
+    }
+
+    #[test]
+    fn json_lines_keep_control_characters_escaped() {
+        let text = logged(true, || {
+            tracing::error!(actor = %"a\n\u{1b}b", "x");
+        });
+        assert_eq!(text.lines().count(), 1);
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["actor"], "a\n\u{1b}b");
     }
 }

@@ -410,7 +410,7 @@ impl Supervisor {
     }
 
     fn on_tick(&mut self) {
-        let kill_after = self.settings.shutdown_timeout + KILL_GRACE;
+        let kill_after = self.settings.shutdown_timeout.saturating_add(KILL_GRACE);
         for slot in &mut self.slots {
             if slot.term_sent.is_some_and(|at| at.elapsed() > kill_after) {
                 tracing::warn!(

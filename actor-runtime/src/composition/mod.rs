@@ -90,7 +90,8 @@ impl<A: Actor> IntoMessage for MessageBuilder<A> {
 }
 
 pub(crate) fn set_delay(message: &mut Message, delay: Duration) {
-    message
-        .options
-        .insert("delay".into(), (delay.as_millis() as u64).into());
+    // Saturating, not wrapping: a delay too long for ms in a u64 stays too long, and is
+    // refused when the message is enqueued.
+    let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    message.options.insert("delay".into(), ms.into());
 }

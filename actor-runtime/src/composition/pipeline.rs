@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{check, IntoMessage};
-use crate::broker::{get_broker, Broker};
+use crate::broker::{deadline_after, get_broker, Broker};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::results::{results_backend, ResultBackend, ResultError};
@@ -232,7 +232,7 @@ pub(crate) async fn get_all<'a>(
     block: bool,
     timeout: Duration,
 ) -> Result<Vec<Value>, ResultError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     let mut results = Vec::new();
     for message in messages {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -23,6 +23,7 @@ pub struct Skip;
 pub struct MessageContext {
     /// The message (middleware may edit its options; retries re-enqueue this copy).
     pub message: Message,
+    queue: Arc<str>,
     broker: Arc<dyn Broker>,
     actor: &'static Registration,
     failed: Option<String>,
@@ -48,12 +49,14 @@ impl std::fmt::Debug for MessageContext {
 impl MessageContext {
     pub(crate) fn new(
         message: Message,
+        queue: Arc<str>,
         broker: Arc<dyn Broker>,
         actor: &'static Registration,
         shutdown: CancellationToken,
     ) -> Self {
         MessageContext {
             message,
+            queue,
             broker,
             actor,
             failed: None,
@@ -66,6 +69,14 @@ impl MessageContext {
         }
     }
 
+    /// The queue the message was fetched from (its canonical name, without `.DQ`).
+    ///
+    /// Unlike the message's own `queue_name`, which its producer wrote, this is one of the
+    /// queues the worker consumes: label metrics and the like with it.
+    pub fn queue(&self) -> &str {
+        crate::message::canonical_queue(&self.queue)
+    }
+
     /// The broker the message came from (to enqueue follow-up messages).
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.broker
@@ -76,9 +87,10 @@ impl MessageContext {
         self.actor
     }
 
-    /// Marks the message failed for good: it is dead-lettered with `reason`.
+    /// Marks the message failed for good: it is dead-lettered with `reason`, cut to about
+    /// 1 KB (it may quote a producer's data, such as an argument serde could not read).
     pub fn fail(&mut self, reason: impl Into<String>) {
-        self.failed = Some(reason.into());
+        self.failed = Some(crate::truncate::truncated(reason.into()));
     }
 
     /// Whether the message failed for good.

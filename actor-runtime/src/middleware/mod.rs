@@ -32,7 +32,7 @@ pub use callbacks::Callbacks;
 pub use context::{MessageContext, Skip};
 pub use current::{current_message, shutdown_requested, CurrentMessage};
 pub use pipelines::Pipelines;
-pub use prometheus::{Prometheus, DURATION_BUCKETS_MS};
+pub use prometheus::{Prometheus, DURATION_BUCKETS_MS, MAX_LABEL_SETS};
 pub use retries::{compute_backoff, Retries};
 pub use shutdown::ShutdownNotifications;
 pub use time_limit::TimeLimit;

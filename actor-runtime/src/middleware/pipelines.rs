@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::{MessageContext, Middleware};
 use crate::actor::ActorFailure;
 use crate::message::Message;
+use crate::truncate::truncate;
 
 /// Runs the next step of a pipeline: when an actor succeeds and its message carries a
 /// `pipe_target` (the next message, as Dramatiq nests it), enqueues that message with this
@@ -32,6 +33,7 @@ impl Middleware for Pipelines {
         let mut next: Message = match serde_json::from_value(target.clone()) {
             Ok(next) => next,
             Err(err) => {
+                let err = truncate(&err.to_string()).into_owned();
                 tracing::error!(message_id = %ctx.message.message_id, error = %err, "malformed pipe_target; the pipeline stops here");
                 return;
             }
@@ -45,8 +47,11 @@ impl Middleware for Pipelines {
         if !ignore {
             next.args.push(value.clone());
         }
+        // A delay over `MAX_DELAY` (say `1e30`) fails the enqueue: this step is dead-lettered
+        // with the reason.
         let delay = next.option_u64("delay").map(Duration::from_millis);
         if let Err(err) = ctx.broker().enqueue(next, delay).await {
+            let err = truncate(&err.to_string()).into_owned();
             tracing::error!(message_id = %ctx.message.message_id, error = %err, "could not enqueue the next pipeline step; dead-lettering this step so it can be requeued");
             ctx.fail(format!("could not enqueue the next pipeline step: {err}"));
         }

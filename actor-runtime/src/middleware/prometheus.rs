@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use super::{MessageContext, Middleware, Skip};
 use crate::actor::ActorFailure;
 use crate::error::Result;
 use crate::message::{canonical_queue, Message};
+use crate::truncate::truncate;
 
 /// Upper bounds of `dramatiq_message_duration_milliseconds`, Dramatiq's buckets (`+Inf` is
 /// implied).
@@ -41,9 +42,14 @@ pub const DURATION_BUCKETS_MS: [u64; 18] = [
 /// | `dramatiq_delayed_messages_inprogress` | gauge | delayed messages held by this worker (always 0 here: delayed messages wait in the broker) |
 /// | `dramatiq_message_duration_milliseconds` | histogram | actor run time, Dramatiq's [buckets](DURATION_BUCKETS_MS) |
 ///
-/// Every series has the labels `queue_name` and `actor_name`. The worker CLI serves
-/// [`render`](Prometheus::render) over HTTP with `--metrics-addr`; in code, add it to the
-/// broker and serve the text yourself.
+/// Every series has the labels `queue_name` and `actor_name`: the queue the message was
+/// fetched from and its registered actor, never names a producer wrote in the payload, so
+/// made-up names cannot grow the exposition. Enqueue-side counts (retries) use the enqueued
+/// message's names; past [`MAX_LABEL_SETS`] distinct pairs, new ones are counted under
+/// `queue_name="(other)",actor_name="(other)"` (a value no queue can have), with one warning.
+///
+/// The worker CLI serves [`render`](Prometheus::render) over HTTP with `--metrics-addr`; in
+/// code, add it to the broker and serve the text yourself.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -69,9 +75,45 @@ pub const DURATION_BUCKETS_MS: [u64; 18] = [
 /// ```
 #[derive(Default)]
 pub struct Prometheus {
-    series: RwLock<BTreeMap<String, BTreeMap<String, Arc<Series>>>>,
+    series: RwLock<Labels>,
     /// When each running message started, by message id.
     started: Mutex<HashMap<String, Instant>>,
+    /// Set once the label sets reached their cap (and that was logged).
+    capped: AtomicBool,
+}
+
+/// The most distinct `(queue_name, actor_name)` label sets one [`Prometheus`] keeps apart;
+/// later ones are folded into `(other)`, which bounds what a scrape returns.
+///
+/// ```
+/// assert_eq!(actor_runtime::middleware::MAX_LABEL_SETS, 1000);
+/// ```
+pub const MAX_LABEL_SETS: usize = 1000;
+
+/// The label value of the series that folds label sets past [`MAX_LABEL_SETS`].
+const OTHER: &str = "(other)";
+
+/// The series by queue, then actor.
+#[derive(Default)]
+struct Labels {
+    by_queue: BTreeMap<String, BTreeMap<String, Arc<Series>>>,
+    count: usize,
+}
+
+impl Labels {
+    fn get(&self, queue: &str, actor: &str) -> Option<&Arc<Series>> {
+        self.by_queue.get(queue)?.get(actor)
+    }
+
+    fn insert(&mut self, queue: &str, actor: &str) -> Arc<Series> {
+        self.count += 1;
+        self.by_queue
+            .entry(queue.to_owned())
+            .or_default()
+            .entry(actor.to_owned())
+            .or_default()
+            .clone()
+    }
 }
 
 impl std::fmt::Debug for Prometheus {
@@ -155,35 +197,52 @@ impl Prometheus {
         Prometheus::default()
     }
 
-    fn series(&self, message: &Message) -> Arc<Series> {
-        let queue = canonical_queue(&message.queue_name);
-        let actor = message.actor_name.as_str();
+    /// The series of `(queue, actor)`, or the `(other)` one once [`MAX_LABEL_SETS`] are
+    /// taken.
+    fn series(&self, queue: &str, actor: &str) -> Arc<Series> {
+        let queue = canonical_queue(queue);
         if let Some(series) = self
             .series
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(queue)
-            .and_then(|actors| actors.get(actor))
+            .get(queue, actor)
         {
             return series.clone();
         }
-        self.series
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(queue.to_owned())
-            .or_default()
-            .entry(actor.to_owned())
-            .or_default()
-            .clone()
+        let mut labels = self.series.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(series) = labels.get(queue, actor) {
+            return series.clone();
+        }
+        if labels.count < MAX_LABEL_SETS {
+            return labels.insert(queue, actor);
+        }
+        if !self.capped.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max = MAX_LABEL_SETS,
+                queue = %truncate(queue),
+                actor = %truncate(actor),
+                "Prometheus: too many queue and actor label sets; counting new ones under `(other)`"
+            );
+        }
+        match labels.get(OTHER, OTHER) {
+            Some(series) => series.clone(),
+            None => labels.insert(OTHER, OTHER),
+        }
+    }
+
+    /// The series of a message being processed: the queue it was fetched from and its
+    /// registered actor.
+    fn processing(&self, ctx: &MessageContext) -> Arc<Series> {
+        self.series(ctx.queue(), ctx.actor().name)
     }
 
     fn started(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
         self.started.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn finish(&self, message: &Message, failed: bool) {
-        let series = self.series(message);
-        let started = self.started().remove(&message.message_id);
+    fn finish(&self, ctx: &MessageContext, failed: bool) {
+        let series = self.processing(ctx);
+        let started = self.started().remove(&ctx.message.message_id);
         // A message skipped by an earlier middleware never reached our `before` hook.
         if let Some(started) = started {
             series.observe(started.elapsed());
@@ -206,6 +265,7 @@ impl Prometheus {
     pub fn render(&self) -> String {
         let series = self.series.read().unwrap_or_else(|e| e.into_inner());
         let rows: Vec<(String, &Series)> = series
+            .by_queue
             .iter()
             .flat_map(|(queue, actors)| {
                 actors.iter().map(move |(actor, s)| {
@@ -275,12 +335,14 @@ fn escape(label: &str) -> String {
 impl Middleware for Prometheus {
     async fn after_enqueue(&self, message: &Message, _delay: Option<Duration>) {
         if message.options.contains_key("retries") {
-            self.series(message).retries.fetch_add(1, Ordering::Relaxed);
+            self.series(&message.queue_name, &message.actor_name)
+                .retries
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
     async fn before_process_message(&self, ctx: &mut MessageContext) -> Result<(), Skip> {
-        self.series(&ctx.message)
+        self.processing(ctx)
             .inprogress
             .fetch_add(1, Ordering::Relaxed);
         self.started()
@@ -293,17 +355,15 @@ impl Middleware for Prometheus {
         ctx: &mut MessageContext,
         result: &std::result::Result<Value, ActorFailure>,
     ) {
-        self.finish(&ctx.message, result.is_err());
+        self.finish(ctx, result.is_err());
     }
 
     async fn after_skip_message(&self, ctx: &mut MessageContext) {
-        self.finish(&ctx.message, false);
+        self.finish(ctx, false);
     }
 
     async fn after_nack(&self, ctx: &MessageContext) {
-        self.series(&ctx.message)
-            .rejects
-            .fetch_add(1, Ordering::Relaxed);
+        self.processing(ctx).rejects.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -314,8 +374,7 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_and_le_inclusive() {
         let metrics = Prometheus::new();
-        let message = Message::new("q.DQ", "a\"b", vec![]);
-        let series = metrics.series(&message);
+        let series = metrics.series("q.DQ", "a\"b");
         series.observe(Duration::from_millis(5));
         series.observe(Duration::from_millis(6));
         series.observe(Duration::from_secs(3600));
@@ -331,6 +390,31 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn label_sets_past_the_cap_are_folded_into_other() {
+        let metrics = Prometheus::new();
+        for i in 0..3 * MAX_LABEL_SETS {
+            metrics
+                .series(&format!("made_up_{i}"), "a")
+                .total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let text = metrics.render();
+        let totals: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("dramatiq_messages_total{"))
+            .collect();
+        assert_eq!(totals.len(), MAX_LABEL_SETS + 1);
+        let other = format!(
+            r#"dramatiq_messages_total{{queue_name="(other)",actor_name="(other)"}} {}"#,
+            2 * MAX_LABEL_SETS
+        );
+        assert!(totals.contains(&other.as_str()), "no {other}");
+        // Known label sets keep counting on their own.
+        metrics.series("made_up_0", "a");
+        assert_eq!(metrics.series.read().unwrap().count, MAX_LABEL_SETS + 1);
     }
 
     #[test]

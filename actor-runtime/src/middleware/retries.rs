@@ -9,9 +9,19 @@ use super::callbacks::send_to_actor;
 use super::{MessageContext, Middleware};
 use crate::actor::ActorFailure;
 use crate::message::now_ms;
+use crate::truncate::truncate;
 
 /// Seven days: Dramatiq's ceiling for any backoff.
 const MAX_BACKOFF_CAP: u64 = 7 * 24 * 3600 * 1000;
+
+/// The least backoff, in ms, a message's own `min_backoff`/`max_backoff` can ask for.
+///
+/// With `min_backoff: 0` and unlimited retries a failing message would otherwise run again
+/// as fast as the broker can move it (thousands of runs a second); 100 ms bounds one
+/// message to ten runs a second and leaves any realistic per-message setting (Dramatiq's
+/// default is 15 s) as written. An actor's own settings, chosen by its author, are not
+/// floored.
+const MESSAGE_BACKOFF_FLOOR: u64 = 100;
 
 /// Retries failed messages with exponential backoff and jitter, through the delay queue
 /// (so any worker, Python ones included, can pick the retry up). Exhausted retries
@@ -22,6 +32,14 @@ const MAX_BACKOFF_CAP: u64 = 7 * 24 * 3600 * 1000;
 /// `throws` (error types never retried) and `on_retry_exhausted`. The message records
 /// `retries`, `traceback` (the error's type and text) and `requeue_timestamp`, as Dramatiq
 /// does.
+///
+/// A message's own options are read defensively, since any producer can write them:
+/// - `max_retries: null` means unlimited (as in Dramatiq); a number reads as Dramatiq
+///   compares it, `retries >= max_retries` (so `-1` means no retry and `1.5` two retries);
+///   any other type is ignored with a warning, and the actor's setting applies.
+/// - `min_backoff`/`max_backoff` must be numbers (else ignored with a warning) and are
+///   raised to at least 100 ms, as is the backoff of a retry they set: a message cannot ask
+///   to be re-run in a hot loop. The actor's own settings may be lower.
 ///
 /// ```
 /// use actor_runtime::{actor, ActorFailure};
@@ -97,21 +115,25 @@ impl Middleware for Retries {
             return;
         }
         let actor = ctx.actor();
+        let error = truncate(&failure.to_string()).into_owned();
         if actor.options.throws_matches(failure) {
-            tracing::info!(message_id = %ctx.message.message_id, actor = actor.name, error = %failure, "error is in `throws`; not retrying");
-            ctx.fail(failure.to_string());
+            tracing::info!(message_id = %ctx.message.message_id, actor = actor.name, %error, "error is in `throws`; not retrying");
+            ctx.fail(error);
             return;
         }
         let retries = ctx.message.retries();
         let options = &mut ctx.message.options;
-        options.insert("retries".into(), (retries + 1).into());
+        options.insert("retries".into(), retries.saturating_add(1).into());
         options.insert("traceback".into(), failure.to_string().into());
         options.insert("requeue_timestamp".into(), now_ms().into());
 
+        let actor_max_retries = actor.options.max_retries.or(self.max_retries);
         let max_retries = match ctx.message.options.get("max_retries") {
-            Some(Value::Null) => None,
-            Some(value) => value.as_u64().map(|m| m.min(u32::MAX as u64) as u32),
-            None => actor.options.max_retries.or(self.max_retries),
+            None => actor_max_retries,
+            Some(value) => message_max_retries(value).unwrap_or_else(|| {
+                tracing::warn!(message_id = %ctx.message.message_id, actor = actor.name, max_retries = %truncate(&value.to_string()), "the message's `max_retries` is neither a number nor null; using the actor's");
+                actor_max_retries
+            }),
         };
         let give_up = match actor.options.retry_when {
             Some(retry_when) => !retry_when(retries, failure),
@@ -120,7 +142,7 @@ impl Middleware for Retries {
         if give_up {
             tracing::warn!(message_id = %ctx.message.message_id, actor = actor.name, retries, "retries exhausted; dead-lettering the message");
             ctx.fail(format!(
-                "retries exhausted after {retries} retries: {failure}"
+                "retries exhausted after {retries} retries: {error}"
             ));
             if let Some(target) =
                 ctx.name_or("on_retry_exhausted", actor.options.on_retry_exhausted)
@@ -134,14 +156,21 @@ impl Middleware for Retries {
             return;
         }
 
-        let min_backoff = ctx
-            .option_or("min_backoff", actor.options.min_backoff)
+        let min_backoff = message_backoff(ctx, "min_backoff");
+        let max_backoff = message_backoff(ctx, "max_backoff");
+        let floor = if min_backoff.is_some() || max_backoff.is_some() {
+            MESSAGE_BACKOFF_FLOOR
+        } else {
+            0
+        };
+        let min_backoff = min_backoff
+            .or(actor.options.min_backoff)
             .unwrap_or(self.min_backoff);
-        let max_backoff = ctx
-            .option_or("max_backoff", actor.options.max_backoff)
+        let max_backoff = max_backoff
+            .or(actor.options.max_backoff)
             .unwrap_or(self.max_backoff)
             .min(MAX_BACKOFF_CAP);
-        let backoff = compute_backoff(retries, min_backoff, max_backoff);
+        let backoff = compute_backoff(retries, min_backoff, max_backoff).max(floor);
         let mut retry = ctx.message.clone();
         retry.queue_name = retry.canonical_queue().to_owned();
         retry.options.remove("eta");
@@ -151,13 +180,46 @@ impl Middleware for Retries {
             .await
         {
             Ok(_) => {
-                tracing::warn!(message_id = %ctx.message.message_id, actor = actor.name, error = %failure, retry = retries + 1, backoff_ms = backoff, "actor failed; retrying");
+                tracing::warn!(message_id = %ctx.message.message_id, actor = actor.name, %error, retry = retries.saturating_add(1), backoff_ms = backoff, "actor failed; retrying");
                 ctx.mark_retry_scheduled();
             }
             Err(err) => {
                 tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, error = %err, "could not schedule the retry; dead-lettering the message");
-                ctx.fail(format!("could not schedule retry ({err}) after: {failure}"));
+                ctx.fail(format!("could not schedule retry ({err}) after: {error}"));
             }
+        }
+    }
+}
+
+/// A message's `max_retries`, read as Dramatiq's `retries >= max_retries` reads it:
+/// `Some(None)` (unlimited) for `null`, a count for a number (negative: 0, fractional:
+/// rounded up), `None` for any other type.
+fn message_max_retries(value: &Value) -> Option<Option<u32>> {
+    match value {
+        Value::Null => Some(None),
+        Value::Number(n) => {
+            let max = match (n.as_u64(), n.as_f64()) {
+                (Some(max), _) => max.min(u32::MAX.into()) as u32,
+                // Saturating: a negative count is 0, a huge one u32::MAX.
+                (None, Some(max)) => max.ceil() as u32,
+                (None, None) => 0,
+            };
+            Some(Some(max))
+        }
+        _ => None,
+    }
+}
+
+/// A message's own `min_backoff`/`max_backoff` in ms, raised to the floor; `None` when it
+/// sets none, or sets something other than a number (with a warning).
+fn message_backoff(ctx: &MessageContext, key: &str) -> Option<u64> {
+    let value = ctx.message.options.get(key)?;
+    match value.as_f64() {
+        // Saturating: a negative backoff is 0, then floored.
+        Some(ms) => Some((ms as u64).max(MESSAGE_BACKOFF_FLOOR)),
+        None => {
+            tracing::warn!(message_id = %ctx.message.message_id, actor = ctx.actor().name, option = key, value = %truncate(&value.to_string()), "the message's backoff is not a number; using the actor's");
+            None
         }
     }
 }
@@ -165,6 +227,28 @@ impl Middleware for Retries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_max_retries_reads_as_dramatiq_compares_it() {
+        let read = |v: Value| message_max_retries(&v);
+        assert_eq!(read(json!(null)), Some(None));
+        assert_eq!(read(json!(3)), Some(Some(3)));
+        assert_eq!(read(json!(3.0)), Some(Some(3)));
+        assert_eq!(read(json!(1.5)), Some(Some(2)));
+        assert_eq!(read(json!(-1)), Some(Some(0)));
+        assert_eq!(read(json!(-0.5)), Some(Some(0)));
+        assert_eq!(read(json!(1e300)), Some(Some(u32::MAX)));
+        assert_eq!(read(json!(u64::MAX)), Some(Some(u32::MAX)));
+        for wrong in [
+            json!("x"),
+            json!("3"),
+            json!(true),
+            json!([1]),
+            json!({"n": 1}),
+        ] {
+            assert_eq!(read(wrong.clone()), None, "{wrong}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_respects_the_cap() {

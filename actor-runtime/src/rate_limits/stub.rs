@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{BackendError, RateLimiterBackend};
+use crate::broker::{deadline_after, later};
 
 /// Counters and event lists in this process's memory, with TTLs: limiters and barriers for
 /// one process and for tests. Clones share the state.
@@ -79,7 +80,9 @@ impl StubRateLimiterBackend {
         if !ok(value) {
             return false;
         }
-        state.counters.insert(key.to_owned(), (value, now + ttl));
+        state
+            .counters
+            .insert(key.to_owned(), (value, later(now, ttl)));
         true
     }
 }
@@ -93,7 +96,9 @@ impl RateLimiterBackend for StubRateLimiterBackend {
         if state.get(key, now).is_some() {
             return Ok(false);
         }
-        state.counters.insert(key.to_owned(), (value, now + ttl));
+        state
+            .counters
+            .insert(key.to_owned(), (value, later(now, ttl)));
         Ok(true)
     }
 
@@ -135,12 +140,14 @@ impl RateLimiterBackend for StubRateLimiterBackend {
         if amount + sum > maximum {
             return Ok(false);
         }
-        state.counters.insert(key.to_owned(), (value, now + ttl));
+        state
+            .counters
+            .insert(key.to_owned(), (value, later(now, ttl)));
         Ok(true)
     }
 
     async fn wait(&self, key: &str, timeout: Option<Duration>) -> Result<bool, BackendError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.map(deadline_after);
         loop {
             let notify = {
                 let mut state = self.state();
@@ -171,7 +178,7 @@ impl RateLimiterBackend for StubRateLimiterBackend {
         let mut state = self.state();
         let events = state.events.entry(key.to_owned()).or_default();
         events.count += 1;
-        events.expires = Some(Instant::now() + ttl);
+        events.expires = Some(deadline_after(ttl));
         events.notify.notify_waiters();
         Ok(())
     }

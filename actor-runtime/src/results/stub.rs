@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::{decode_result, encode_result, ResultBackend, ResultError, ResultKeys};
 use crate::actor::ActorFailure;
+use crate::broker::{deadline_after, later};
 use crate::message::Message;
 
 /// Results kept in this process's memory, with their TTL, for the stub broker and tests.
@@ -125,7 +126,7 @@ impl ResultBackend for StubResultBackend {
             Self::sweep(&mut slots, now);
         }
         let slot = slots.entry(key).or_default();
-        slot.value = Some((bytes, now + ttl));
+        slot.value = Some((bytes, later(now, ttl)));
         slot.stored.notify_waiters();
         Ok(())
     }
@@ -137,7 +138,7 @@ impl ResultBackend for StubResultBackend {
         timeout: Duration,
     ) -> Result<Value, ResultError> {
         let key = self.keys.key(message);
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             let stored = {
                 let mut slots = self.slots();

@@ -8,6 +8,7 @@ use crate::actor::ActorFailure;
 use crate::broker::DeliveryTag;
 use crate::message::{DecodeError, Message};
 use crate::middleware::{current::Current, MessageContext, Middleware};
+use crate::truncate::truncate;
 
 use super::executor::{run_handler, Shared};
 
@@ -28,16 +29,20 @@ pub(crate) async fn process(
     let message = match message {
         Ok(message) => message,
         Err(err) => {
+            // serde quotes the offending value: bound what is copied from the payload.
+            let err = truncate(&err.to_string()).into_owned();
             tracing::error!(queue = %tag.queue, redis_id = %tag.id, error = %err, "undecodable message; dead-lettering it");
             return Outcome::Nack(format!("undecodable message: {err}"), None);
         }
     };
     let Some(actor) = shared.registry.get(&message.actor_name) else {
-        tracing::error!(message_id = %message.message_id, actor = %message.actor_name, queue = %tag.queue, "no actor of this name is registered; dead-lettering the message");
-        return Outcome::Nack(format!("unknown actor `{}`", message.actor_name), None);
+        let name = truncate(&message.actor_name);
+        tracing::error!(message_id = %truncate(&message.message_id), actor = %name, queue = %tag.queue, "no actor of this name is registered; dead-lettering the message");
+        return Outcome::Nack(format!("unknown actor `{name}`"), None);
     };
     let mut ctx = Box::new(MessageContext::new(
         message,
+        tag.queue.clone(),
         shared.broker.clone(),
         actor,
         shared.shutdown.clone(),
@@ -65,10 +70,12 @@ pub(crate) async fn process(
                 run_handler(shared, handler, ctx.time_limit(), current, interrupt).await
             }
             Err(err) => {
+                // serde quotes the offending argument, which may be megabytes.
+                let err = truncate(&err.to_string()).into_owned();
                 tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, error = %err, "bad arguments; dead-lettering the message");
                 // Arguments will not fix themselves: fail for good, no retry.
                 ctx.fail(format!("bad arguments: {err}"));
-                Err(ActorFailure::new("ArgumentError", err.to_string()))
+                Err(ActorFailure::new("ArgumentError", err))
             }
         };
         match &result {
@@ -92,7 +99,8 @@ pub(crate) async fn process(
             // A scheduled retry is logged (as a warning) by whoever scheduled it; a failure
             // for good is an error.
             if !ctx.retry_scheduled() {
-                tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, error = %failure, retries = ctx.message.retries(), "actor failed; dead-lettering the message");
+                let error = truncate(&failure.to_string()).into_owned();
+                tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, %error, retries = ctx.message.retries(), "actor failed; dead-lettering the message");
             }
         }
     }

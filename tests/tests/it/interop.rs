@@ -29,7 +29,7 @@ fn python_dir() -> PathBuf {
 }
 
 /// The Python with Dramatiq 2.2.1, or a failure that says how to get one.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(path) = std::env::var_os("DRAMATIQ_PYTHON").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         assert!(

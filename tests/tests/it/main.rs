@@ -6,6 +6,7 @@ mod cli_redis;
 mod common;
 mod composition;
 mod faults;
+mod hostile_messages;
 mod interop;
 mod rate_limits;
 mod redis_broker;

@@ -8,7 +8,7 @@ use super::conn::evalsha;
 use super::delayed::promoted;
 use super::scripts::REQUEUE_DEAD;
 use super::{maintenance, Shared};
-use crate::broker::{DeadLetter, QueueStats, WorkerInfo};
+use crate::broker::{deadline_after, DeadLetter, QueueStats, WorkerInfo};
 use crate::error::{Error, Result};
 use crate::message::{canonical_queue, now_ms, Message};
 
@@ -39,7 +39,7 @@ pub(crate) async fn join(
     fail_fast: bool,
 ) -> Result<()> {
     let keys = shared.keys.queue(queue, &shared.worker_id);
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(deadline_after);
     let mut poll = Duration::from_millis(2);
     loop {
         let mut pipe = redis::pipe();

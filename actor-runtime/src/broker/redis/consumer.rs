@@ -18,9 +18,10 @@ use super::conn::evalsha;
 use super::delayed::{promote_due, refill_delayed};
 use super::scripts::{ACK, FETCH, NACK, REQUEUE};
 use super::{QueueState, Shared};
-use crate::broker::{deadline_after, Consumer, Delivery, DeliveryTag};
+use crate::broker::{deadline_after, later, Consumer, Delivery, DeliveryTag};
 use crate::error::{Error, Result};
 use crate::message::{now_ms, Message};
+use crate::truncate::truncate;
 
 /// Most ids one fetch script call pops.
 pub(super) const FETCH_CHUNK: usize = 1000;
@@ -71,10 +72,13 @@ impl RedisConsumer {
         } else {
             self.shared.config.poll_interval
         };
-        let mut until = deadline.min(now + poll);
+        let mut until = deadline.min(later(now, poll));
         let eta = self.next_eta.load(Ordering::Acquire);
         if eta != 0 {
-            until = until.min(now + Duration::from_millis(eta.saturating_sub(now_ms())));
+            until = until.min(later(
+                now,
+                Duration::from_millis(eta.saturating_sub(now_ms())),
+            ));
         }
         signal
             .ready
@@ -123,7 +127,9 @@ impl Consumer for RedisConsumer {
             &NACK,
             &[&acks, &msgs, &keys.xq, &keys.xq_msgs, &keys.xq_reasons],
         );
-        cmd.arg(&tag.id).arg(now_ms()).arg(reason);
+        cmd.arg(&tag.id)
+            .arg(now_ms())
+            .arg(truncate(reason).as_ref());
         let _: u64 = self.shared.conn.eval("nack", &NACK, &cmd).await?;
         self.settled(std::slice::from_ref(&tag.id));
         Ok(())

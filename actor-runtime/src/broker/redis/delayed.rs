@@ -24,7 +24,8 @@ use super::consumer::{FETCH_CHUNK, SCRIPT_CHUNK};
 use super::scripts::{CLAIM_DELAYED, NACK, PROMOTE};
 use super::{DqPoll, QueueState, Shared};
 use crate::error::Result;
-use crate::message::{new_message_id, now_ms, Message};
+use crate::message::{eta_too_far, new_message_id, now_ms, Message};
+use crate::truncate::truncate;
 
 /// Most payload bytes one claim decodes in Redis (always at least one message). cjson reads
 /// string-heavy JSON at about 130 MB/s, so one claim holds the server for ~15 ms (unless one
@@ -170,14 +171,19 @@ pub(super) async fn refill_delayed(
         tracing::warn!(queue = %dq, redis_message_id = %id, "dropped a delayed id whose payload is missing (Dramatiq #266)");
     }
     let mut undated = Vec::new();
+    let mut too_far = Vec::new();
     {
         let mut delayed = queue.delayed();
         for (id, eta, size) in claimed {
             match u64::try_from(eta) {
+                Ok(eta) if eta_too_far(eta) => too_far.push((id, eta.to_string())),
                 Ok(eta) => delayed.insert(Held { id, eta, size }),
                 Err(_) => undated.push(id),
             }
         }
+    }
+    for (id, eta) in too_far {
+        dead_letter(shared, queue, &dq, &id, &too_far_reason(&eta)).await?;
     }
     if let Err(err) = date_in_rust(shared, queue, &dq, undated).await {
         // Claimed ids not held yet are orphans in our ack set: the next round returns them.
@@ -210,12 +216,20 @@ async fn date_in_rust(
             continue;
         };
         match Message::decode(&payload) {
-            Ok(message) => queue.delayed().insert(Held {
-                id,
-                eta: message.eta().unwrap_or(0),
-                size: payload.len() as u64,
-            }),
-            Err(err) => dead_letter(shared, queue, dq, &id, &err.to_string()).await?,
+            Ok(message) => match message.eta() {
+                Some(eta) if eta_too_far(eta) => {
+                    let eta = message.options.get("eta").map(ToString::to_string);
+                    let reason = too_far_reason(eta.as_deref().unwrap_or_default());
+                    dead_letter(shared, queue, dq, &id, &reason).await?;
+                }
+                // Python takes a non-number for "now"; so does a missing eta here.
+                eta => queue.delayed().insert(Held {
+                    id,
+                    eta: eta.unwrap_or(0),
+                    size: payload.len() as u64,
+                }),
+            },
+            Err(err) => dead_letter(shared, queue, dq, &id, &undecodable_reason(&err)).await?,
         }
     }
     Ok(())
@@ -289,7 +303,9 @@ async fn promote(shared: &Shared, queue: &QueueState, due: Vec<Held>) -> Result<
     let dq = format!("{}.DQ", queue.name);
     let mut undecodable = undecodable.into_iter();
     while let Some((held, err)) = undecodable.next() {
-        if let Err(failed) = dead_letter(shared, queue, &dq, &held.id, &err).await {
+        if let Err(failed) =
+            dead_letter(shared, queue, &dq, &held.id, &undecodable_reason(&err)).await
+        {
             let rest = undecodable.map(|(held, _)| held);
             queue.delayed().extend(std::iter::once(held).chain(rest));
             return Err(failed);
@@ -302,15 +318,16 @@ async fn promote(shared: &Shared, queue: &QueueState, due: Vec<Held>) -> Result<
     Ok(())
 }
 
-/// Dead-letters claimed delayed message `id` with the decoder's complaint.
+/// Dead-letters claimed delayed message `id`, recording `reason` (cut to about 1 KB).
 async fn dead_letter(
     shared: &Shared,
     queue: &QueueState,
     dq: &str,
     id: &str,
-    err: &str,
+    reason: &str,
 ) -> Result<()> {
-    tracing::error!(queue = %dq, redis_message_id = %id, error = %err, "undecodable delayed message; dead-lettering it");
+    let reason = truncate(reason);
+    tracing::error!(queue = %dq, redis_message_id = %id, %reason, "dead-lettering a delayed message");
     let keys = &queue.keys;
     let mut cmd = evalsha(
         &NACK,
@@ -322,11 +339,17 @@ async fn dead_letter(
             &keys.xq_reasons,
         ],
     );
-    cmd.arg(id)
-        .arg(now_ms())
-        .arg(format!("undecodable message: {err}"));
+    cmd.arg(id).arg(now_ms()).arg(reason.as_ref());
     let _: u64 = shared.conn.eval("nack", &NACK, &cmd).await?;
     Ok(())
+}
+
+fn undecodable_reason(err: &impl std::fmt::Display) -> String {
+    format!("undecodable message: {}", truncate(&err.to_string()))
+}
+
+fn too_far_reason(eta: &str) -> String {
+    format!("eta {} is more than 100 years away", truncate(eta))
 }
 
 /// Drops claimed ids whose payload is gone from our delay ack set, so none is left there.

@@ -19,7 +19,8 @@
 //!   `CONFIG SET` when allowed), so a message pushed by any producer is picked up in about a
 //!   millisecond; without them consumers poll every [`RedisConfig::poll_interval`].
 //! - **Bad payloads**: an id without payload is skipped and dropped with a warning (#266);
-//!   an undecodable payload is dead-lettered with its reason rather than looping forever.
+//!   an undecodable payload, or a delayed one due more than [`MAX_DELAY`](crate::MAX_DELAY)
+//!   away, is dead-lettered with its reason rather than looping or waiting forever.
 //! - **Requeue** (unstarted messages at shutdown, recovered messages) puts messages back at
 //!   the *head* of the queue in their original order; Dramatiq appends them to the tail.
 //! - **Dead-letter reasons** are kept in `{ns}:{q}.XQ.reasons`, a hash Python ignores.
@@ -47,11 +48,9 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Broker, Consumer, DeadLetter, QueueStats, WorkerInfo};
+use super::{eta_for, Broker, Consumer, DeadLetter, QueueStats, WorkerInfo};
 use crate::error::{Error, Result};
-use crate::message::{
-    canonical_queue, delay_queue, is_valid_queue_name, new_message_id, now_ms, Message,
-};
+use crate::message::{canonical_queue, delay_queue, is_valid_queue_name, new_message_id, Message};
 use crate::middleware::Middlewares;
 
 pub use config::RedisConfig;
@@ -383,7 +382,10 @@ impl Broker for RedisBroker {
         delay: Option<Duration>,
     ) -> Result<Vec<Message>> {
         self.shared.start()?;
-        let eta = delay.map(|delay| now_ms() + delay.as_millis() as u64);
+        let eta = match (delay, messages.first()) {
+            (Some(delay), Some(first)) => Some(eta_for(first, delay)?),
+            _ => None,
+        };
         let mut prepared = Vec::with_capacity(messages.len());
         for mut message in messages {
             let queue = checked_queue(&message.queue_name)?.to_owned();
