@@ -1,9 +1,10 @@
 //! The benchmark harness's actors (`../shared/bench/bench_module.py`), on queue `default`:
-//! `noop()`, `latency(t_send)`, `stamp()`, `count()`. The side-effect actors write to
-//! `bench:*` keys through their own connection, separate from the broker's.
+//! `noop()`, `latency(t_send)`, `stamp()`, `count()`; and `sleep_ms(ms, t_send)` for the
+//! slow-job benchmark (`bench/slow_jobs.py`, `bench/slow_module.py`). The side-effect actors
+//! write to `bench:*` keys through their own connection, separate from the broker's.
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actor_runtime::actor;
 use redis::aio::MultiplexedConnection;
@@ -68,6 +69,22 @@ pub async fn count() -> Result<(), String> {
     let mut conn = side().await?;
     redis::cmd("INCR")
         .arg("bench:count")
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A slow job (think of an LLM call): sleeps `ms` milliseconds, then records
+/// `"<pid> <t_send> <start> <end>"` in `bench:slow`.
+#[actor(queue_name = "default", max_retries = 0)]
+pub async fn sleep_ms(ms: u64, t_send: f64) -> Result<(), String> {
+    let start = now();
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let end = now();
+    let mut conn = side().await?;
+    redis::cmd("RPUSH")
+        .arg("bench:slow")
+        .arg(format!("{} {t_send} {start} {end}", std::process::id()))
         .query_async::<()>(&mut conn)
         .await
         .map_err(|e| e.to_string())
