@@ -274,6 +274,9 @@ pub struct DeliveryTag {
 pub struct Delivery {
     /// For ack, nack and requeue.
     pub tag: DeliveryTag,
+    /// The payload's size in bytes as the broker stores it (what the worker's byte budget
+    /// counts).
+    pub size: usize,
     /// The decoded message, or why decoding failed (the message is then dead-lettered).
     pub message: std::result::Result<Message, DecodeError>,
 }
@@ -297,6 +300,19 @@ pub trait Consumer: Send + Sync {
     /// Up to `max` due messages; waits up to `timeout` for the first one and returns an empty
     /// batch when none came.
     async fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>>;
+
+    /// [`fetch`](Consumer::fetch), stopping before the payloads add up to more than
+    /// `max_bytes`, but always with at least one message when one is due. The default
+    /// ignores `max_bytes`.
+    async fn fetch_bounded(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let _ = max_bytes;
+        self.fetch(max, timeout).await
+    }
 
     /// Waits until a fetch may find what the previous one did not (messages pushed since it
     /// began, a delayed message due) or `timeout` passed; returns at once if something

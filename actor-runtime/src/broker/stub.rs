@@ -379,6 +379,15 @@ impl StubConsumer {
 #[async_trait]
 impl Consumer for StubConsumer {
     async fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        self.fetch_bounded(max, usize::MAX, timeout).await
+    }
+
+    async fn fetch_bounded(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Delivery>> {
         let deadline = deadline_after(timeout);
         loop {
             self.seen.store(self.wake.generation(), Ordering::Release);
@@ -386,11 +395,18 @@ impl Consumer for StubConsumer {
                 let mut state = self.inner.lock();
                 let q = Inner::queue(&mut state, &self.queue)?;
                 promote_due(q, now_ms());
-                let mut batch = Vec::new();
+                let (mut batch, mut taken) = (Vec::new(), 0usize);
                 while batch.len() < max {
+                    let Some(size) = q.ready.front().map(|(_, bytes)| bytes.len()) else {
+                        break;
+                    };
+                    if !batch.is_empty() && taken.saturating_add(size) > max_bytes {
+                        break;
+                    }
                     let Some((id, bytes)) = q.ready.pop_front() else {
                         break;
                     };
+                    taken += size;
                     let message = Message::decode(&bytes);
                     q.unacked.insert(id.clone(), bytes);
                     batch.push(Delivery {
@@ -398,6 +414,7 @@ impl Consumer for StubConsumer {
                             queue: self.queue.clone(),
                             id,
                         },
+                        size,
                         message,
                     });
                 }

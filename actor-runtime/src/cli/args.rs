@@ -50,6 +50,12 @@ pub(crate) struct WorkerArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) prefetch: Option<u32>,
 
+    /// Payload megabytes a worker process holds fetched, running ones included, across its
+    /// queues; a larger message is still fetched, alone [env: WORKER_PREFETCH_MB] [default:
+    /// 64].
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) prefetch_mb: Option<u32>,
+
     /// Grace period for running messages at shutdown, in ms or with a unit (`30s`, `10m`)
     /// [env: WORKER_SHUTDOWN_TIMEOUT] [default: 30s].
     #[arg(long, value_name = "DURATION")]

@@ -162,6 +162,9 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
     if let Some(prefetch) = settings.prefetch {
         worker = worker.prefetch(prefetch);
     }
+    if let Some(mb) = settings.prefetch_mb {
+        worker = worker.prefetch_bytes(mb.saturating_mul(1 << 20));
+    }
     if let Some(max) = settings.max_abandoned_threads {
         worker = worker.max_abandoned_threads(max);
     }

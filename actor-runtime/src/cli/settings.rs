@@ -20,6 +20,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) threads: usize,
     pub(crate) queues: Option<Vec<String>>,
     pub(crate) prefetch: Option<usize>,
+    /// `None`: the worker's default.
+    pub(crate) prefetch_mb: Option<usize>,
     pub(crate) shutdown_timeout: Duration,
     /// `None`: the worker's default.
     pub(crate) max_abandoned_threads: Option<usize>,
@@ -107,6 +109,11 @@ pub(crate) fn resolve(
         .map(u64::from)
         .or_else(|| r.number("WORKER_PREFETCH", 1))
         .map(|n| n as usize);
+    let prefetch_mb = args
+        .prefetch_mb
+        .map(u64::from)
+        .or_else(|| r.number("WORKER_PREFETCH_MB", 1))
+        .map(|n| n as usize);
     let max_abandoned_threads = args
         .max_abandoned_threads
         .map(u64::from)
@@ -159,6 +166,7 @@ pub(crate) fn resolve(
             threads,
             queues,
             prefetch,
+            prefetch_mb,
             shutdown_timeout,
             max_abandoned_threads,
             max_memory_mb,
@@ -318,6 +326,7 @@ mod tests {
                 ("WORKER_THREADS", "4"),
                 ("WORKER_QUEUES", "emails, reports"),
                 ("WORKER_PREFETCH", "10"),
+                ("WORKER_PREFETCH_MB", "32"),
                 ("WORKER_SHUTDOWN_TIMEOUT", "2m"),
                 ("WORKER_MAX_MEMORY_MB", "300"),
                 ("WORKER_MAX_ABANDONED_THREADS", "0"),
@@ -329,6 +338,7 @@ mod tests {
         assert_eq!(s.threads, 4);
         assert_eq!(s.queues.unwrap(), ["emails", "reports"]);
         assert_eq!(s.prefetch, Some(10));
+        assert_eq!(s.prefetch_mb, Some(32));
         assert_eq!(s.shutdown_timeout, Duration::from_secs(120));
         assert_eq!(s.max_memory_mb, Some(300));
         assert_eq!(s.max_abandoned_threads, Some(0));

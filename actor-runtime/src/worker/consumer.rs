@@ -1,15 +1,15 @@
 //! One queue's fetch loop, the worker's prefetch budget, and ack batching.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Consumer, Delivery, DeliveryTag};
 
+use super::budget::{Hold, BUFFERED_WORK_NS};
 use super::executor::{Pending, Shared};
 
 /// How long an idle queue waits before fetching again anyway; wake-ups are immediate, this
@@ -20,72 +20,7 @@ const IDLE_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct QueueRunner {
     pub(crate) name: Arc<str>,
     pub(crate) consumer: Arc<dyn Consumer>,
-    pub(crate) acks: mpsc::UnboundedSender<(DeliveryTag, OwnedSemaphorePermit)>,
-}
-
-/// What one worker may hold: one permit per message fetched and not yet acked, nacked or
-/// requeued (running ones included), across all its queues. Fixed, or adapted to how long
-/// messages take.
-pub(crate) struct Budget {
-    pub(crate) permits: Arc<Semaphore>,
-    /// Permits the semaphore holds in all (available + taken).
-    current: AtomicUsize,
-    /// `Some(n)`: exactly n (set by the user). `None`: adaptive.
-    fixed: Option<usize>,
-    /// Adaptive bounds.
-    min: usize,
-    max: usize,
-}
-
-/// Adaptive prefetch keeps about this much work buffered per thread: enough to hide a Redis
-/// round trip behind quick messages, so little that a slow message is never kept from
-/// another worker's free thread.
-const BUFFERED_WORK_NS: u64 = 20_000_000;
-
-/// The adaptive budget's ceiling: quick messages come in batches of up to this many.
-pub(crate) const MAX_ADAPTIVE_PREFETCH: usize = 1000;
-
-impl Budget {
-    /// Adaptive budgets start at `threads`: nothing is fetched ahead of a free thread until
-    /// messages have proven quick.
-    pub(crate) fn new(fixed: Option<usize>, threads: usize) -> Budget {
-        let min = fixed.unwrap_or(threads).max(1);
-        Budget {
-            permits: Arc::new(Semaphore::new(min)),
-            current: AtomicUsize::new(min),
-            fixed,
-            min,
-            max: fixed.unwrap_or(MAX_ADAPTIVE_PREFETCH).max(min),
-        }
-    }
-
-    /// The budget's size now.
-    #[cfg(test)]
-    pub(crate) fn size(&self) -> usize {
-        self.current.load(Ordering::Relaxed)
-    }
-
-    /// Resizes toward `threads × BUFFERED_WORK / average processing time`, within bounds.
-    /// Returns how many held messages are over the new size (only free permits can go at
-    /// once).
-    pub(crate) fn adapt(&self, average_ns: u64, threads: usize) -> usize {
-        if self.fixed.is_some() || average_ns == 0 {
-            return 0;
-        }
-        let wanted = (BUFFERED_WORK_NS.saturating_mul(threads as u64) / average_ns)
-            .clamp(self.min as u64, self.max as u64) as usize;
-        let current = self.current.load(Ordering::Relaxed);
-        if wanted > current {
-            self.permits.add_permits(wanted - current);
-            self.current.store(wanted, Ordering::Relaxed);
-        } else if wanted < current {
-            // Only free permits can go; the rest shrink on later rounds.
-            let forgotten = self.permits.forget_permits(current - wanted);
-            self.current.store(current - forgotten, Ordering::Relaxed);
-            return current - forgotten - wanted;
-        }
-        0
-    }
+    pub(crate) acks: mpsc::UnboundedSender<(DeliveryTag, Hold)>,
 }
 
 /// Fetches while the worker has budget, and hands messages to the dispatcher. An empty
@@ -99,6 +34,11 @@ pub(crate) async fn fetch_loop(
     let budget = &shared.budget;
     let mut failures = 0u32;
     loop {
+        let room = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            room = shared.bytes.room() => room,
+        };
         let excess = budget.adapt(shared.average_ns(), shared.thread_count());
         // Quick messages over budget drain in milliseconds; slower ones would wait here while
         // a thread elsewhere may be free.
@@ -125,7 +65,7 @@ pub(crate) async fn fetch_loop(
         let batch = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            batch = runner.consumer.fetch(max, Duration::ZERO) => batch,
+            batch = runner.consumer.fetch_bounded(max, room, Duration::ZERO) => batch,
         };
         match batch {
             Ok(batch) if batch.is_empty() => {
@@ -192,8 +132,8 @@ fn hand_over(
         return;
     }
     let items = batch.into_iter().filter_map(|delivery| {
-        let permit = permits.split(1)?;
-        Some(Pending::new(shared, runner.clone(), delivery, permit))
+        let hold = Hold::new(permits.split(1)?, delivery.size, &shared.bytes);
+        Some(Pending::new(shared, runner.clone(), delivery, hold))
     });
     shared.push_pending(items);
 }
@@ -203,7 +143,7 @@ fn hand_over(
 pub(crate) async fn ack_loop(
     queue: Arc<str>,
     consumer: Arc<dyn Consumer>,
-    mut rx: mpsc::UnboundedReceiver<(DeliveryTag, OwnedSemaphorePermit)>,
+    mut rx: mpsc::UnboundedReceiver<(DeliveryTag, Hold)>,
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(256);
@@ -234,54 +174,11 @@ pub(crate) async fn ack_loop(
                 tokio::time::sleep(backoff).await;
             }
             tags.clear();
-            // Dropping the permits returns prefetch budget to the fetcher.
+            // Dropping the holds returns prefetch budget to the fetchers.
             batch.clear();
         }
         if last {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: u64 = 1_000_000;
-
-    #[test]
-    fn an_adaptive_budget_starts_at_the_thread_count_and_grows_only_for_quick_messages() {
-        let budget = Budget::new(None, 2);
-        assert_eq!(budget.size(), 2);
-        // Slow messages (1 s): nothing is buffered beyond the running ones.
-        assert_eq!(budget.adapt(1_000 * MS, 2), 0);
-        assert_eq!(budget.size(), 2);
-        // 1 ms messages: about 20 ms of work per thread.
-        budget.adapt(MS, 2);
-        assert_eq!(budget.size(), 40);
-        // No-ops: up to the ceiling.
-        budget.adapt(1_000, 2);
-        assert_eq!(budget.size(), MAX_ADAPTIVE_PREFETCH);
-    }
-
-    #[test]
-    fn a_shrinking_budget_reports_the_held_messages_over_it() {
-        let budget = Budget::new(None, 1);
-        budget.adapt(1_000, 1);
-        let held = budget.permits.clone().try_acquire_many_owned(300).unwrap();
-        // Messages turned slow: the free permits go at once, 299 held ones are over.
-        assert_eq!(budget.adapt(1_000 * MS, 1), 299);
-        drop(held);
-        assert_eq!(budget.adapt(1_000 * MS, 1), 0);
-        assert_eq!(budget.size(), 1);
-        assert_eq!(budget.permits.available_permits(), 1);
-    }
-
-    #[test]
-    fn a_fixed_budget_never_moves() {
-        let budget = Budget::new(Some(5), 8);
-        budget.adapt(1_000, 8);
-        budget.adapt(1_000 * MS, 8);
-        assert_eq!(budget.size(), 5);
     }
 }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,7 +21,8 @@ use crate::middleware::current::{Current, CURRENT};
 use crate::registry::Registry;
 
 use super::blocking::{BlockingPool, CallError};
-use super::consumer::{Budget, QueueRunner};
+use super::budget::{Budget, ByteBudget, Hold};
+use super::consumer::QueueRunner;
 use super::process::{process, Outcome};
 use super::watchdog::Watchdog;
 
@@ -34,8 +35,10 @@ pub(crate) struct Shared {
     seq: AtomicU64,
     threads: Arc<Semaphore>,
     thread_count: usize,
-    /// What the worker may hold fetched, across its queues.
+    /// How many messages the worker may hold fetched, across its queues.
     pub(crate) budget: Budget,
+    /// How many payload bytes it may hold fetched.
+    pub(crate) bytes: Arc<ByteBudget>,
     /// Moving average of the time one message takes (ns), for adaptive prefetch.
     average_ns: AtomicU64,
     /// Messages being processed, by sequence number, so a forced stop can requeue them.
@@ -64,7 +67,7 @@ pub(crate) struct Pending {
     pub(crate) runner: Arc<QueueRunner>,
     /// Boxed: the heap moves entries as it sifts, and a message is large.
     pub(crate) delivery: Box<Delivery>,
-    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) hold: Hold,
 }
 
 impl Pending {
@@ -72,7 +75,7 @@ impl Pending {
         shared: &Shared,
         runner: Arc<QueueRunner>,
         delivery: Delivery,
-        permit: OwnedSemaphorePermit,
+        hold: Hold,
     ) -> Pending {
         let priority = delivery.message.as_ref().map_or(i32::MIN, |m| {
             m.options
@@ -92,7 +95,7 @@ impl Pending {
             key: Reverse((priority, seq)),
             runner,
             delivery: Box::new(delivery),
-            permit,
+            hold,
         }
     }
 }
@@ -120,6 +123,7 @@ impl Shared {
         registry: &'static Registry,
         threads: usize,
         prefetch: Option<usize>,
+        prefetch_bytes: usize,
         max_abandoned_threads: usize,
     ) -> Self {
         let shutdown = CancellationToken::new();
@@ -132,6 +136,7 @@ impl Shared {
             threads: Arc::new(Semaphore::new(threads)),
             thread_count: threads,
             budget: Budget::new(prefetch, threads),
+            bytes: Arc::new(ByteBudget::new(prefetch_bytes)),
             average_ns: AtomicU64::new(0),
             in_flight: Mutex::new(HashMap::new()),
             cancel_running: CancellationToken::new(),
@@ -252,11 +257,11 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
     let Pending {
         runner,
         delivery,
-        permit,
+        hold,
         ..
     } = item;
     let middleware = shared.broker.middleware().snapshot();
-    let Delivery { tag, message } = *delivery;
+    let Delivery { tag, message, .. } = *delivery;
     let started = std::time::Instant::now();
     let outcome = process(shared, &middleware, &tag, message).await;
     shared.record_duration(started.elapsed().as_nanos() as u64);
@@ -269,7 +274,7 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
             }
             // The ack loop outlives every message task; should it be gone (forced exit),
             // the message is redelivered.
-            let _ = runner.acks.send((tag, permit));
+            let _ = runner.acks.send((tag, hold));
             if let Some(ctx) = &ctx {
                 for m in middleware.iter().rev() {
                     m.after_ack(ctx).await;

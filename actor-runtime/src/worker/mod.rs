@@ -1,6 +1,7 @@
 //! The worker: consumes queues and runs the registered actors.
 
 mod blocking;
+mod budget;
 mod consumer;
 mod executor;
 mod process;
@@ -73,6 +74,7 @@ pub struct Worker {
     queues: Option<Vec<String>>,
     threads: usize,
     prefetch: Option<usize>,
+    prefetch_bytes: usize,
     shutdown_timeout: Duration,
     max_abandoned_threads: Option<usize>,
 }
@@ -84,6 +86,7 @@ impl std::fmt::Debug for Worker {
             .field("queues", &self.queues)
             .field("threads", &self.threads)
             .field("prefetch", &self.prefetch)
+            .field("prefetch_bytes", &self.prefetch_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("max_abandoned_threads", &self.abandoned_cap())
             .finish()
@@ -99,6 +102,7 @@ impl Worker {
             queues: None,
             threads: 8,
             prefetch: None,
+            prefetch_bytes: budget::DEFAULT_PREFETCH_BYTES,
             shutdown_timeout: Duration::from_secs(30),
             max_abandoned_threads: None,
         }
@@ -130,6 +134,24 @@ impl Worker {
     /// round trip each. Setting it fixes it (at least 1).
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.prefetch = Some(prefetch.max(1));
+        self
+    }
+
+    /// Payload bytes this worker holds fetched and not yet acked, running ones included,
+    /// across its queues (default 64 MiB): a burst of large messages waits in the broker, not
+    /// in this process's memory. A fetch always takes at least one message, so a message
+    /// larger than the limit still runs, alone.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// use actor_runtime::{StubBroker, Worker};
+    ///
+    /// // Two worker processes in a 512 MB container: 32 MiB of buffered payloads each.
+    /// let worker = Worker::new(Arc::new(StubBroker::new())).prefetch_bytes(32 << 20);
+    /// # let _ = worker;
+    /// ```
+    pub fn prefetch_bytes(mut self, bytes: usize) -> Self {
+        self.prefetch_bytes = bytes.max(1);
         self
     }
 
@@ -198,6 +220,7 @@ impl Worker {
             registry,
             self.threads,
             prefetch,
+            self.prefetch_bytes,
             self.abandoned_cap(),
         ));
         let fetch_stop = CancellationToken::new();
@@ -208,7 +231,7 @@ impl Worker {
         for queue in &queues {
             let consumer: Arc<dyn crate::broker::Consumer> = Arc::from(
                 self.broker
-                    .consume(queue, prefetch.unwrap_or(consumer::MAX_ADAPTIVE_PREFETCH))
+                    .consume(queue, prefetch.unwrap_or(budget::MAX_ADAPTIVE_PREFETCH))
                     .await?,
             );
             let (acks, rx) = mpsc::unbounded_channel();

@@ -57,6 +57,12 @@ async fn cli_print(key: String, bytes: Vec<u8>) {
     record(json!({"actor": "cli_print", "key": key, "pid": std::process::id()}));
 }
 
+/// Records the size of a (large) payload it received.
+#[actor(queue_name = "cli")]
+async fn cli_blob(key: String, blob: String) {
+    record(json!({"actor": "cli_blob", "key": key, "len": blob.len(), "pid": std::process::id()}));
+}
+
 /// Always fails, without retries: its messages are dead-lettered.
 #[actor(queue_name = "cli", max_retries = 0)]
 async fn cli_fail(key: String) -> Result<(), String> {

@@ -1,6 +1,7 @@
-//! Redis under pressure: out of memory (maxmemory with noeviction), a server gone while a
-//! message is being dead-lettered, and dead-letter reasons whose dead letters were deleted
-//! by someone else (Python's flush or TTL).
+//! Under pressure: a burst of large messages (the worker's byte budget), Redis out of memory
+//! (maxmemory with noeviction), a server gone while a message is being dead-lettered, and
+//! dead-letter reasons whose dead letters were deleted by someone else (Python's flush or
+//! TTL).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -215,4 +216,59 @@ async fn reasons_of_dead_letters_deleted_elsewhere_are_swept() {
         .unwrap();
     assert_eq!((orphans, kept), (0, 1));
     cleanup(&broker, 0).await;
+}
+
+/// Resident memory of `pid` in MB (`VmRSS`).
+fn resident_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_messages_waits_in_redis_not_in_the_worker() {
+    let f = crate::cli_redis::Fixture::new();
+    let blob = "x".repeat(2 << 20);
+    let total = 150;
+    for chunk in 0..total / 10 {
+        let batch = (0..10)
+            .map(|i| {
+                actor_runtime::Message::new(
+                    "cli",
+                    "cli_blob",
+                    vec![
+                        serde_json::json!(format!("b{}", chunk * 10 + i)),
+                        serde_json::json!(blob),
+                    ],
+                )
+            })
+            .collect();
+        f.broker.enqueue_batch(batch, None).await.unwrap();
+    }
+    drop(blob);
+    let mut env = f.env();
+    env.push(("WORKER_PREFETCH_MB", "32"));
+    let mut worker = crate::cli::Proc::spawn(crate::cli::WORKER, &["-p", "1", "-t", "1"], &env);
+    worker.wait_message("worker started").await;
+    let pid = worker.pid();
+    let mut peak = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while f.recorded().len() < total {
+        peak = peak.max(resident_mb(pid));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ran {}",
+            f.recorded().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 300 MB of messages, a 32 MB budget: about 70 MB at the peak, where the worker without
+    // a byte budget took what it could fetch (176 MB here, 427 MB in a bigger burst).
+    assert!(peak < 110, "the worker peaked at {peak} MB");
+    crate::cli::kill("TERM", pid);
+    worker.exit().await;
+    f.cleanup().await;
 }

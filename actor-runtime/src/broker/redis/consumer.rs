@@ -49,10 +49,15 @@ impl RedisConsumer {
     }
 
     /// One fetch round of at most `max` messages, run as its own task (cancel safety).
-    async fn round(&self, max: usize) -> Result<Vec<Delivery>> {
+    async fn round(&self, max: usize, max_bytes: usize) -> Result<Vec<Delivery>> {
         self.seen
             .store(self.queue.signal.ready.generation(), Ordering::Release);
-        let round = tokio::spawn(round(self.shared.clone(), self.queue.clone(), max));
+        let round = tokio::spawn(round(
+            self.shared.clone(),
+            self.queue.clone(),
+            max,
+            max_bytes,
+        ));
         let (fetched, next_eta) = match round.await {
             Ok(result) => result?,
             Err(err) => return Err(Error::Connection(format!("fetch task failed: {err}"))),
@@ -90,10 +95,19 @@ impl RedisConsumer {
 #[async_trait]
 impl Consumer for RedisConsumer {
     async fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        self.fetch_bounded(max, usize::MAX, timeout).await
+    }
+
+    async fn fetch_bounded(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Delivery>> {
         let deadline = deadline_after(timeout);
         let max = max.clamp(1, FETCH_CHUNK);
         loop {
-            let batch = self.round(max).await?;
+            let batch = self.round(max, max_bytes).await?;
             if !batch.is_empty() || Instant::now() >= deadline {
                 return Ok(batch);
             }
@@ -253,6 +267,7 @@ async fn round(
     shared: Arc<Shared>,
     queue: Arc<QueueState>,
     max: usize,
+    max_bytes: usize,
 ) -> Result<(Fetched, Option<u64>)> {
     let mut poll = queue.lock.lock().await;
     if queue.needs_reclaim.load(Ordering::Acquire) {
@@ -260,7 +275,7 @@ async fn round(
     }
     refill_delayed(&shared, &queue, &mut poll).await?;
     promote_due(&shared, &queue).await?;
-    let deliveries = fetch_ready(&shared, &queue, max).await?;
+    let deliveries = fetch_ready(&shared, &queue, max, max_bytes).await?;
     if queue.needs_reclaim.load(Ordering::Acquire) {
         // A fetch attempt of this round lost its reply; what it popped goes back now. A
         // failure here leaves the flag for the next round, and the batch is still good.
@@ -280,19 +295,25 @@ async fn round(
     ))
 }
 
-/// Runs the fetch script on `list`/`msgs` into `acks`: (id, payload) pairs. A failed attempt
-/// may have popped ids nobody will see, so it marks the queue for reclaiming (done before the
-/// next fetch, or at once by the caller once it has recorded what it got).
+/// Runs the fetch script on `list`/`msgs` into `acks`: (id, payload) pairs, at most `max` of
+/// them and `max_bytes` of payload (at least one). A failed attempt may have popped ids nobody
+/// will see, so it marks the queue for reclaiming (done before the next fetch, or at once by
+/// the caller once it has recorded what it got).
 async fn fetch_script(
     shared: &Shared,
     queue: &QueueState,
     keys: [&str; 3],
     max: usize,
+    max_bytes: usize,
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let [list, msgs, acks] = keys;
     let heartbeats = &queue.keys.heartbeats;
     let mut cmd = evalsha(&FETCH, &[list, msgs, acks, heartbeats]);
-    cmd.arg(max).arg(&shared.worker_id).arg(now_ms());
+    cmd.arg(max)
+        .arg(&shared.worker_id)
+        .arg(now_ms())
+        // Lua numbers are doubles: no need to send more than they hold exactly.
+        .arg(max_bytes.min(1 << 52));
     let mut retried = false;
     let reply = shared
         .conn
@@ -313,9 +334,15 @@ async fn fetch_script(
     Ok(pairs)
 }
 
-async fn fetch_ready(shared: &Shared, queue: &QueueState, max: usize) -> Result<Vec<Delivery>> {
+async fn fetch_ready(
+    shared: &Shared,
+    queue: &QueueState,
+    max: usize,
+    max_bytes: usize,
+) -> Result<Vec<Delivery>> {
     let keys = &queue.keys;
-    let pairs = fetch_script(shared, queue, [&keys.list, &keys.msgs, &keys.acks], max).await?;
+    let lists = [keys.list.as_str(), &keys.msgs, &keys.acks];
+    let pairs = fetch_script(shared, queue, lists, max, max_bytes).await?;
     let mut outstanding = queue.outstanding();
     Ok(pairs
         .into_iter()
@@ -326,6 +353,7 @@ async fn fetch_ready(shared: &Shared, queue: &QueueState, max: usize) -> Result<
                     queue: queue.name.clone(),
                     id,
                 },
+                size: payload.len(),
                 message: Message::decode(&payload),
             }
         })

@@ -1,37 +1,37 @@
--- fetch: pop up to N ids from the head of a queue into this worker's ack set and return them
--- with their payloads, in one round trip. Also records the worker's heartbeat.
+-- fetch: take up to N ids from the head of a queue, and at most B bytes of their payloads
+-- (always at least one id), into this worker's ack set and return them with their payloads,
+-- in one round trip. Also records the worker's heartbeat.
 -- An id whose payload is gone (Dramatiq #266) is dropped here, not added to the ack set, and
 -- reported so the caller can log it.
 --
 -- Order matters when Redis is out of memory (maxmemory with noeviction): a script may not
 -- start with a command that can grow memory (SADD, ZADD), but once it has written anything
--- it may go on. So the pop comes first, and a worker can still drain the queues whose
+-- it may go on. So the trim comes first, and a worker can still drain the queues whose
 -- draining frees memory.
 --
 -- KEYS[1] queue list   KEYS[2] payload hash   KEYS[3] ack set   KEYS[4] heartbeats zset
--- ARGV[1] max count   ARGV[2] worker id   ARGV[3] now (ms)
+-- ARGV[1] max count   ARGV[2] worker id   ARGV[3] now (ms)   ARGV[4] max bytes
 -- Returns { {id1, payload1, id2, payload2, ...}, {missing ids...} }
-local n = tonumber(ARGV[1])
--- LPOP with a count (Redis 6.2+) pops the batch in one command (and one keyspace event);
--- older servers refuse the count, and we pop one at a time.
-local ids = redis.pcall('LPOP', KEYS[1], n)
-if type(ids) == 'table' and ids.err then
-  ids = {}
-  for _ = 1, n do
-    local id = redis.call('LPOP', KEYS[1])
-    if not id then
-      break
-    end
-    ids[#ids + 1] = id
+local n, budget = tonumber(ARGV[1]), tonumber(ARGV[4])
+-- Sizes first (HSTRLEN is O(1)), so payloads over the budget are never copied; LRANGE then
+-- one LTRIM is one keyspace event for the batch, on any server version.
+local listed = redis.call('LRANGE', KEYS[1], 0, n - 1)
+local ids, bytes = {}, 0
+for i = 1, #listed do
+  local size = redis.call('HSTRLEN', KEYS[2], listed[i])
+  if i > 1 and bytes + size > budget then
+    break
   end
-elseif not ids then
-  ids = {}
+  bytes = bytes + size
+  ids[i] = listed[i]
 end
--- An LPOP counts as a write even when it popped nothing, so this never fails for memory.
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 if #ids == 0 then
+  -- Nothing written yet, so out of memory this may fail: the heartbeat has its own timer.
+  redis.pcall('ZADD', KEYS[4], ARGV[3], ARGV[2])
   return { {}, {} }
 end
+redis.call('LTRIM', KEYS[1], #ids, -1)
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 local payloads = redis.call('HMGET', KEYS[2], unpack(ids))
 local found, missing, taken = {}, {}, {}
 for i = 1, #ids do
