@@ -10,26 +10,9 @@ use actor_runtime::{actor, current_message, Broker, Message, Worker};
 use redis::AsyncCommands;
 use serde_json::json;
 
-use crate::common::{namespace, redis_url};
+use crate::common::{namespace, redis_url, resident_mb};
 use crate::faults::{producer, WorkerProcess, QUEUE};
 use crate::redis_broker::support::{broker, cleanup, config, eventually, now_ms, raw};
-
-/// Resident memory of `pid` in MB (`VmRSS` of /proc/PID/status), as the supervisor reads it.
-fn resident_mb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("a VmRSS line");
-    let kb: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .expect("VmRSS in kB");
-    kb / 1024
-}
 
 /// Deletes a namespace's keys even when the test fails: 300 MB should not outlive it.
 struct FlushOnDrop(String, String);

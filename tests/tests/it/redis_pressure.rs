@@ -10,7 +10,7 @@ use actor_runtime::{actor, Broker, Error, RedisBroker, RedisConfig, Worker};
 use redis::AsyncCommands;
 use tokio::sync::Semaphore;
 
-use crate::common::namespace;
+use crate::common::{namespace, resident_mb};
 use crate::faults::PrivateRedis;
 use crate::redis_broker::support::{broker, cleanup, config, raw};
 
@@ -216,16 +216,6 @@ async fn reasons_of_dead_letters_deleted_elsewhere_are_swept() {
         .unwrap();
     assert_eq!((orphans, kept), (0, 1));
     cleanup(&broker, 0).await;
-}
-
-/// Resident memory of `pid` in MB (`VmRSS`).
-fn resident_mb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
