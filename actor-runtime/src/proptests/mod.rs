@@ -2,7 +2,7 @@
 //! handler `#[actor]` generates, which binds `args`/`kwargs` to typed parameters. Whatever a
 //! producer writes, that path returns a value or an error, never panics, and agrees with
 //! Python's calling convention. (Round trips with Python's own encoder are in the tests crate,
-//! `tests/it/wire_values.rs`.)
+//! `tests/tests/it/wire_values.rs`.)
 
 mod strategies;
 
