@@ -80,6 +80,8 @@ mod error;
 mod message;
 pub mod middleware;
 mod options;
+#[cfg(test)]
+mod proptests;
 pub mod rate_limits;
 #[cfg(feature = "redis")]
 mod redis_conn;

@@ -17,4 +17,5 @@ mod results_interop;
 mod results_on_redis_broker;
 mod results_support;
 mod slow_jobs;
+mod wire_values;
 mod worker;
