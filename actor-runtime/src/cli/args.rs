@@ -184,7 +184,8 @@ pub(crate) enum DeadLettersCommand {
 pub(crate) struct DeadLetterSelection {
     /// The queue.
     pub(crate) queue: String,
-    /// Only these dead letters (ids as `list` shows them) [default: all].
+    /// Only these dead letters: the id `list` shows, or the message id of the logs (one
+    /// that matches none is an error, and nothing changes) [default: all].
     #[arg(long = "id", value_name = "ID")]
     pub(crate) ids: Vec<String>,
     #[command(flatten)]

@@ -357,6 +357,65 @@ mod tests {
         assert_eq!(text, "purged 0 dead letters of ops_dead\n");
     }
 
+    /// Dead-letters a message of `ops_probe` on `queue`; returns its message id.
+    async fn dead_letter(broker: &Arc<dyn Broker>, queue: &str, arg: i64) -> String {
+        let message = broker
+            .enqueue(Message::new(queue, "ops_probe", vec![json!(arg)]), None)
+            .await
+            .unwrap();
+        let consumer = broker.consume(queue, 1).await.unwrap();
+        let batch = consumer.fetch(1, Duration::from_secs(1)).await.unwrap();
+        consumer.nack(&batch[0].tag, "boom").await.unwrap();
+        message.message_id
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_chosen_by_message_id_too_and_an_unknown_id_changes_nothing() {
+        let broker = stub();
+        let first = dead_letter(&broker, "ops_ids", 1).await;
+        let second = dead_letter(&broker, "ops_ids", 2).await;
+        let selection = |ids: &[&str]| DeadLetterSelection {
+            queue: "ops_ids".into(),
+            ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+            output: OutputArgs { json: false },
+        };
+
+        let err = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::Requeue(selection(&[&first, "nope"]))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.exit, Exit::Usage);
+        assert!(err.message.contains("`nope`"), "{}", err.message);
+        assert!(!err.message.contains(&first), "{}", err.message);
+        assert_eq!(broker.stats("ops_ids").await.unwrap().dead, 2);
+        let err = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::Purge(selection(&["nope"]))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.exit, Exit::Usage);
+
+        let text = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::Requeue(selection(&[&first]))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(text, "requeued 1 dead letter of ops_ids\n");
+        let text = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::Purge(selection(&[&second]))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(text, "purged 1 dead letter of ops_ids\n");
+        let stats = broker.stats("ops_ids").await.unwrap();
+        assert_eq!((stats.ready, stats.dead), (1, 0));
+    }
+
     #[test]
     fn dates_are_utc() {
         assert_eq!(utc(0), "1970-01-01 00:00:00Z");

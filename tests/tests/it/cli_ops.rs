@@ -1,0 +1,68 @@
+//! The operator commands through the real binary, on Redis: how they choose, check and
+//! report. Each test has its own namespace.
+
+use std::time::Duration;
+
+use actor_runtime::{Broker, Message};
+use serde_json::json;
+
+use super::cli_redis::Fixture;
+
+/// Dead-letters one message per argument of `cli_fail`; returns their message ids.
+async fn dead_letters(f: &Fixture, keys: &[&str]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for key in keys {
+        let message = Message::new("cli", "cli_fail", vec![json!(key)]);
+        ids.push(f.broker.enqueue(message, None).await.unwrap().message_id);
+    }
+    let consumer = f.broker.consume("cli", keys.len()).await.unwrap();
+    let batch = consumer
+        .fetch(keys.len(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), keys.len());
+    for delivery in &batch {
+        consumer.nack(&delivery.tag, "always fails").await.unwrap();
+    }
+    consumer.close().await.unwrap();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_chosen_by_the_message_id_of_the_logs_and_an_unknown_id_fails() {
+    let f = Fixture::new();
+    let ids = dead_letters(&f, &["a", "b"]).await;
+
+    for command in ["requeue", "purge"] {
+        let (code, stdout, stderr) = f
+            .cli(&["dead-letters", command, "cli", "--id", "no-such-id"])
+            .await;
+        assert_eq!(code, 2, "{command}: {stdout}{stderr}");
+        assert!(stderr.contains("`no-such-id`"), "{stderr}");
+        assert!(stderr.contains("nothing was changed"), "{stderr}");
+        // One good id beside the bad one changes nothing either.
+        let (code, _, stderr) = f
+            .cli(&["dead-letters", command, "cli", "--id", &ids[0], "--id", "x"])
+            .await;
+        assert_eq!(code, 2, "{stderr}");
+    }
+    assert_eq!(f.stats("cli").await.dead, 2);
+
+    let requeued = f
+        .cli_json(&["dead-letters", "requeue", "cli", "--id", &ids[0], "--json"])
+        .await;
+    assert_eq!(requeued["requeued"], 1);
+    let (code, text, stderr) = f
+        .cli(&["dead-letters", "purge", "cli", "--id", &ids[1]])
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(text, "purged 1 dead letter of cli\n");
+    let stats = f.stats("cli").await;
+    assert_eq!((stats.ready, stats.dead), (1, 0));
+    // Gone now: asking again is an error, not a silent 0.
+    let (code, _, _) = f
+        .cli(&["dead-letters", "purge", "cli", "--id", &ids[1]])
+        .await;
+    assert_eq!(code, 2);
+    f.cleanup().await;
+}
