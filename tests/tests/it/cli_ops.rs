@@ -66,3 +66,55 @@ async fn dead_letters_are_chosen_by_the_message_id_of_the_logs_and_an_unknown_id
     assert_eq!(code, 2);
     f.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_refuses_arguments_that_do_not_fit_the_actors_signature() {
+    let f = Fixture::new();
+    for (actor, args, needle) in [
+        (
+            "cli_record",
+            "[1]",
+            "argument `key` of `cli_record` has the wrong type",
+        ),
+        (
+            "cli_sleep",
+            r#"["k"]"#,
+            "`cli_sleep` is missing argument `ms`",
+        ),
+        ("cli_record", r#"["k", 2]"#, "takes 1 argument(s)"),
+        (
+            "cli_stuck",
+            r#"["k", "long"]"#,
+            "argument `ms` of `cli_stuck`",
+        ),
+    ] {
+        let (code, stdout, stderr) = f.cli(&["enqueue", actor, "--args", args]).await;
+        assert_eq!(code, 2, "{actor} {args}: {stdout}{stderr}");
+        assert!(stderr.contains(needle), "{actor} {args}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+    let (code, _, stderr) = f
+        .cli(&[
+            "enqueue",
+            "cli_record",
+            "--kwargs",
+            r#"{"key": "k", "extra": 1}"#,
+        ])
+        .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("has no parameter `extra`"), "{stderr}");
+    assert_eq!(f.stats("cli").await.ready, 0);
+
+    // Arguments that fit are enqueued; checking them runs nothing, a plain `fn` included.
+    for (actor, args) in [("cli_record", r#"["k"]"#), ("cli_stuck", r#"["k", 1]"#)] {
+        let (code, _, stderr) = f.cli(&["enqueue", actor, "--args", args]).await;
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let (code, _, stderr) = f
+        .cli(&["enqueue", "cli_record", "--kwargs", r#"{"key": "k"}"#])
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(f.stats("cli").await.ready, 3);
+    assert!(f.records().is_empty(), "{:?}", f.records());
+    f.cleanup().await;
+}

@@ -144,9 +144,18 @@ async fn enqueue(
         }
         Some(Err(err)) => return Err(Failure::usage(format!("--kwargs is not valid JSON: {err}"))),
     };
-    declared(broker, &queue).await?;
     let mut message = Message::new(&queue, &args.actor, positional);
     message.kwargs = kwargs;
+    if let Some(actor) = registry.get(&args.actor) {
+        // Binds the arguments as a worker would, without running anything: the handler only
+        // builds the call (a future not polled, or a closure not called), dropped here.
+        if let Err(err) = actor.handler(&message) {
+            return Err(Failure::usage(format!(
+                "{err}; a worker would dead-letter this message, so it was not enqueued"
+            )));
+        }
+    }
+    declared(broker, &queue).await?;
     let delay = args.delay.map(Duration::from_millis);
     let message = broker
         .enqueue(message, delay)
@@ -236,6 +245,26 @@ mod tests {
         }
     }
 
+    /// What `#[actor] fn ops_typed(n: u32)` registers: binds its one argument, and panics if
+    /// the call is ever run.
+    fn typed_handler(message: &Message) -> Result<crate::Handler, crate::ArgError> {
+        let args = crate::args::ArgReader::new(message, "ops_typed", &["n"])?;
+        let _n: u32 = args.take(0, "n")?;
+        Ok(crate::Handler::Blocking(Box::new(|| {
+            panic!("enqueue ran the actor")
+        })))
+    }
+
+    inventory::submit! {
+        crate::Registration {
+            name: "ops_typed",
+            queue: "ops_test",
+            options: crate::ActorOptions::DEFAULT,
+            rust_path: "actor_runtime::cli::ops::tests::ops_typed",
+            handler: typed_handler,
+        }
+    }
+
     fn stub() -> Arc<dyn Broker> {
         Arc::new(StubBroker::new())
     }
@@ -293,6 +322,38 @@ mod tests {
                 .unwrap_err();
             assert!(err.message.contains(needle), "{}", err.message);
         }
+    }
+
+    #[tokio::test]
+    async fn enqueue_checks_the_arguments_against_a_known_actors_signature() {
+        let broker = stub();
+        for (args, needle) in [
+            (
+                r#"["seven"]"#,
+                "argument `n` of `ops_typed` has the wrong type",
+            ),
+            ("[1, 2]", "takes 1 argument(s)"),
+            ("[]", "missing argument `n`"),
+        ] {
+            let err = run_to_string(&broker, Command::Enqueue(enqueue_args("ops_typed", args)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.exit, Exit::Usage);
+            assert!(err.message.contains(needle), "{}", err.message);
+        }
+        let mut args = enqueue_args("ops_typed", "[]");
+        args.kwargs = Some(r#"{"m": 1}"#.into());
+        let err = run_to_string(&broker, Command::Enqueue(args))
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("no parameter `m`"), "{}", err.message);
+        // Refused before the queue was even declared.
+        assert!(broker.stats("ops_test").await.is_err());
+
+        run_to_string(&broker, Command::Enqueue(enqueue_args("ops_typed", "[7]")))
+            .await
+            .unwrap();
+        assert_eq!(broker.stats("ops_test").await.unwrap().ready, 1);
     }
 
     #[tokio::test]
