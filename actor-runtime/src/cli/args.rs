@@ -150,6 +150,9 @@ pub(crate) struct EnqueueArgs {
     /// Run no earlier than this many ms from now.
     #[arg(long, value_name = "MS")]
     pub(crate) delay: Option<u64>,
+    /// Print only the message id, for scripts: `id=$(my-worker enqueue ... --id-only)`.
+    #[arg(long, short = 'q', visible_alias = "quiet", conflicts_with = "json")]
+    pub(crate) id_only: bool,
     #[command(flatten)]
     pub(crate) output: OutputArgs,
 }

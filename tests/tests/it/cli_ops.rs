@@ -118,3 +118,42 @@ async fn enqueue_refuses_arguments_that_do_not_fit_the_actors_signature() {
     assert!(f.records().is_empty(), "{:?}", f.records());
     f.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_id_only_prints_just_the_message_id() {
+    let f = Fixture::new();
+    let mut printed = Vec::new();
+    for flag in ["--id-only", "--quiet", "-q"] {
+        let (code, stdout, stderr) = f
+            .cli(&["enqueue", "cli_record", "--args", r#"["k"]"#, flag])
+            .await;
+        assert_eq!(code, 0, "{stderr}");
+        let id = stdout.strip_suffix('\n').expect("one line");
+        assert!(!id.contains(char::is_whitespace), "{stdout:?}");
+        printed.push(id.to_owned());
+    }
+    // They are the ids of the messages enqueued.
+    let consumer = f.broker.consume("cli", 3).await.unwrap();
+    let batch = consumer.fetch(3, Duration::from_secs(5)).await.unwrap();
+    let mut enqueued: Vec<String> = batch
+        .iter()
+        .map(|d| d.message.as_ref().unwrap().message_id.clone())
+        .collect();
+    enqueued.sort();
+    printed.sort();
+    assert_eq!(enqueued, printed);
+    consumer.close().await.unwrap();
+
+    let (code, _, stderr) = f
+        .cli(&[
+            "enqueue",
+            "cli_record",
+            "--args",
+            r#"["k"]"#,
+            "--id-only",
+            "--json",
+        ])
+        .await;
+    assert_eq!(code, 2, "{stderr}");
+    f.cleanup().await;
+}

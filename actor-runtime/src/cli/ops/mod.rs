@@ -161,7 +161,9 @@ async fn enqueue(
         .enqueue(message, delay)
         .await
         .map_err(Failure::from)?;
-    if args.output.json {
+    if args.id_only {
+        let _ = writeln!(out, "{}", message.message_id);
+    } else if args.output.json {
         let _ = writeln!(
             out,
             "{}",
@@ -282,6 +284,7 @@ mod tests {
             kwargs: None,
             queue: None,
             delay: None,
+            id_only: false,
             output: OutputArgs { json: true },
         }
     }
