@@ -415,7 +415,13 @@ pub fn get_broker() -> Result<Arc<dyn Broker>> {
     if let Some(broker) = GLOBAL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
         return Ok(broker.clone());
     }
-    let built = FROM_ENV.get_or_init(|| broker_from_env().map_err(|e| e.to_string()));
+    // The error's own text: it becomes a `Config` error again below.
+    let built = FROM_ENV.get_or_init(|| {
+        broker_from_env().map_err(|e| match e {
+            Error::Config(message) => message,
+            other => other.to_string(),
+        })
+    });
     match built {
         Ok(broker) => {
             let mut global = GLOBAL.write().unwrap_or_else(|e| e.into_inner());

@@ -165,9 +165,10 @@ fn env_var(key: &str) -> Option<String> {
 
 fn dispatch(cli: Cli) -> Exit {
     let worker_index = env_var(WORKER_ENV).and_then(|v| v.parse::<usize>().ok());
-    let format = match settings::log_format(&cli.common, &env_var) {
-        Ok(format) => format,
-        Err(err) => return report_early(Failure::usage(err.to_string())),
+    // A bad LOG_FORMAT is reported with every other bad setting, in text.
+    let (format, mut problems) = match settings::log_format(&cli.common, &env_var) {
+        Ok(format) => (format, Vec::new()),
+        Err(settings::SettingsError(problems)) => (args::LogFormat::Text, problems),
     };
     let operator = cli.command.is_some();
     let role = match (operator, worker_index) {
@@ -189,8 +190,21 @@ fn dispatch(cli: Cli) -> Exit {
         std::env::set_var("REDIS_URL", url);
     }
     let result = match cli.command {
-        Some(command) => ops::run(command),
-        None => run_worker(&cli.worker, worker_index),
+        Some(command) => {
+            if !matches!(command, args::Command::Actors(_)) {
+                if let Err(settings::SettingsError(more)) = settings::check_broker_env(&env_var) {
+                    problems.extend(more);
+                }
+            }
+            if problems.is_empty() {
+                ops::run(command)
+            } else {
+                Err(Failure::usage(
+                    settings::SettingsError(problems).to_string(),
+                ))
+            }
+        }
+        None => run_worker(&cli.worker, worker_index, problems),
     };
     match result {
         Ok(exit) => exit,
@@ -207,10 +221,13 @@ fn report_early(failure: Failure) -> Exit {
     failure.exit
 }
 
-fn run_worker(args: &args::WorkerArgs, worker_index: Option<usize>) -> Result<Exit, Failure> {
-    let settings =
-        settings::resolve(args, &env_var).map_err(|err| Failure::usage(err.to_string()))?;
-    settings::check_broker_env(&env_var).map_err(|err| Failure::usage(err.to_string()))?;
+fn run_worker(
+    args: &args::WorkerArgs,
+    worker_index: Option<usize>,
+    problems: Vec<String>,
+) -> Result<Exit, Failure> {
+    let settings = settings::resolve_all(args, &env_var, problems)
+        .map_err(|err| Failure::usage(err.to_string()))?;
     let registry = Registry::global().map_err(Failure::from)?;
     if registry.is_empty() {
         return Err(Failure::usage(

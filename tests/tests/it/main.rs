@@ -4,6 +4,7 @@ mod blocking;
 mod cli;
 mod cli_ops;
 mod cli_redis;
+mod cli_settings;
 mod common;
 mod composition;
 mod faults;

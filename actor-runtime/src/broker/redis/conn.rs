@@ -10,7 +10,7 @@ use redis::io::tcp::{socket2, TcpSettings};
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RetryMethod, Script};
 use tokio::time::Instant;
 
-use super::config::{redact, RedisConfig};
+use super::config::{invalid_url, redact, RedisConfig};
 use crate::error::{Error, Result};
 
 /// The broker's way to Redis. Building it does no I/O; connections open on first use.
@@ -29,16 +29,7 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(config: &RedisConfig) -> Result<Conn> {
         let url = redact(&config.url);
-        // redis-rs' error may quote the URL it could not use.
-        let invalid = |e: RedisError| {
-            let why = e.to_string();
-            let why = if why.contains(config.url.as_str()) {
-                "it does not parse".to_owned()
-            } else {
-                why
-            };
-            Error::Config(format!("invalid Redis URL `{url}`: {why}"))
-        };
+        let invalid = |e: RedisError| Error::Config(invalid_url(&config.url, &e));
         let info = config
             .url
             .as_str()
