@@ -7,7 +7,8 @@
 //! # mod my_app {}
 //!
 //! fn main() -> std::process::ExitCode {
-//!     actor_runtime::cli::main()
+//!     // `cli::main()` does the same; this also gives `--version` your app's version.
+//!     actor_runtime::cli::run_with_version(env!("CARGO_PKG_VERSION"))
 //! }
 //! ```
 //!
@@ -46,7 +47,7 @@ mod supervisor;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::error::Error;
 use crate::registry::Registry;
@@ -59,13 +60,28 @@ const WORKER_ENV: &str = "ACTOR_RUNTIME_WORKER_INDEX";
 /// Runs the command line of this process: the worker by default, or an operator command.
 /// Returns Dramatiq's exit code; make it your binary's `main`.
 ///
+/// `--version` cannot know your app's version from here, so it names this library's; pass
+/// yours with [`run_with_version`].
+///
 /// ```no_run
 /// fn main() -> std::process::ExitCode {
 ///     actor_runtime::cli::main()
 /// }
 /// ```
 pub fn main() -> ExitCode {
-    run_from(std::env::args_os())
+    run(std::env::args_os(), None)
+}
+
+/// [`main`], with your app's version for `--version` (`my-app-worker 1.4.2`); `env!` reads
+/// it from your crate's Cargo.toml.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     actor_runtime::cli::run_with_version(env!("CARGO_PKG_VERSION"))
+/// }
+/// ```
+pub fn run_with_version(version: &'static str) -> ExitCode {
+    run(std::env::args_os(), Some(version))
 }
 
 /// [`main`] with explicit arguments (the first is the program name), for programs that wrap
@@ -85,7 +101,32 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    run(args, None)
+}
+
+/// What `--version` says when the app did not give its own.
+const LIBRARY_VERSION: &str = concat!("(actor-runtime ", env!("CARGO_PKG_VERSION"), ")");
+
+fn run<I, T>(args: I, version: Option<&'static str>) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // `--version` names the program as it was run, not this library's crate.
+    let program = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|path| path.file_name())
+        .map(|name| name.to_string_lossy().into_owned());
+    let mut command = Cli::command().version(version.unwrap_or(LIBRARY_VERSION));
+    if let Some(program) = program {
+        command = command.display_name(program);
+    }
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err) => {
             // Help and version go to stdout with 0; usage errors to stderr with 2.

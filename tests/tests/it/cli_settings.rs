@@ -47,3 +47,41 @@ async fn a_bad_redis_url_is_named_once_by_the_worker_and_the_operator_commands()
         assert!(!logs.contains("configuration error"), "{args:?}: {logs}");
     }
 }
+
+#[tokio::test]
+async fn help_lists_the_broker_variables_and_version_is_the_apps() {
+    let run = |bin: &'static str, arg: &'static str| async move {
+        let output = tokio::process::Command::new(bin)
+            .arg(arg)
+            .output()
+            .await
+            .expect("run the CLI");
+        assert!(output.status.success(), "{bin} {arg}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let help = run(WORKER, "--help").await;
+    for name in [
+        "REDIS_URL",
+        "DRAMATIQ_NAMESPACE",
+        "REDIS_MAX_CONNECTIONS",
+        "REDIS_CONNECT_TIMEOUT_MS",
+        "REDIS_READ_TIMEOUT_MS",
+        "REDIS_DELAY_PREFETCH",
+        "HEARTBEAT_TIMEOUT_MS",
+        "DEAD_MESSAGE_TTL_MS",
+        "WORKER_PROCESSES",
+        "LOG_FORMAT",
+    ] {
+        assert!(help.contains(name), "{name} missing from --help:\n{help}");
+    }
+    // `cli_worker` passes its crate's version; `cli_no_actors` calls `cli::main()`.
+    assert_eq!(
+        run(WORKER, "--version").await,
+        format!("cli_worker {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let library = run(env!("CARGO_BIN_EXE_cli_no_actors"), "--version").await;
+    assert!(
+        library.starts_with("cli_no_actors (actor-runtime "),
+        "{library}"
+    );
+}
