@@ -192,6 +192,22 @@ pub trait Broker: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Checks once that the broker answers, without retrying and without starting
+    /// background tasks (heartbeats...): a start-up check that fails at once, with
+    /// [`Error::Connection`], when the broker is unreachable. The default has nothing to
+    /// reach.
+    ///
+    /// ```
+    /// use actor_runtime::{Broker, StubBroker};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert!(StubBroker::new().check_connection().await.is_ok());
+    /// # });
+    /// ```
+    async fn check_connection(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Stops background tasks (heartbeats, maintenance).
     async fn close(&self) {}
 }

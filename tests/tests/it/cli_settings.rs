@@ -85,3 +85,32 @@ async fn help_lists_the_broker_variables_and_version_is_the_apps() {
         "{library}"
     );
 }
+
+#[tokio::test]
+async fn a_closed_redis_port_is_exit_3_at_once_without_heartbeat_warnings() {
+    // Port 1: nothing listens there.
+    let env = [("REDIS_URL", "redis://127.0.0.1:1/0")];
+    for args in [
+        &["-p", "1"][..],
+        &["-p", "2"],
+        &["queues"],
+        &["enqueue", "cli_record", "--args", r#"["k"]"#],
+    ] {
+        let started = std::time::Instant::now();
+        let mut proc = Proc::spawn(WORKER, args, &env);
+        let status = proc.exit().await;
+        let took = started.elapsed();
+        let logs = proc.dump();
+        assert_eq!(status.code(), Some(3), "{args:?}: {logs}");
+        // The broker's own retry bound is 5 s; a refused connection is not worth waiting for.
+        assert!(
+            took < std::time::Duration::from_secs(4),
+            "{args:?} took {took:?}: {logs}"
+        );
+        assert!(!logs.contains("heartbeat"), "{args:?}: {logs}");
+        assert!(
+            logs.contains("Connection refused") || logs.contains("connection"),
+            "{args:?}: {logs}"
+        );
+    }
+}

@@ -87,6 +87,15 @@ impl Conn {
             .map_err(|e| self.error("connect", &e))
     }
 
+    /// One `PING` on a connection of its own, not retried.
+    pub(crate) async fn ping_once(&self) -> Result<()> {
+        let mut conn = self.dedicated()?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.error("ping", &e))
+    }
+
     /// A pub/sub connection, for keyspace notifications.
     pub(crate) async fn pubsub(&self) -> Result<PubSub> {
         match tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub()).await {

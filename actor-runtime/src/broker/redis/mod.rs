@@ -487,6 +487,13 @@ impl Broker for RedisBroker {
         admin::workers(&self.shared).await.map(Some)
     }
 
+    async fn check_connection(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.shared.conn.ping_once().await
+    }
+
     async fn close(&self) {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return;

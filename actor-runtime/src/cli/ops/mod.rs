@@ -42,6 +42,8 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
                  it this program would only see its own, empty, in-memory stub broker)",
             ));
         }
+        // Fails at once on an unreachable broker, before any heartbeat could warn.
+        broker.check_connection().await.map_err(Failure::from)?;
         let mut out = Vec::new();
         let result = execute(&broker, registry, command, &mut out).await;
         broker.close().await;
