@@ -30,9 +30,11 @@
 //! process itself: SIGTERM or SIGINT stop it gracefully, a second one cancels running
 //! messages, SIGHUP stops it gracefully and re-executes the binary (same pid). With more,
 //! this process becomes a supervisor that re-executes its own binary once per worker,
-//! restarts a worker that dies (with exponential backoff), forwards SIGTERM/SIGINT for a
-//! graceful stop (a second signal kills), restarts workers one by one on SIGHUP, and recycles
-//! a worker whose resident memory exceeds `--max-memory`. Unix only.
+//! restarts a worker that dies (with exponential backoff) and requeues its messages at once,
+//! forwards SIGTERM/SIGINT for a graceful stop (a second signal too: workers cancel and
+//! requeue their running messages, and are killed if still running 3 s later), restarts
+//! workers one by one on SIGHUP, and recycles a worker whose resident memory exceeds
+//! `--max-memory`. Unix only.
 
 mod args;
 mod child;

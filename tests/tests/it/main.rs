@@ -2,6 +2,7 @@
 
 mod blocking;
 mod cli;
+mod cli_crashes;
 mod cli_ops;
 mod cli_redis;
 mod cli_settings;
