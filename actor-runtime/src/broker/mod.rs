@@ -192,6 +192,50 @@ pub trait Broker: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// This process's id among the broker's workers (as [`Broker::workers`] lists it), where
+    /// the broker keeps heartbeats; `None` by default.
+    ///
+    /// ```
+    /// use actor_runtime::{Broker, StubBroker};
+    ///
+    /// assert_eq!(Broker::worker_id(&StubBroker::new()), None);
+    /// ```
+    fn worker_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// Requeues now the fetched, unacked messages of worker `worker_id`, a process known to
+    /// be dead (its supervisor saw it exit), rather than once its heartbeat times out.
+    /// Returns how many came back; the default has none to recover.
+    ///
+    /// ```
+    /// use actor_runtime::{Broker, StubBroker};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert_eq!(StubBroker::new().recover_worker("gone").await.unwrap(), 0);
+    /// # });
+    /// ```
+    async fn recover_worker(&self, worker_id: &str) -> Result<u64> {
+        let _ = worker_id;
+        Ok(0)
+    }
+
+    /// Checks once that the broker answers, without retrying and without starting
+    /// background tasks (heartbeats...): a start-up check that fails at once, with
+    /// [`Error::Connection`], when the broker is unreachable. The default has nothing to
+    /// reach.
+    ///
+    /// ```
+    /// use actor_runtime::{Broker, StubBroker};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert!(StubBroker::new().check_connection().await.is_ok());
+    /// # });
+    /// ```
+    async fn check_connection(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Stops background tasks (heartbeats, maintenance).
     async fn close(&self) {}
 }
@@ -229,6 +273,10 @@ pub struct WorkerInfo {
     pub queues: Vec<String>,
     /// How many fetched, unacked messages it holds, where the broker knows.
     pub in_flight: Option<u64>,
+    /// It missed heartbeats (none for one and a half heartbeat intervals): likely dead, its
+    /// messages held until its heartbeat times out. (A busy Python worker only beats when
+    /// it uses Redis, so it can look stale while alive.)
+    pub stale: bool,
 }
 
 impl WorkerInfo {
@@ -244,6 +292,7 @@ impl WorkerInfo {
             last_heartbeat,
             queues: Vec::new(),
             in_flight: None,
+            stale: false,
         }
     }
 }
@@ -415,7 +464,13 @@ pub fn get_broker() -> Result<Arc<dyn Broker>> {
     if let Some(broker) = GLOBAL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
         return Ok(broker.clone());
     }
-    let built = FROM_ENV.get_or_init(|| broker_from_env().map_err(|e| e.to_string()));
+    // The error's own text: it becomes a `Config` error again below.
+    let built = FROM_ENV.get_or_init(|| {
+        broker_from_env().map_err(|e| match e {
+            Error::Config(message) => message,
+            other => other.to_string(),
+        })
+    });
     match built {
         Ok(broker) => {
             let mut global = GLOBAL.write().unwrap_or_else(|e| e.into_inner());

@@ -8,13 +8,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Runs the actors linked into this program as Dramatiq-style workers, or manages their
 /// queues.
+// `--version` is set at run time: the app's, when it passes one (`cli::run_with_version`).
 #[derive(Debug, Parser)]
 #[command(
-    version,
     about = "Runs the actors linked into this program (a Dramatiq-compatible worker), or \
              manages their queues.",
-    after_help = "Settings come from flags, then the environment, then defaults; run without \
-                  a command to start workers. See `--help` of each command.",
+    after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true
 )]
 pub(crate) struct Cli {
@@ -25,6 +24,26 @@ pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
 }
+
+/// The settings that have no flag, after the options; those with one name their variable
+/// in their own help.
+const AFTER_HELP: &str = "\
+Settings come from flags, then the environment, then defaults; every bad one is reported at
+once (exit 2). Run without a command to start workers; see `--help` of each command.
+
+Environment without a flag:
+  DRAMATIQ_NAMESPACE        Redis key namespace, shared with Python workers [default: dramatiq]
+  REDIS_MAX_CONNECTIONS     Redis connections per process [default: 10]
+  REDIS_CONNECT_TIMEOUT_MS  Redis connection timeout [default: 5000]
+  REDIS_READ_TIMEOUT_MS     Redis reply timeout [default: 5000]
+  REDIS_DELAY_PREFETCH      delayed messages a process holds per queue [default: 10000]
+  HEARTBEAT_TIMEOUT_MS      a worker silent this long counts as dead [default: 60000]
+  DEAD_MESSAGE_TTL_MS       how long dead letters are kept [default: 86400000]
+  APP_ENV, ENVIRONMENT, ENV `production` refuses to run without REDIS_URL
+  RUST_LOG                  log filter; wins over -v
+
+Exit codes: 0 ok, 1 killed, 2 bad argument or setting, 3 broker connection failed at
+start-up, 4 pid file in use, 5 broker out of memory.";
 
 /// Options of the worker (the default command).
 #[derive(Debug, Default, Args)]
@@ -150,6 +169,9 @@ pub(crate) struct EnqueueArgs {
     /// Run no earlier than this many ms from now.
     #[arg(long, value_name = "MS")]
     pub(crate) delay: Option<u64>,
+    /// Print only the message id, for scripts: `id=$(my-worker enqueue ... --id-only)`.
+    #[arg(long, short = 'q', visible_alias = "quiet", conflicts_with = "json")]
+    pub(crate) id_only: bool,
     #[command(flatten)]
     pub(crate) output: OutputArgs,
 }
@@ -184,7 +206,8 @@ pub(crate) enum DeadLettersCommand {
 pub(crate) struct DeadLetterSelection {
     /// The queue.
     pub(crate) queue: String,
-    /// Only these dead letters (ids as `list` shows them) [default: all].
+    /// Only these dead letters: the id `list` shows, or the message id of the logs (one
+    /// that matches none is an error, and nothing changes) [default: all].
     #[arg(long = "id", value_name = "ID")]
     pub(crate) ids: Vec<String>,
     #[command(flatten)]

@@ -53,6 +53,11 @@ pub(super) struct Slot {
     pub(super) term_sent: Option<Instant>,
     /// Started by a rolling restart, which moves on once this one is ready.
     pub(super) rolled: bool,
+    /// Its id on the broker, from its readiness report: its messages are recovered by it
+    /// once it dies.
+    pub(super) worker_id: Option<String>,
+    /// When a second stop signal was forwarded, to kill it if it does not stop soon.
+    pub(super) forced_at: Option<Instant>,
 }
 
 impl Slot {
@@ -164,21 +169,33 @@ async fn read_report(
         // The worker exited before it was ready: its exit tells the rest.
         return;
     };
-    let metrics = match rest.trim().strip_prefix("metrics=") {
-        Some("-") | None => None,
-        Some(addr) => match addr.parse::<std::net::SocketAddr>() {
-            Ok(addr) if addr.ip().is_loopback() => Some(addr),
-            _ => {
-                tracing::warn!(worker = index, address = %addr.chars().take(64).collect::<String>(), "ignoring a metrics address that is not on loopback");
-                None
-            }
-        },
-    };
+    let mut metrics = None;
+    let mut worker_id = None;
+    for field in rest.split_whitespace() {
+        match field.split_once('=') {
+            Some(("metrics", "-")) => {}
+            Some(("metrics", addr)) => match addr.parse::<std::net::SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() => metrics = Some(addr),
+                _ => {
+                    tracing::warn!(worker = index, address = %addr.chars().take(64).collect::<String>(), "ignoring a metrics address that is not on loopback");
+                }
+            },
+            Some(("worker_id", id)) if is_worker_id(id) => worker_id = Some(id.to_owned()),
+            _ => {}
+        }
+    }
     let _ = events.send(Event::Ready {
         index,
         generation,
         metrics,
+        worker_id,
     });
+}
+
+/// Whether `id` looks like a broker's worker id (a UUID), so nothing else reaches a key
+/// pattern.
+fn is_worker_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// 100 ms after the first quick death, doubling up to 30 s.
@@ -232,6 +249,15 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_millis(200));
         assert_eq!(backoff(5), Duration::from_millis(1600));
         assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn only_worker_ids_that_look_like_ids_are_taken() {
+        assert!(is_worker_id("0b5d7a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"));
+        assert!(!is_worker_id(""));
+        assert!(!is_worker_id("*"));
+        assert!(!is_worker_id("a b"));
+        assert!(!is_worker_id(&"a".repeat(65)));
     }
 
     #[test]

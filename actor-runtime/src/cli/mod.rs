@@ -7,7 +7,8 @@
 //! # mod my_app {}
 //!
 //! fn main() -> std::process::ExitCode {
-//!     actor_runtime::cli::main()
+//!     // `cli::main()` does the same; this also gives `--version` your app's version.
+//!     actor_runtime::cli::run_with_version(env!("CARGO_PKG_VERSION"))
 //! }
 //! ```
 //!
@@ -29,9 +30,11 @@
 //! process itself: SIGTERM or SIGINT stop it gracefully, a second one cancels running
 //! messages, SIGHUP stops it gracefully and re-executes the binary (same pid). With more,
 //! this process becomes a supervisor that re-executes its own binary once per worker,
-//! restarts a worker that dies (with exponential backoff), forwards SIGTERM/SIGINT for a
-//! graceful stop (a second signal kills), restarts workers one by one on SIGHUP, and recycles
-//! a worker whose resident memory exceeds `--max-memory`. Unix only.
+//! restarts a worker that dies (with exponential backoff) and requeues its messages at once,
+//! forwards SIGTERM/SIGINT for a graceful stop (a second signal too: workers cancel and
+//! requeue their running messages, and are killed if still running 3 s later), restarts
+//! workers one by one on SIGHUP, and recycles a worker whose resident memory exceeds
+//! `--max-memory`. Unix only.
 
 mod args;
 mod child;
@@ -46,7 +49,7 @@ mod supervisor;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::error::Error;
 use crate::registry::Registry;
@@ -59,13 +62,28 @@ const WORKER_ENV: &str = "ACTOR_RUNTIME_WORKER_INDEX";
 /// Runs the command line of this process: the worker by default, or an operator command.
 /// Returns Dramatiq's exit code; make it your binary's `main`.
 ///
+/// `--version` cannot know your app's version from here, so it names this library's; pass
+/// yours with [`run_with_version`].
+///
 /// ```no_run
 /// fn main() -> std::process::ExitCode {
 ///     actor_runtime::cli::main()
 /// }
 /// ```
 pub fn main() -> ExitCode {
-    run_from(std::env::args_os())
+    run(std::env::args_os(), None)
+}
+
+/// [`main`], with your app's version for `--version` (`my-app-worker 1.4.2`); `env!` reads
+/// it from your crate's Cargo.toml.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     actor_runtime::cli::run_with_version(env!("CARGO_PKG_VERSION"))
+/// }
+/// ```
+pub fn run_with_version(version: &'static str) -> ExitCode {
+    run(std::env::args_os(), Some(version))
 }
 
 /// [`main`] with explicit arguments (the first is the program name), for programs that wrap
@@ -85,7 +103,32 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    run(args, None)
+}
+
+/// What `--version` says when the app did not give its own.
+const LIBRARY_VERSION: &str = concat!("(actor-runtime ", env!("CARGO_PKG_VERSION"), ")");
+
+fn run<I, T>(args: I, version: Option<&'static str>) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // `--version` names the program as it was run, not this library's crate.
+    let program = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|path| path.file_name())
+        .map(|name| name.to_string_lossy().into_owned());
+    let mut command = Cli::command().version(version.unwrap_or(LIBRARY_VERSION));
+    if let Some(program) = program {
+        command = command.display_name(program);
+    }
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err) => {
             // Help and version go to stdout with 0; usage errors to stderr with 2.
@@ -165,9 +208,10 @@ fn env_var(key: &str) -> Option<String> {
 
 fn dispatch(cli: Cli) -> Exit {
     let worker_index = env_var(WORKER_ENV).and_then(|v| v.parse::<usize>().ok());
-    let format = match settings::log_format(&cli.common, &env_var) {
-        Ok(format) => format,
-        Err(err) => return report_early(Failure::usage(err.to_string())),
+    // A bad LOG_FORMAT is reported with every other bad setting, in text.
+    let (format, mut problems) = match settings::log_format(&cli.common, &env_var) {
+        Ok(format) => (format, Vec::new()),
+        Err(settings::SettingsError(problems)) => (args::LogFormat::Text, problems),
     };
     let operator = cli.command.is_some();
     let role = match (operator, worker_index) {
@@ -189,8 +233,21 @@ fn dispatch(cli: Cli) -> Exit {
         std::env::set_var("REDIS_URL", url);
     }
     let result = match cli.command {
-        Some(command) => ops::run(command),
-        None => run_worker(&cli.worker, worker_index),
+        Some(command) => {
+            if !matches!(command, args::Command::Actors(_)) {
+                if let Err(settings::SettingsError(more)) = settings::check_broker_env(&env_var) {
+                    problems.extend(more);
+                }
+            }
+            if problems.is_empty() {
+                ops::run(command)
+            } else {
+                Err(Failure::usage(
+                    settings::SettingsError(problems).to_string(),
+                ))
+            }
+        }
+        None => run_worker(&cli.worker, worker_index, problems),
     };
     match result {
         Ok(exit) => exit,
@@ -207,10 +264,13 @@ fn report_early(failure: Failure) -> Exit {
     failure.exit
 }
 
-fn run_worker(args: &args::WorkerArgs, worker_index: Option<usize>) -> Result<Exit, Failure> {
-    let settings =
-        settings::resolve(args, &env_var).map_err(|err| Failure::usage(err.to_string()))?;
-    settings::check_broker_env(&env_var).map_err(|err| Failure::usage(err.to_string()))?;
+fn run_worker(
+    args: &args::WorkerArgs,
+    worker_index: Option<usize>,
+    problems: Vec<String>,
+) -> Result<Exit, Failure> {
+    let settings = settings::resolve_all(args, &env_var, problems)
+        .map_err(|err| Failure::usage(err.to_string()))?;
     let registry = Registry::global().map_err(Failure::from)?;
     if registry.is_empty() {
         return Err(Failure::usage(

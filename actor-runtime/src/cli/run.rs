@@ -22,8 +22,8 @@ pub(crate) enum Role {
     /// On its own (`--processes 1`): it handles signals as a standalone program.
     Alone,
     /// Under a supervisor: it announces readiness, ignores SIGINT (the supervisor forwards
-    /// the terminal's Ctrl-C as SIGTERM), leaves forced stops to the supervisor's SIGKILL,
-    /// and stops if the supervisor disappears.
+    /// the terminal's Ctrl-C as SIGTERM; a second SIGTERM cancels running messages), and
+    /// stops if the supervisor disappears.
     Child { index: usize },
 }
 
@@ -115,6 +115,9 @@ impl Signals {
 async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure> {
     let mut signals = Signals::new()?;
     let broker = get_broker().map_err(Failure::from)?;
+    // Once, before anything starts (the broker's heartbeat thread would warn about every
+    // failed beat): an unreachable broker is exit 3 at once.
+    broker.check_connection().await.map_err(Failure::from)?;
     // Connects now, so an unreachable broker is exit 3 at start-up, not a retry loop.
     let probe = settings
         .queues
@@ -199,7 +202,7 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
             (ending, forced)
         }
         Role::Child { .. } => {
-            announce_ready(metrics_bound);
+            announce_ready(metrics_bound, broker.worker_id());
             let parent = std::os::unix::process::parent_id();
             let exit = tokio::select! {
                 signal = signals.term_or_hup() => {
@@ -212,8 +215,17 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
                 }
                 () = stop_requested => Exit::Killed,
             };
-            running.stop().await.map_err(Failure::from)?;
-            (Ending::Exit(exit), false)
+            // The supervisor forwards a second Ctrl-C as a second SIGTERM.
+            let mut forced = false;
+            running
+                .stop_or_cancel_on(async {
+                    let second = signals.term_or_hup().await;
+                    tracing::warn!(signal = %second, "second signal: cancelling running messages");
+                    forced = true;
+                })
+                .await
+                .map_err(Failure::from)?;
+            (Ending::Exit(exit), forced)
         }
     };
     broker.close().await;
@@ -224,15 +236,18 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
     })
 }
 
-/// Tells the supervisor that this worker consumes, and where its metrics are, on the
-/// readiness pipe the supervisor gave it as stdin; then closes that pipe for good (stdin
-/// becomes /dev/null), so nothing in this process, an actor printing included, can report
-/// again.
-fn announce_ready(metrics: Option<SocketAddr>) {
+/// Tells the supervisor that this worker consumes, where its metrics are and its id on the
+/// broker (to recover its messages at once should it die), on the readiness pipe the
+/// supervisor gave it as stdin; then closes that pipe for good (stdin becomes /dev/null), so
+/// nothing in this process, an actor printing included, can report again.
+fn announce_ready(metrics: Option<SocketAddr>, worker_id: Option<&str>) {
     use std::io::Write;
     use std::os::fd::AsFd;
     let metrics = metrics.map_or_else(|| "-".to_owned(), |a| a.to_string());
-    let report = format!("{READY} metrics={metrics}\n");
+    let report = match worker_id {
+        Some(id) => format!("{READY} metrics={metrics} worker_id={id}\n"),
+        None => format!("{READY} metrics={metrics}\n"),
+    };
     let sent = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()

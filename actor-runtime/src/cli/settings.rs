@@ -207,6 +207,25 @@ pub(crate) fn log_format(
     }
 }
 
+/// The worker's settings and the broker's, checked in one pass: every problem at once.
+pub(crate) fn resolve_all(
+    args: &WorkerArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+    mut problems: Vec<String>,
+) -> Result<WorkerSettings, SettingsError> {
+    let settings = resolve(args, env);
+    if let Err(SettingsError(more)) = &settings {
+        problems.extend(more.iter().cloned());
+    }
+    if let Err(SettingsError(more)) = check_broker_env(env) {
+        problems.extend(more);
+    }
+    match settings {
+        Ok(settings) if problems.is_empty() => Ok(settings),
+        _ => Err(SettingsError(problems)),
+    }
+}
+
 /// Checks the broker settings in the environment, so a supervisor fails at once rather
 /// than its workers one by one.
 pub(crate) fn check_broker_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
@@ -218,11 +237,8 @@ pub(crate) fn check_broker_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(
         #[cfg(feature = "redis")]
         Some(_) => {
             // The Redis broker's own reading of REDIS_URL, DRAMATIQ_NAMESPACE, REDIS_*...
-            if let Err(err) = crate::broker::redis::RedisConfig::from_lookup(env) {
-                problems.push(match err {
-                    crate::Error::Config(message) => message,
-                    other => other.to_string(),
-                });
+            if let Err(all) = crate::broker::redis::RedisConfig::read_lookup(env) {
+                problems.extend(all);
             }
         }
         #[cfg(not(feature = "redis"))]
@@ -436,6 +452,34 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("REDIS_MAX_CONNECTIONS"), "{err}");
         assert!(check_broker_env(&env(&[("REDIS_URL", "redis://127.0.0.1:6379/0")])).is_ok());
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn worker_and_broker_settings_are_reported_together() {
+        let err = resolve_all(
+            &WorkerArgs::default(),
+            &env(&[
+                ("WORKER_PROCESSES", "two"),
+                ("WORKER_THREADS", "0"),
+                ("WORKER_SHUTDOWN_TIMEOUT", "soon"),
+                ("METRICS_ADDR", "localhost"),
+                ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                ("REDIS_MAX_CONNECTIONS", "lots"),
+            ]),
+            vec!["LOG_FORMAT must be `text` or `json`, got `xml`".into()],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("6 invalid settings:"), "{text}");
+        assert!(text.contains("LOG_FORMAT"), "{text}");
+        assert!(text.contains("REDIS_MAX_CONNECTIONS"), "{text}");
+        let err = check_broker_env(&env(&[("REDIS_URL", "localhost:6379")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid setting: REDIS_URL: `localhost:6379` is not a Redis URL \
+             (redis://, rediss:// or unix://)"
+        );
     }
 
     #[test]

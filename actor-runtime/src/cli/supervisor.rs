@@ -18,17 +18,24 @@ use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
 use super::child::{backoff, describe, meaning, resident_mb, watch, Intent, Slot, State};
 use super::metrics::{self, Source};
 use super::run::current_exe;
 use super::settings::WorkerSettings;
 use super::{Exit, WORKER_ENV};
+use crate::broker::get_broker;
 
 /// A worker that lived this long before dying is restarted without delay.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// After the shutdown timeout, how long a worker may take to exit before it is killed.
 const KILL_GRACE: Duration = Duration::from_secs(10);
+/// After a second stop signal, how long a worker may take to cancel and requeue its running
+/// messages before it is killed.
+const FORCE_GRACE: Duration = Duration::from_secs(3);
+/// How long the supervisor waits, at its exit, for dead workers' messages to be requeued.
+const RECOVERY_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs the supervisor until its workers are stopped; returns the exit code.
 pub(crate) fn run(settings: &WorkerSettings) -> Exit {
@@ -60,6 +67,7 @@ pub(super) enum Event {
         index: usize,
         generation: u64,
         metrics: Option<SocketAddr>,
+        worker_id: Option<String>,
     },
     Exited {
         index: usize,
@@ -83,12 +91,16 @@ struct Supervisor {
     /// Whether any worker ever became ready (a start-up failure before is fatal).
     ever_ready: bool,
     stopping: bool,
+    /// Stop signals received.
+    stop_signals: u32,
     forced: bool,
     /// Worker indexes a SIGHUP still has to restart, the current one first.
     rolling: VecDeque<usize>,
     metrics: Arc<Mutex<HashMap<usize, SocketAddr>>>,
     /// A worker's start-up failure that ends everything, with its exit code.
     fatal: Option<Exit>,
+    /// Dead workers' messages being requeued.
+    recoveries: TaskTracker,
 }
 
 impl Supervisor {
@@ -112,6 +124,8 @@ impl Supervisor {
                     intent: None,
                     term_sent: None,
                     rolled: false,
+                    worker_id: None,
+                    forced_at: None,
                 })
                 .collect(),
             events,
@@ -119,10 +133,12 @@ impl Supervisor {
             next_generation: 1,
             ever_ready: false,
             stopping: false,
+            stop_signals: 0,
             forced: false,
             rolling: VecDeque::new(),
             metrics: Arc::default(),
             fatal: None,
+            recoveries: TaskTracker::new(),
         })
     }
 
@@ -173,6 +189,14 @@ impl Supervisor {
                 _ = tick.tick() => self.on_tick(),
             }
         }
+        self.recoveries.close();
+        if !self.recoveries.is_empty()
+            && tokio::time::timeout(RECOVERY_WAIT, self.recoveries.wait())
+                .await
+                .is_err()
+        {
+            tracing::warn!("gave up waiting for dead workers' messages to be requeued; they come back once their heartbeats time out");
+        }
         let exit = self
             .fatal
             .unwrap_or(if self.forced { Exit::Killed } else { Exit::Ok });
@@ -205,6 +229,8 @@ impl Supervisor {
         slot.ready = false;
         slot.intent = None;
         slot.term_sent = None;
+        slot.worker_id = None;
+        slot.forced_at = None;
         match command.spawn() {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
@@ -245,12 +271,14 @@ impl Supervisor {
                 index,
                 generation,
                 metrics,
+                worker_id,
             } => {
                 let slot = &mut self.slots[index];
                 if slot.generation != generation {
                     return;
                 }
                 slot.ready = true;
+                slot.worker_id = worker_id;
                 self.ever_ready = true;
                 if let Some(addr) = metrics {
                     self.metrics
@@ -292,13 +320,18 @@ impl Supervisor {
         let uptime = slot.started.elapsed();
         let was_ready = slot.ready;
         let intent = slot.intent.take();
+        let worker_id = slot.worker_id.take();
         slot.state = State::Idle;
         slot.ready = false;
         slot.term_sent = None;
+        slot.forced_at = None;
         self.metrics
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&index);
+        if let Some(worker_id) = worker_id {
+            self.recover(index, pid, worker_id);
+        }
         let described = describe(&status);
         if self.stopping {
             tracing::info!(worker = index, worker_pid = pid, status = %described, "worker process stopped");
@@ -349,17 +382,49 @@ impl Supervisor {
         }
     }
 
+    /// Requeues the messages a dead worker held, now: it cannot ack them any more, and its
+    /// heartbeat would take up to the heartbeat timeout to expire. Whatever it finished
+    /// before dying was acked; the rest runs again, as after any crash.
+    fn recover(&self, index: usize, pid: u32, worker_id: String) {
+        self.recoveries.spawn(async move {
+            let recovered = match get_broker() {
+                Ok(broker) => broker.recover_worker(&worker_id).await,
+                Err(err) => Err(err),
+            };
+            match recovered {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(worker = index, worker_pid = pid, worker_id = %worker_id, count, "requeued the messages of a dead worker process"),
+                Err(err) => tracing::warn!(worker = index, worker_pid = pid, worker_id = %worker_id, error = %err, "cannot requeue a dead worker process's messages now; they come back once its heartbeat times out"),
+            }
+        });
+    }
+
+    /// The first signal stops gracefully; the second is forwarded (a worker then cancels its
+    /// running messages, which go back to their queues) and kills those still running after
+    /// [`FORCE_GRACE`]; a third kills at once.
     fn on_stop_signal(&mut self, signal: &str) {
-        if self.stopping {
-            tracing::warn!(%signal, "second signal: killing worker processes");
-            self.forced = true;
+        self.stop_signals += 1;
+        if !self.stopping {
+            tracing::info!(%signal, "stopping worker processes gracefully");
+            self.begin_stop();
+            return;
+        }
+        self.forced = true;
+        if self.stop_signals > 2 {
+            tracing::warn!(%signal, "third signal: killing worker processes");
             for slot in &self.slots {
                 slot.send(Signal::SIGKILL);
             }
             return;
         }
-        tracing::info!(%signal, "stopping worker processes gracefully");
-        self.begin_stop();
+        tracing::warn!(%signal, grace = ?FORCE_GRACE, "second signal: worker processes cancel their running messages, and are killed if still running after the grace");
+        let now = Instant::now();
+        for slot in &mut self.slots {
+            if slot.running() {
+                slot.send(Signal::SIGTERM);
+                slot.forced_at = Some(now);
+            }
+        }
     }
 
     fn begin_stop(&mut self) {
@@ -412,6 +477,15 @@ impl Supervisor {
     fn on_tick(&mut self) {
         let kill_after = self.settings.shutdown_timeout.saturating_add(KILL_GRACE);
         for slot in &mut self.slots {
+            if slot.forced_at.is_some_and(|at| at.elapsed() >= FORCE_GRACE) {
+                tracing::warn!(
+                    worker = slot.index,
+                    pid = slot.pid(),
+                    "worker process did not stop within the grace after the second signal; killing it"
+                );
+                slot.send(Signal::SIGKILL);
+                slot.forced_at = None;
+            }
             if slot.term_sent.is_some_and(|at| at.elapsed() > kill_after) {
                 tracing::warn!(
                     worker = slot.index,

@@ -78,5 +78,5 @@ fn cli_stuck(key: String, ms: u64) {
 }
 
 fn main() -> ExitCode {
-    actor_runtime::cli::main()
+    actor_runtime::cli::run_with_version(env!("CARGO_PKG_VERSION"))
 }

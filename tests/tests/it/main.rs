@@ -2,7 +2,10 @@
 
 mod blocking;
 mod cli;
+mod cli_crashes;
+mod cli_ops;
 mod cli_redis;
+mod cli_settings;
 mod common;
 mod composition;
 mod faults;

@@ -223,7 +223,11 @@ pub(crate) async fn delete_dead_letters(
 /// client heartbeats, as in Dramatiq, so a busy producer shows too), with the queues they
 /// hold fetched messages of and how many.
 pub(crate) async fn workers(shared: &Shared) -> Result<Vec<WorkerInfo>> {
-    let cutoff = now_ms().saturating_sub(shared.config.heartbeat_timeout.as_millis() as u64);
+    let now = now_ms();
+    let cutoff = now.saturating_sub(shared.config.heartbeat_timeout.as_millis() as u64);
+    // A beat is due every interval; one and a half without one is a missed beat, not jitter.
+    let interval = shared.config.heartbeat_interval_or_default().as_millis() as u64;
+    let stale_before = now.saturating_sub(interval + interval / 2);
     let mut cmd = redis::cmd("ZRANGEBYSCORE");
     cmd.arg(shared.keys.heartbeats())
         .arg(cutoff)
@@ -237,6 +241,7 @@ pub(crate) async fn workers(shared: &Shared) -> Result<Vec<WorkerInfo>> {
         }
         let ack_sets = maintenance::scan(shared, &shared.keys.acks_pattern(&id)).await?;
         let mut info = WorkerInfo::new(id.clone(), last_heartbeat as u64);
+        info.stale = info.last_heartbeat < stale_before;
         let mut in_flight = 0;
         if !ack_sets.is_empty() {
             let mut pipe = redis::pipe();

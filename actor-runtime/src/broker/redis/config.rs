@@ -85,53 +85,78 @@ impl RedisConfig {
     /// Reads `REDIS_URL` (required), `DRAMATIQ_NAMESPACE`, `REDIS_MAX_CONNECTIONS`,
     /// `REDIS_CONNECT_TIMEOUT_MS`, `REDIS_READ_TIMEOUT_MS`, `HEARTBEAT_TIMEOUT_MS`,
     /// `DEAD_MESSAGE_TTL_MS` and `REDIS_DELAY_PREFETCH`; unset variables keep their defaults.
-    /// A value that does not parse is an [`Error::Config`] naming the variable.
+    /// Values that do not parse are one [`Error::Config`] naming each variable at fault.
     pub fn from_env() -> Result<RedisConfig> {
         RedisConfig::from_lookup(|key| std::env::var(key).ok())
     }
 
-    /// [`from_env`](Self::from_env) over any source of variables.
+    /// [`from_env`](Self::from_env) over any source of variables; every problem, in one
+    /// error.
     pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<RedisConfig> {
-        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
-        let url = get("REDIS_URL").ok_or_else(|| Error::Config("REDIS_URL is not set".into()))?;
-        let mut config = RedisConfig::new(url.trim());
-        if let Some(ns) = get("DRAMATIQ_NAMESPACE") {
-            config.namespace = ns.trim().to_owned();
-        }
-        let number = |key: &str| -> Result<Option<u64>> {
-            get(key)
-                .map(|v| {
-                    v.trim().parse::<u64>().map_err(|_| {
-                        Error::Config(format!("{key} must be a whole number, got `{}`", v.trim()))
-                    })
-                })
-                .transpose()
+        RedisConfig::read_lookup(lookup).map_err(|problems| Error::Config(problems.join("; ")))
+    }
+
+    /// Reads the variables, collecting every problem, each naming its variable (the CLI
+    /// lists them with its own settings').
+    pub(crate) fn read_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<RedisConfig, Vec<String>> {
+        let get = |key: &str| {
+            lookup(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
         };
-        let positive = |key: &str| -> Result<Option<u64>> {
-            match number(key)? {
-                Some(0) => Err(Error::Config(format!("{key} must be greater than 0"))),
-                other => Ok(other),
+        let mut problems = Vec::new();
+        let url = get("REDIS_URL").unwrap_or_default();
+        if url.is_empty() {
+            problems.push("REDIS_URL is not set".to_owned());
+        } else if let Err(why) = check_url(&url) {
+            problems.push(format!("REDIS_URL: {why}"));
+        }
+        let mut config = RedisConfig::new(url);
+        if let Some(ns) = get("DRAMATIQ_NAMESPACE") {
+            match check_namespace(&ns) {
+                Ok(()) => config.namespace = ns,
+                Err(why) => problems.push(format!("DRAMATIQ_NAMESPACE: {why}")),
+            }
+        }
+        let mut positive = |key: &str| -> Option<u64> {
+            let raw = get(key)?;
+            match raw.parse::<u64>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    problems.push(format!("{key} must be a whole number ≥ 1, got `{raw}`"));
+                    None
+                }
             }
         };
-        if let Some(n) = positive("REDIS_MAX_CONNECTIONS")? {
-            config.max_connections = n as usize;
+        let max_connections = positive("REDIS_MAX_CONNECTIONS");
+        let connect_timeout = positive("REDIS_CONNECT_TIMEOUT_MS");
+        let read_timeout = positive("REDIS_READ_TIMEOUT_MS");
+        let heartbeat_timeout = positive("HEARTBEAT_TIMEOUT_MS");
+        let dead_message_ttl = positive("DEAD_MESSAGE_TTL_MS");
+        let delay_prefetch = positive("REDIS_DELAY_PREFETCH");
+        if !problems.is_empty() {
+            return Err(problems);
         }
-        if let Some(ms) = positive("REDIS_CONNECT_TIMEOUT_MS")? {
+        if let Some(n) = max_connections {
+            config.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(ms) = connect_timeout {
             config.connect_timeout = Duration::from_millis(ms);
         }
-        if let Some(ms) = positive("REDIS_READ_TIMEOUT_MS")? {
+        if let Some(ms) = read_timeout {
             config.read_timeout = Duration::from_millis(ms);
         }
-        if let Some(ms) = positive("HEARTBEAT_TIMEOUT_MS")? {
+        if let Some(ms) = heartbeat_timeout {
             config.heartbeat_timeout = Duration::from_millis(ms);
         }
-        if let Some(ms) = positive("DEAD_MESSAGE_TTL_MS")? {
+        if let Some(ms) = dead_message_ttl {
             config.dead_message_ttl = Duration::from_millis(ms);
         }
-        if let Some(n) = positive("REDIS_DELAY_PREFETCH")? {
+        if let Some(n) = delay_prefetch {
             config.delay_prefetch = usize::try_from(n).unwrap_or(usize::MAX);
         }
-        config.validate()?;
         Ok(config)
     }
 
@@ -260,25 +285,53 @@ impl RedisConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        let ns = &self.namespace;
-        if ns.is_empty() || ns.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(Error::Config(format!(
-                "invalid Redis namespace `{ns}`: it must be non-empty, without spaces"
-            )));
+        check_namespace(&self.namespace)
+            .map_err(|why| Error::Config(format!("invalid Redis namespace: {why}")))?;
+        check_url(&self.url).map_err(Error::Config)
+    }
+}
+
+/// Why `ns` cannot be a key namespace, if it cannot.
+fn check_namespace(ns: &str) -> std::result::Result<(), String> {
+    if ns.is_empty() || ns.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{ns}` is not a namespace: it must be non-empty, without spaces"
+        ));
+    }
+    Ok(())
+}
+
+/// Why `url` cannot reach a Redis server, if it cannot; never shows its secrets.
+fn check_url(url: &str) -> std::result::Result<(), String> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    match scheme {
+        "redis" | "unix" | "redis+unix" => {}
+        "rediss" if cfg!(feature = "tls") => {}
+        "rediss" => {
+            return Err("a rediss:// (TLS) URL needs actor-runtime's `tls` feature".into());
         }
-        let scheme = self.url.split("://").next().unwrap_or_default();
-        match scheme {
-            "redis" | "unix" | "redis+unix" => Ok(()),
-            "rediss" if cfg!(feature = "tls") => Ok(()),
-            "rediss" => Err(Error::Config(
-                "a rediss:// (TLS) URL needs actor-runtime's `tls` feature".into(),
-            )),
-            _ => Err(Error::Config(format!(
+        _ => {
+            return Err(format!(
                 "`{}` is not a Redis URL (redis://, rediss:// or unix://)",
-                redact(&self.url)
-            ))),
+                redact(url)
+            ))
         }
     }
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(drop)
+        .map_err(|err| invalid_url(url, &err))
+}
+
+/// The error of a URL redis-rs cannot use, without the URL's secrets.
+pub(crate) fn invalid_url(url: &str, err: &redis::RedisError) -> String {
+    // redis-rs' error may quote the URL it could not use.
+    let why = err.to_string();
+    let why = if why.contains(url) {
+        "it does not parse".to_owned()
+    } else {
+        why
+    };
+    format!("invalid Redis URL `{}`: {why}", redact(url))
 }
 
 impl fmt::Debug for RedisConfig {
@@ -422,6 +475,42 @@ mod tests {
         }
         let err = RedisConfig::from_lookup(env(&[])).unwrap_err();
         assert!(err.to_string().contains("REDIS_URL"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_not_just_the_first() {
+        let problems = RedisConfig::read_lookup(env(&[
+            ("REDIS_URL", "http://u:hunter2@h"),
+            ("DRAMATIQ_NAMESPACE", "my app"),
+            ("REDIS_MAX_CONNECTIONS", "lots"),
+            ("REDIS_CONNECT_TIMEOUT_MS", "0"),
+            ("REDIS_READ_TIMEOUT_MS", "5s"),
+            ("HEARTBEAT_TIMEOUT_MS", "-1"),
+            ("DEAD_MESSAGE_TTL_MS", "1d"),
+            ("REDIS_DELAY_PREFETCH", "1e4"),
+        ]))
+        .unwrap_err();
+        let text = problems.join("\n");
+        assert_eq!(problems.len(), 8, "{text}");
+        for key in [
+            "REDIS_URL: `http://u:***@h/` is not a Redis URL",
+            "DRAMATIQ_NAMESPACE: `my app` is not a namespace",
+            "REDIS_MAX_CONNECTIONS must be a whole number ≥ 1, got `lots`",
+            "REDIS_CONNECT_TIMEOUT_MS",
+            "REDIS_READ_TIMEOUT_MS",
+            "HEARTBEAT_TIMEOUT_MS",
+            "DEAD_MESSAGE_TTL_MS",
+            "REDIS_DELAY_PREFETCH",
+        ] {
+            assert!(text.contains(key), "missing {key:?} in {text}");
+        }
+        assert!(!text.contains("hunter2"), "{text}");
+        let problems =
+            RedisConfig::read_lookup(env(&[("REDIS_URL", "redis://h:notaport/0")])).unwrap_err();
+        assert!(
+            problems[0].starts_with("REDIS_URL: invalid Redis URL"),
+            "{problems:?}"
+        );
     }
 
     #[test]

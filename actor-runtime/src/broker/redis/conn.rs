@@ -10,7 +10,7 @@ use redis::io::tcp::{socket2, TcpSettings};
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RetryMethod, Script};
 use tokio::time::Instant;
 
-use super::config::{redact, RedisConfig};
+use super::config::{invalid_url, redact, RedisConfig};
 use crate::error::{Error, Result};
 
 /// The broker's way to Redis. Building it does no I/O; connections open on first use.
@@ -29,16 +29,7 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(config: &RedisConfig) -> Result<Conn> {
         let url = redact(&config.url);
-        // redis-rs' error may quote the URL it could not use.
-        let invalid = |e: RedisError| {
-            let why = e.to_string();
-            let why = if why.contains(config.url.as_str()) {
-                "it does not parse".to_owned()
-            } else {
-                why
-            };
-            Error::Config(format!("invalid Redis URL `{url}`: {why}"))
-        };
+        let invalid = |e: RedisError| Error::Config(invalid_url(&config.url, &e));
         let info = config
             .url
             .as_str()
@@ -94,6 +85,15 @@ impl Conn {
     pub(crate) fn dedicated(&self) -> Result<ConnectionManager> {
         ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager_config.clone())
             .map_err(|e| self.error("connect", &e))
+    }
+
+    /// One `PING` on a connection of its own, not retried.
+    pub(crate) async fn ping_once(&self) -> Result<()> {
+        let mut conn = self.dedicated()?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.error("ping", &e))
     }
 
     /// A pub/sub connection, for keyspace notifications.

@@ -97,35 +97,54 @@ pub(crate) async fn recover_dead_workers(shared: &Shared) -> Result<u64> {
     let dead: Vec<String> = shared.conn.query("find dead workers", &cmd).await?;
     let mut recovered = 0u64;
     for worker in dead.iter().filter(|w| **w != shared.worker_id) {
-        let mut alive = false;
-        for ack_set in scan(shared, &shared.keys.acks_pattern(worker)).await? {
-            let Some(queue) = shared.keys.queue_of_acks(worker, &ack_set) else {
-                continue;
-            };
-            let list = shared.keys.list(queue);
-            let msgs = shared.keys.msgs(queue);
-            let mut cmd = evalsha(&RECOVER, &[&ack_set, &list, &msgs, &heartbeats]);
-            cmd.arg(worker).arg(dead_before);
-            let n: i64 = shared.conn.eval("recover", &RECOVER, &cmd).await?;
-            if n < 0 {
-                alive = true;
-                break;
-            }
-            if n > 0 {
-                recovered += n as u64;
-                tracing::warn!(worker = %worker, queue, count = n, "requeued the messages of a dead worker");
-            }
+        let (n, alive) = recover_acks(shared, worker, dead_before).await?;
+        recovered += n;
+        if alive {
+            continue;
         }
-        if !alive {
-            let mut cmd = evalsha(&FORGET, &[&heartbeats]);
-            cmd.arg(worker).arg(dead_before);
-            let _: i64 = shared
-                .conn
-                .eval("forget dead worker", &FORGET, &cmd)
-                .await?;
-        }
+        let mut cmd = evalsha(&FORGET, &[&heartbeats]);
+        cmd.arg(worker).arg(dead_before);
+        let _: i64 = shared
+            .conn
+            .eval("forget dead worker", &FORGET, &cmd)
+            .await?;
     }
     Ok(recovered)
+}
+
+/// Requeues the fetched messages of `worker` now, whatever its last heartbeat: its process
+/// is known to be dead (its supervisor saw it exit). Its heartbeat stays for the sweep above
+/// to forget once it times out, which also recovers anything a command of the process still
+/// on its way to Redis at its death stored meanwhile. Returns how many came back.
+pub(crate) async fn recover_worker(shared: &Shared, worker: &str) -> Result<u64> {
+    // Any heartbeat is older than this.
+    let dead_before = i64::MAX as u64;
+    Ok(recover_acks(shared, worker, dead_before).await?.0)
+}
+
+/// Requeues the messages in `worker`'s ack sets, stopping if it turns out to have sent a
+/// heartbeat since `dead_before`. Returns how many came back, and whether it is alive.
+async fn recover_acks(shared: &Shared, worker: &str, dead_before: u64) -> Result<(u64, bool)> {
+    let heartbeats = shared.keys.heartbeats();
+    let mut recovered = 0;
+    for ack_set in scan(shared, &shared.keys.acks_pattern(worker)).await? {
+        let Some(queue) = shared.keys.queue_of_acks(worker, &ack_set) else {
+            continue;
+        };
+        let list = shared.keys.list(queue);
+        let msgs = shared.keys.msgs(queue);
+        let mut cmd = evalsha(&RECOVER, &[&ack_set, &list, &msgs, &heartbeats]);
+        cmd.arg(worker).arg(dead_before);
+        let n: i64 = shared.conn.eval("recover", &RECOVER, &cmd).await?;
+        if n < 0 {
+            return Ok((recovered, true));
+        }
+        if n > 0 {
+            recovered += n as u64;
+            tracing::warn!(worker = %worker, queue, count = n, "requeued the messages of a dead worker");
+        }
+    }
+    Ok((recovered, false))
 }
 
 /// Deletes dead letters older than the dead-message TTL in every queue of the namespace.

@@ -487,6 +487,25 @@ impl Broker for RedisBroker {
         admin::workers(&self.shared).await.map(Some)
     }
 
+    fn worker_id(&self) -> Option<&str> {
+        Some(&self.shared.worker_id)
+    }
+
+    async fn recover_worker(&self, worker_id: &str) -> Result<u64> {
+        // No timers: a supervisor recovering its dead workers is no worker itself.
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        maintenance::recover_worker(&self.shared, worker_id).await
+    }
+
+    async fn check_connection(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.shared.conn.ping_once().await
+    }
+
     async fn close(&self) {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{declared, plural, shorten};
 use crate::broker::Broker;
 use crate::cli::args::DeadLetterSelection;
-use crate::cli::Failure;
+use crate::cli::{Exit, Failure};
 
 pub(super) async fn list_dead(
     broker: &Arc<dyn Broker>,
@@ -70,9 +70,9 @@ pub(super) async fn requeue_dead(
     out: &mut Vec<u8>,
 ) -> Result<(), Failure> {
     declared(broker, &selection.queue).await?;
-    let ids = (!selection.ids.is_empty()).then_some(selection.ids.as_slice());
+    let chosen = chosen(broker, &selection).await?;
     let moved = broker
-        .requeue_dead_letters(&selection.queue, ids)
+        .requeue_dead_letters(&selection.queue, chosen.as_deref())
         .await
         .map_err(Failure::from)?;
     if selection.output.json {
@@ -89,7 +89,11 @@ pub(super) async fn requeue_dead(
             selection.queue
         );
     }
-    Ok(())
+    all_done(
+        chosen.as_deref(),
+        moved,
+        "requeued: the others cannot be read (they stay dead) or were handled meanwhile",
+    )
 }
 
 pub(super) async fn purge_dead(
@@ -98,12 +102,10 @@ pub(super) async fn purge_dead(
     out: &mut Vec<u8>,
 ) -> Result<(), Failure> {
     declared(broker, &selection.queue).await?;
-    let purged = if selection.ids.is_empty() {
-        broker.purge_dead_letters(&selection.queue).await
-    } else {
-        broker
-            .delete_dead_letters(&selection.queue, &selection.ids)
-            .await
+    let chosen = chosen(broker, &selection).await?;
+    let purged = match &chosen {
+        None => broker.purge_dead_letters(&selection.queue).await,
+        Some(ids) => broker.delete_dead_letters(&selection.queue, ids).await,
     }
     .map_err(Failure::from)?;
     if selection.output.json {
@@ -120,7 +122,72 @@ pub(super) async fn purge_dead(
             selection.queue
         );
     }
-    Ok(())
+    all_done(
+        chosen.as_deref(),
+        purged,
+        "purged: the others were handled meanwhile",
+    )
+}
+
+/// The dead letters `--id` chooses (`None`: all of them). An id is a dead letter's own (as
+/// `list` shows it) or its message's (the `message_id` of every log line, which stays the
+/// same through retries and requeues). An id that matches nothing refuses the whole command
+/// before anything changes: a script must not take a typo for success.
+async fn chosen(
+    broker: &Arc<dyn Broker>,
+    selection: &DeadLetterSelection,
+) -> Result<Option<Vec<String>>, Failure> {
+    if selection.ids.is_empty() {
+        return Ok(None);
+    }
+    // Every dead letter: a message id can only be found in the payloads. The bound is what
+    // Redis' ZRANGE takes.
+    let dead = broker
+        .dead_letters(&selection.queue, i64::MAX as usize)
+        .await
+        .map_err(Failure::from)?;
+    let mut ids = Vec::new();
+    let mut unknown = Vec::new();
+    for wanted in &selection.ids {
+        let before = ids.len();
+        ids.extend(
+            dead.iter()
+                .filter(|d| {
+                    d.id == *wanted || d.message.as_ref().is_ok_and(|m| m.message_id == *wanted)
+                })
+                .map(|d| d.id.clone()),
+        );
+        if ids.len() == before {
+            unknown.push(format!("`{wanted}`"));
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(Failure {
+            exit: Exit::Usage,
+            message: format!(
+                "no dead letter of {} has the id{} {} (give the id `dead-letters list` shows, \
+                 or the message id of the logs); nothing was changed",
+                selection.queue,
+                plural(unknown.len()),
+                unknown.join(", ")
+            ),
+        });
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Some(ids))
+}
+
+/// Fails (exit 1) when fewer dead letters than chosen were handled, after the output said
+/// how many were.
+fn all_done(chosen: Option<&[String]>, done: usize, outcome: &str) -> Result<(), Failure> {
+    match chosen {
+        Some(ids) if done < ids.len() => Err(Failure {
+            exit: Exit::Killed,
+            message: format!("{done} of the {} chosen dead letters {outcome}", ids.len()),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `2024-05-01 12:34:56Z` from ms since the epoch (days to a civil date, Howard Hinnant's

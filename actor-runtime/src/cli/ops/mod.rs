@@ -42,6 +42,8 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
                  it this program would only see its own, empty, in-memory stub broker)",
             ));
         }
+        // Fails at once on an unreachable broker, before any heartbeat could warn.
+        broker.check_connection().await.map_err(Failure::from)?;
         let mut out = Vec::new();
         let result = execute(&broker, registry, command, &mut out).await;
         broker.close().await;
@@ -144,15 +146,26 @@ async fn enqueue(
         }
         Some(Err(err)) => return Err(Failure::usage(format!("--kwargs is not valid JSON: {err}"))),
     };
-    declared(broker, &queue).await?;
     let mut message = Message::new(&queue, &args.actor, positional);
     message.kwargs = kwargs;
+    if let Some(actor) = registry.get(&args.actor) {
+        // Binds the arguments as a worker would, without running anything: the handler only
+        // builds the call (a future not polled, or a closure not called), dropped here.
+        if let Err(err) = actor.handler(&message) {
+            return Err(Failure::usage(format!(
+                "{err}; a worker would dead-letter this message, so it was not enqueued"
+            )));
+        }
+    }
+    declared(broker, &queue).await?;
     let delay = args.delay.map(Duration::from_millis);
     let message = broker
         .enqueue(message, delay)
         .await
         .map_err(Failure::from)?;
-    if args.output.json {
+    if args.id_only {
+        let _ = writeln!(out, "{}", message.message_id);
+    } else if args.output.json {
         let _ = writeln!(
             out,
             "{}",
@@ -236,6 +249,26 @@ mod tests {
         }
     }
 
+    /// What `#[actor] fn ops_typed(n: u32)` registers: binds its one argument, and panics if
+    /// the call is ever run.
+    fn typed_handler(message: &Message) -> Result<crate::Handler, crate::ArgError> {
+        let args = crate::args::ArgReader::new(message, "ops_typed", &["n"])?;
+        let _n: u32 = args.take(0, "n")?;
+        Ok(crate::Handler::Blocking(Box::new(|| {
+            panic!("enqueue ran the actor")
+        })))
+    }
+
+    inventory::submit! {
+        crate::Registration {
+            name: "ops_typed",
+            queue: "ops_test",
+            options: crate::ActorOptions::DEFAULT,
+            rust_path: "actor_runtime::cli::ops::tests::ops_typed",
+            handler: typed_handler,
+        }
+    }
+
     fn stub() -> Arc<dyn Broker> {
         Arc::new(StubBroker::new())
     }
@@ -253,6 +286,7 @@ mod tests {
             kwargs: None,
             queue: None,
             delay: None,
+            id_only: false,
             output: OutputArgs { json: true },
         }
     }
@@ -293,6 +327,38 @@ mod tests {
                 .unwrap_err();
             assert!(err.message.contains(needle), "{}", err.message);
         }
+    }
+
+    #[tokio::test]
+    async fn enqueue_checks_the_arguments_against_a_known_actors_signature() {
+        let broker = stub();
+        for (args, needle) in [
+            (
+                r#"["seven"]"#,
+                "argument `n` of `ops_typed` has the wrong type",
+            ),
+            ("[1, 2]", "takes 1 argument(s)"),
+            ("[]", "missing argument `n`"),
+        ] {
+            let err = run_to_string(&broker, Command::Enqueue(enqueue_args("ops_typed", args)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.exit, Exit::Usage);
+            assert!(err.message.contains(needle), "{}", err.message);
+        }
+        let mut args = enqueue_args("ops_typed", "[]");
+        args.kwargs = Some(r#"{"m": 1}"#.into());
+        let err = run_to_string(&broker, Command::Enqueue(args))
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("no parameter `m`"), "{}", err.message);
+        // Refused before the queue was even declared.
+        assert!(broker.stats("ops_test").await.is_err());
+
+        run_to_string(&broker, Command::Enqueue(enqueue_args("ops_typed", "[7]")))
+            .await
+            .unwrap();
+        assert_eq!(broker.stats("ops_test").await.unwrap().ready, 1);
     }
 
     #[tokio::test]
@@ -355,6 +421,65 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(text, "purged 0 dead letters of ops_dead\n");
+    }
+
+    /// Dead-letters a message of `ops_probe` on `queue`; returns its message id.
+    async fn dead_letter(broker: &Arc<dyn Broker>, queue: &str, arg: i64) -> String {
+        let message = broker
+            .enqueue(Message::new(queue, "ops_probe", vec![json!(arg)]), None)
+            .await
+            .unwrap();
+        let consumer = broker.consume(queue, 1).await.unwrap();
+        let batch = consumer.fetch(1, Duration::from_secs(1)).await.unwrap();
+        consumer.nack(&batch[0].tag, "boom").await.unwrap();
+        message.message_id
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_chosen_by_message_id_too_and_an_unknown_id_changes_nothing() {
+        let broker = stub();
+        let first = dead_letter(&broker, "ops_ids", 1).await;
+        let second = dead_letter(&broker, "ops_ids", 2).await;
+        let selection = |ids: &[&str]| DeadLetterSelection {
+            queue: "ops_ids".into(),
+            ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+            output: OutputArgs { json: false },
+        };
+
+        let err = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::Requeue(selection(&[&first, "nope"]))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.exit, Exit::Usage);
+        assert!(err.message.contains("`nope`"), "{}", err.message);
+        assert!(!err.message.contains(&first), "{}", err.message);
+        assert_eq!(broker.stats("ops_ids").await.unwrap().dead, 2);
+        let err = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::Purge(selection(&["nope"]))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.exit, Exit::Usage);
+
+        let text = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::Requeue(selection(&[&first]))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(text, "requeued 1 dead letter of ops_ids\n");
+        let text = run_to_string(
+            &broker,
+            Command::DeadLetters(DeadLettersCommand::Purge(selection(&[&second]))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(text, "purged 1 dead letter of ops_ids\n");
+        let stats = broker.stats("ops_ids").await.unwrap();
+        assert_eq!((stats.ready, stats.dead), (1, 0));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `queues`: counts per queue and the live workers.
+//! `queues`: counts per queue and the workers, live or stale.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -56,13 +56,24 @@ pub(super) async fn queues(
             let _ = writeln!(out, "\nworkers: unknown (this broker keeps no heartbeats)");
         }
         Some(workers) => {
-            let _ = writeln!(out, "\nworkers: {} live", workers.len());
+            let stale = workers.iter().filter(|w| w.stale).count();
+            let _ = writeln!(
+                out,
+                "\nworkers: {} live{}",
+                workers.len() - stale,
+                if stale > 0 {
+                    format!(", {stale} stale (missed heartbeats: dead or stuck; their messages come back once the heartbeat timeout passes)")
+                } else {
+                    String::new()
+                }
+            );
             for w in &workers {
                 let _ = writeln!(
                     out,
-                    "  {}  heartbeat {} ago{}{}",
+                    "  {}  heartbeat {} ago{}{}{}",
                     w.id,
                     ago(now, w.last_heartbeat),
+                    if w.stale { "  STALE" } else { "" },
                     w.in_flight
                         .map_or(String::new(), |n| format!("  in flight {n}")),
                     if w.queues.is_empty() {
@@ -84,6 +95,7 @@ fn worker_json(w: &WorkerInfo, now: u64) -> Value {
         "age_ms": now.saturating_sub(w.last_heartbeat),
         "queues": w.queues,
         "in_flight": w.in_flight,
+        "stale": w.stale,
     })
 }
 
