@@ -331,7 +331,9 @@ pub(crate) async fn run_handler(
             }
             Handler::Blocking(call) => {
                 let message = current.message.clone();
-                let call = move || CURRENT.sync_scope(current, call);
+                // The message's span, on the pool thread, for the actor's own log lines.
+                let span = tracing::Span::current();
+                let call = move || span.in_scope(|| CURRENT.sync_scope(current, call));
                 match shared.blocking.submit(message, call).await {
                     Ok(result) => result,
                     Err(CallError::Panic(payload)) => Err(panic_failure(payload)),

@@ -2,6 +2,7 @@
 
 mod blocking;
 mod cli;
+mod cli_logs;
 mod cli_redis;
 mod common;
 mod composition;

@@ -96,6 +96,13 @@ impl Conn {
             .map_err(|e| self.error("connect", &e))
     }
 
+    /// One `PING` on a connection of its own, not retried: does the server answer now?
+    pub(crate) async fn ping(&self) -> Result<()> {
+        let mut conn = self.dedicated()?;
+        let reply: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        reply.map(drop).map_err(|e| self.error("ping", &e))
+    }
+
     /// A pub/sub connection, for keyspace notifications.
     pub(crate) async fn pubsub(&self) -> Result<PubSub> {
         match tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub()).await {
