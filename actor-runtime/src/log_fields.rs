@@ -1,10 +1,10 @@
-//! Log fields that hold lists (a worker's queues, its actors): logged as JSON text, which
+//! Log fields that hold lists (a worker's queues, its actors, ack sets): logged as JSON text, which
 //! the CLI's JSON log format emits as real arrays and any other subscriber shows as it is
 //! (`queues=["default","emails"]`). tracing has no stable way to record a list.
 
 /// The names of the fields logged with [`list`].
 #[cfg_attr(not(all(feature = "cli", unix)), allow(dead_code))]
-pub(crate) const LIST_FIELDS: &[&str] = &["queues", "actors"];
+pub(crate) const LIST_FIELDS: &[&str] = &["queues", "actors", "ack_sets"];
 
 /// `items` as a JSON array of strings.
 pub(crate) fn list<I, S>(items: I) -> String

@@ -566,7 +566,14 @@ impl RunningWorker {
         for m in middleware.iter().rev() {
             m.after_worker_shutdown(&broker).await;
         }
-        tracing::info!(?report, "worker stopped");
+        tracing::info!(
+            succeeded = report.succeeded,
+            failed = report.failed,
+            dead_lettered = report.dead_lettered,
+            requeued = report.requeued,
+            cancelled = report.cancelled,
+            "worker stopped"
+        );
         Ok(report)
     }
 }

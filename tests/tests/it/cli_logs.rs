@@ -201,6 +201,11 @@ async fn with_verbose_each_message_is_logged_in_its_context_actor_lines_included
     }
     kill("TERM", worker.pid());
     assert!(worker.exit().await.success(), "{}", worker.dump());
+    // Numbers, not a struct's Debug text.
+    let stopped = lines_with(&worker.seen, "worker stopped");
+    assert_eq!(stopped.len(), 1, "{}", worker.dump());
+    assert_eq!(stopped[0]["succeeded"], 2, "{}", stopped[0]);
+    assert_eq!(stopped[0]["failed"], 0, "{}", stopped[0]);
     fx.cleanup().await;
 }
 

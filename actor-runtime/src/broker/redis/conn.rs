@@ -280,7 +280,7 @@ impl Retry {
         if self.start.elapsed() + wait > self.bound {
             return Err(err);
         }
-        tracing::debug!(error = %err, ?wait, "redis call failed; retrying");
+        tracing::debug!(error = %err, wait_ms = wait.as_millis() as u64, "redis call failed; retrying");
         tokio::time::sleep(wait).await;
         self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
         Ok(())
