@@ -534,3 +534,19 @@ pub fn broker_from_env() -> Result<Arc<dyn Broker>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_shown_in_the_largest_whole_unit() {
+        let ms = Duration::from_millis;
+        assert_eq!(human_duration(ms(0)), "0s");
+        assert_eq!(human_duration(ms(100)), "100ms");
+        assert_eq!(human_duration(ms(7500)), "7500ms");
+        assert_eq!(human_duration(ms(5000)), "5s");
+        assert_eq!(human_duration(ms(60_000)), "1m");
+        assert_eq!(human_duration(ms(86_400_000)), "24h");
+    }
+}
