@@ -77,6 +77,7 @@ mod builder;
 pub mod cli;
 pub mod composition;
 mod error;
+mod log_fields;
 mod message;
 pub mod middleware;
 mod options;

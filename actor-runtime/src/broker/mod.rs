@@ -45,6 +45,38 @@ pub trait Broker: Send + Sync + 'static {
     /// `"stub"`, `"redis"`...
     fn kind(&self) -> &'static str;
 
+    /// Where this broker keeps its queues and how it is set up, its secrets redacted, for
+    /// start-up logs and `check`. Does no I/O. The default names only the
+    /// [`kind`](Broker::kind).
+    ///
+    /// ```
+    /// use actor_runtime::{Broker, RedisBroker, RedisConfig};
+    ///
+    /// let broker = RedisBroker::new(RedisConfig::new("redis://:secret@localhost/3").namespace("app")).unwrap();
+    /// let info = broker.describe();
+    /// assert_eq!(info.url.as_deref(), Some("redis://:***@localhost/3"));
+    /// assert_eq!((info.db, info.namespace.as_deref()), (Some(3), Some("app")));
+    /// ```
+    fn describe(&self) -> BrokerInfo {
+        BrokerInfo::new(self.kind())
+    }
+
+    /// Checks once that the broker answers, without retrying and without starting
+    /// background tasks (heartbeats...): a start-up check that fails at once, with
+    /// [`Error::Connection`], when the broker is unreachable (the Redis broker sends one
+    /// `PING`). The default, for in-process brokers, always succeeds.
+    ///
+    /// ```
+    /// use actor_runtime::{Broker, StubBroker};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert!(StubBroker::new().ping().await.is_ok());
+    /// # });
+    /// ```
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The middleware stack, run in order on enqueue and around every message.
     fn middleware(&self) -> &Middlewares;
 
@@ -220,22 +252,6 @@ pub trait Broker: Send + Sync + 'static {
         Ok(0)
     }
 
-    /// Checks once that the broker answers, without retrying and without starting
-    /// background tasks (heartbeats...): a start-up check that fails at once, with
-    /// [`Error::Connection`], when the broker is unreachable. The default has nothing to
-    /// reach.
-    ///
-    /// ```
-    /// use actor_runtime::{Broker, StubBroker};
-    ///
-    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-    /// assert!(StubBroker::new().check_connection().await.is_ok());
-    /// # });
-    /// ```
-    async fn check_connection(&self) -> Result<()> {
-        Ok(())
-    }
-
     /// Stops background tasks (heartbeats, maintenance).
     async fn close(&self) {}
 }
@@ -294,6 +310,59 @@ impl WorkerInfo {
             in_flight: None,
             stale: false,
         }
+    }
+}
+
+/// What [`Broker::describe`] tells about a broker: what the start-up logs and the CLI's
+/// `check` show. Secrets never appear in it.
+///
+/// ```
+/// use actor_runtime::{Broker, StubBroker};
+///
+/// let info = StubBroker::new().describe();
+/// assert_eq!(info.kind, "stub");
+/// assert!(info.url.is_none() && info.settings.is_empty());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerInfo {
+    /// [`Broker::kind`].
+    pub kind: &'static str,
+    /// The server's URL, its password and secret query values replaced by `***`.
+    pub url: Option<String>,
+    /// The database index, for brokers that have one.
+    pub db: Option<i64>,
+    /// The key namespace, for brokers that have one.
+    pub namespace: Option<String>,
+    /// Other settings, by name, as people read them (`"5s"`, `"10"`).
+    pub settings: Vec<(&'static str, String)>,
+}
+
+impl BrokerInfo {
+    /// A broker of `kind`, nothing else known.
+    ///
+    /// ```
+    /// assert_eq!(actor_runtime::broker::BrokerInfo::new("sqs").kind, "sqs");
+    /// ```
+    pub fn new(kind: &'static str) -> BrokerInfo {
+        BrokerInfo {
+            kind,
+            ..BrokerInfo::default()
+        }
+    }
+}
+
+/// `d` as people write it and [`cli`](crate::cli)'s settings read it: `100ms`, `5s`, `10m`,
+/// `24h`, `7500ms`.
+#[cfg_attr(not(any(feature = "redis", feature = "cli")), allow(dead_code))]
+pub(crate) fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".to_owned(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
     }
 }
 
@@ -512,5 +581,21 @@ pub fn broker_from_env() -> Result<Arc<dyn Broker>> {
             );
             Ok(Arc::new(stub::StubBroker::new()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_shown_in_the_largest_whole_unit() {
+        let ms = Duration::from_millis;
+        assert_eq!(human_duration(ms(0)), "0s");
+        assert_eq!(human_duration(ms(100)), "100ms");
+        assert_eq!(human_duration(ms(7500)), "7500ms");
+        assert_eq!(human_duration(ms(5000)), "5s");
+        assert_eq!(human_duration(ms(60_000)), "1m");
+        assert_eq!(human_duration(ms(86_400_000)), "24h");
     }
 }

@@ -143,6 +143,17 @@ pub(crate) enum Command {
     DeadLetters(DeadLettersCommand),
     /// The actors linked into this program.
     Actors(OutputArgs),
+    /// Print the broker (password hidden), namespace and settings workers would use, and
+    /// test the connection: exit 0 if the broker answers, 3 if not, 2 for a bad setting.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub(crate) worker: WorkerArgs,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
 }
 
 /// `--json` for machines.

@@ -6,6 +6,10 @@
 //! Field values can carry a producer's data (an actor name, an error quoting an argument),
 //! so each is cut to about 1 KB, and the text format escapes control characters: an event
 //! is one line, whatever its fields hold, and cannot forge another or drive a terminal.
+//!
+//! A line carries the fields of the spans it was logged in (the worker runs each message in
+//! a `message` span: `message_id`, `actor`, `queue`, `retries`), after its own; list fields
+//! (`queues`, `actors`) are JSON arrays in the JSON format.
 
 use std::fmt::{self, Write as _};
 use std::fs::OpenOptions;
@@ -15,14 +19,16 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use super::args::LogFormat;
+use crate::log_fields::LIST_FIELDS;
 use crate::truncate::truncate;
 
 /// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset and
@@ -55,6 +61,7 @@ pub(crate) fn init(
         None => BoxMakeWriter::new(std::io::stderr),
     };
     let subscriber = tracing_subscriber::fmt()
+        .fmt_fields(SpanFields)
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(false)
@@ -98,16 +105,20 @@ where
 {
     fn format_event(
         &self,
-        _ctx: &FmtContext<'_, S, N>,
+        ctx: &FmtContext<'_, S, N>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
         let mut time = String::with_capacity(32);
         SystemTime.format_time(&mut Writer::new(&mut time))?;
+        let spans = span_fields(ctx);
         if self.json {
             let mut fields = JsonFields(Map::new());
             event.record(&mut fields);
+            for (key, value) in spans {
+                fields.0.entry(key).or_insert(value);
+            }
             let mut line = Map::new();
             line.insert("timestamp".into(), time.into());
             line.insert("level".into(), meta.level().as_str().into());
@@ -134,16 +145,113 @@ where
             if let Some(role) = &self.role {
                 write!(writer, "[{role}] ")?;
             }
-            let mut fields = TextFields(String::new());
+            let mut fields = TextFields::default();
             event.record(&mut fields);
-            writeln!(writer, "[{}] {}: {}", meta.level(), meta.target(), fields.0)
+            for (key, value) in spans {
+                if !fields.names.contains(&key) {
+                    fields.push(&key, &value);
+                }
+            }
+            writeln!(
+                writer,
+                "[{}] {}: {}",
+                meta.level(),
+                meta.target(),
+                fields.text
+            )
         }
+    }
+}
+
+/// The fields of the spans `ctx`'s event is in, outermost first, an inner span's winning.
+fn span_fields<S, N>(ctx: &FmtContext<'_, S, N>) -> Map<String, Value>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    let mut all = Map::new();
+    let Some(scope) = ctx.event_scope() else {
+        return all;
+    };
+    for span in scope.from_root() {
+        let extensions = span.extensions();
+        let Some(fields) = extensions.get::<FormattedFields<N>>() else {
+            continue;
+        };
+        // Written by [`SpanFields`]; another formatter's text is left out.
+        if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&fields.fields) {
+            all.extend(map);
+        }
+    }
+    all
+}
+
+/// Keeps a span's fields as a JSON object (each value cut as an event's are), for
+/// [`LineFormat`] to add to the lines logged in the span.
+struct SpanFields;
+
+impl<'writer> FormatFields<'writer> for SpanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut json = JsonFields(Map::new());
+        fields.record(&mut json);
+        write!(writer, "{}", Value::Object(json.0))
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let mut json = match serde_json::from_str::<Value>(&current.fields) {
+            Ok(Value::Object(map)) => JsonFields(map),
+            _ => JsonFields(Map::new()),
+        };
+        fields.record(&mut json);
+        current.fields = Value::Object(json.0).to_string();
+        Ok(())
     }
 }
 
 /// An event's fields as `message key=value ...`, as tracing's default formatter writes them,
 /// each value cut to about 1 KB and escaped.
-struct TextFields(String);
+#[derive(Default)]
+struct TextFields {
+    text: String,
+    /// The fields written, so a span's field of the same name is not written again.
+    names: Vec<String>,
+}
+
+impl TextFields {
+    /// A span's field: strings as they are, other values as JSON.
+    fn push(&mut self, name: &str, value: &Value) {
+        let shown = match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        self.record_debug_named(name, &format_args!("{shown}"));
+    }
+
+    fn record_debug_named(&mut self, name: &str, value: &dyn fmt::Debug) {
+        // Metadata of `log` records, shown elsewhere.
+        if name.starts_with("log.") {
+            return;
+        }
+        if !self.text.is_empty() {
+            self.text.push(' ');
+        }
+        if name != "message" {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            self.text.push_str(name);
+            self.text.push('=');
+            self.names.push(name.to_owned());
+        }
+        push_escaped(&mut self.text, &truncate(&format!("{value:?}")));
+    }
+}
 
 impl Visit for TextFields {
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -155,19 +263,7 @@ impl Visit for TextFields {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let name = field.name();
-        // Metadata of `log` records, shown elsewhere.
-        if name.starts_with("log.") {
-            return;
-        }
-        if !self.0.is_empty() {
-            self.0.push(' ');
-        }
-        if name != "message" {
-            self.0.push_str(name.strip_prefix("r#").unwrap_or(name));
-            self.0.push('=');
-        }
-        push_escaped(&mut self.0, &truncate(&format!("{value:?}")));
+        self.record_debug_named(field.name(), value);
     }
 }
 
@@ -212,6 +308,13 @@ impl Visit for JsonFields {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let text = format!("{value:?}");
+        if LIST_FIELDS.contains(&field.name()) {
+            // Logged as JSON text (`crate::log_fields::list`): the array itself.
+            if let Ok(list @ Value::Array(_)) = serde_json::from_str::<Value>(&text) {
+                self.0.insert(field.name().into(), list);
+                return;
+            }
+        }
         self.0
             .insert(field.name().into(), truncate(&text).into_owned().into());
     }
@@ -227,6 +330,7 @@ mod tests {
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let sink = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(SpanFields)
             .with_writer(move || Sink(sink.clone()))
             .event_format(LineFormat {
                 json,
@@ -283,6 +387,45 @@ mod tests {
             assert!(text.len() < 4 * 1100, "{json}: {} bytes", text.len());
             assert_eq!(text.matches("bytes cut").count(), 3, "{json}: {text}");
         }
+    }
+
+    #[test]
+    fn lines_carry_the_fields_of_their_spans_after_their_own() {
+        let emit = || {
+            let span = tracing::info_span!(
+                "message",
+                message_id = "m-1",
+                actor = "send",
+                retries = 2u32
+            );
+            span.in_scope(|| tracing::info!(actor = "own", "sending"));
+        };
+        let line: Value = serde_json::from_str(logged(true, emit).trim()).unwrap();
+        assert_eq!(line["message"], "sending");
+        assert_eq!(line["message_id"], "m-1");
+        assert_eq!(line["retries"], 2);
+        assert_eq!(line["actor"], "own", "the event's own field wins");
+
+        let text = logged(false, emit);
+        assert!(
+            text.trim_end()
+                .ends_with(r#": sending actor="own" message_id=m-1 retries=2"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn list_fields_are_json_arrays_in_json_and_readable_in_text() {
+        let emit = || {
+            let queues = crate::log_fields::list(["default", "slow"]);
+            tracing::info!(queues = %queues, other = %queues, "worker started");
+        };
+        let line: Value = serde_json::from_str(logged(true, emit).trim()).unwrap();
+        assert_eq!(line["queues"], serde_json::json!(["default", "slow"]));
+        // Only list fields are read as JSON: an error's text stays a string.
+        assert_eq!(line["other"], r#"["default","slow"]"#);
+        let text = logged(false, emit);
+        assert!(text.contains(r#"queues=["default","slow"]"#), "{text}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! my-app-worker -p 4 -t 8 -Q emails   # 4 processes × 8 concurrent messages, one queue
 //! my-app-worker enqueue send_email --args '["ada@example.com"]'
 //! my-app-worker queues --json
+//! my-app-worker check                 # the broker, namespace and settings; is Redis there?
 //! my-app-worker dead-letters requeue emails --id 0c7e…
 //! ```
 //!
@@ -202,7 +203,12 @@ impl From<Error> for Failure {
     }
 }
 
-fn env_var(key: &str) -> Option<String> {
+/// Why a program without actors cannot run a worker.
+pub(crate) const NO_ACTORS: &str = "no actor is registered in this program: declare actors \
+    with #[actor] in a crate this binary links (a library crate needs at least one item of it \
+    used, e.g. `use my_app as _;` in main.rs, or the linker may drop it)";
+
+pub(crate) fn env_var(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
@@ -273,11 +279,7 @@ fn run_worker(
         .map_err(|err| Failure::usage(err.to_string()))?;
     let registry = Registry::global().map_err(Failure::from)?;
     if registry.is_empty() {
-        return Err(Failure::usage(
-            "no actor is registered in this program: declare actors with #[actor] in a crate \
-             this binary links (a library crate needs at least one item of it used, e.g. \
-             `use my_app as _;` in main.rs, or the linker may drop it)",
-        ));
+        return Err(Failure::usage(NO_ACTORS));
     }
     if let Some(index) = worker_index {
         return Ok(run::run(&settings, run::Role::Child { index }));
@@ -290,21 +292,29 @@ fn run_worker(
         None => None,
     };
     if settings.supervised() {
-        log_actors(registry);
         Ok(supervisor::run(&settings))
     } else {
         Ok(run::run(&settings, run::Role::Alone))
     }
 }
 
-fn log_actors(registry: &Registry) {
-    for actor in registry.actors() {
-        tracing::info!(
-            actor = actor.name,
-            queue = actor.queue,
-            path = actor.rust_path,
-            "actor registered"
-        );
-    }
-    tracing::info!(queues = ?registry.queues(), "actors' queues");
+/// The queues a worker with `settings` consumes (besides any only its broker knows of), and
+/// the actors of those queues, sorted.
+pub(crate) fn consumed(
+    settings: &settings::WorkerSettings,
+    registry: &Registry,
+) -> (Vec<String>, Vec<&'static str>) {
+    let mut queues: Vec<String> = match &settings.queues {
+        Some(queues) => queues.clone(),
+        None => registry.queues().into_iter().map(str::to_owned).collect(),
+    };
+    queues.sort();
+    queues.dedup();
+    let actors = registry
+        .actors()
+        .into_iter()
+        .filter(|a| queues.iter().any(|q| q == a.queue))
+        .map(|a| a.name)
+        .collect();
+    (queues, actors)
 }

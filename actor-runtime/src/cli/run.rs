@@ -117,7 +117,7 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
     let broker = get_broker().map_err(Failure::from)?;
     // Once, before anything starts (the broker's heartbeat thread would warn about every
     // failed beat): an unreachable broker is exit 3 at once.
-    broker.check_connection().await.map_err(Failure::from)?;
+    broker.ping().await.map_err(Failure::from)?;
     // Connects now, so an unreachable broker is exit 3 at start-up, not a retry loop.
     let probe = settings
         .queues

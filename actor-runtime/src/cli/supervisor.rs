@@ -26,6 +26,8 @@ use super::run::current_exe;
 use super::settings::WorkerSettings;
 use super::{Exit, WORKER_ENV};
 use crate::broker::get_broker;
+use crate::log_fields;
+use crate::registry::Registry;
 
 /// A worker that lived this long before dying is restarted without delay.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
@@ -166,10 +168,23 @@ impl Supervisor {
                 }
             }
         }
+        // What the workers will use, said once here as each worker says it once.
+        let broker = get_broker().map(|b| b.describe()).ok();
+        let broker = broker.as_ref();
+        let (queues, actors) = match Registry::global() {
+            Ok(registry) => super::consumed(&self.settings, registry),
+            Err(_) => (Vec::new(), Vec::new()),
+        };
         tracing::info!(
             processes = self.settings.processes,
             threads = self.settings.threads,
             max_memory_mb = self.settings.max_memory_mb,
+            broker = broker.map(|b| b.kind),
+            url = broker.and_then(|b| b.url.as_deref()),
+            db = broker.and_then(|b| b.db),
+            namespace = broker.and_then(|b| b.namespace.as_deref()),
+            queues = %log_fields::list(&queues),
+            actors = %log_fields::list(&actors),
             "starting worker processes"
         );
         for index in 0..self.slots.len() {

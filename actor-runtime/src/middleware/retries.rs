@@ -116,8 +116,8 @@ impl Middleware for Retries {
         }
         let actor = ctx.actor();
         let error = truncate(&failure.to_string()).into_owned();
+        // A final failure is logged once, by the worker, with the reason given here.
         if actor.options.throws_matches(failure) {
-            tracing::info!(message_id = %ctx.message.message_id, actor = actor.name, %error, "error is in `throws`; not retrying");
             ctx.fail(error);
             return;
         }
@@ -140,7 +140,6 @@ impl Middleware for Retries {
             None => max_retries.is_some_and(|max| retries >= max),
         };
         if give_up {
-            tracing::warn!(message_id = %ctx.message.message_id, actor = actor.name, retries, "retries exhausted; dead-lettering the message");
             ctx.fail(format!(
                 "retries exhausted after {retries} retries: {error}"
             ));
@@ -180,11 +179,10 @@ impl Middleware for Retries {
             .await
         {
             Ok(_) => {
-                tracing::warn!(message_id = %ctx.message.message_id, actor = actor.name, %error, retry = retries.saturating_add(1), backoff_ms = backoff, "actor failed; retrying");
+                tracing::warn!(%error, retry = retries.saturating_add(1), backoff_ms = backoff, "actor failed; retrying");
                 ctx.mark_retry_scheduled();
             }
             Err(err) => {
-                tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, error = %err, "could not schedule the retry; dead-lettering the message");
                 ctx.fail(format!("could not schedule retry ({err}) after: {error}"));
             }
         }

@@ -84,7 +84,7 @@ pub(crate) async fn fetch_loop(
             Err(err) => {
                 failures += 1;
                 let backoff = Duration::from_millis((100u64 << failures.min(6)).min(5_000));
-                tracing::error!(queue = %runner.name, error = %err, ?backoff, "fetch failed; retrying");
+                tracing::error!(queue = %runner.name, error = %err, backoff_ms = backoff.as_millis() as u64, "fetch failed; retrying");
                 drop(permit);
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -170,7 +170,7 @@ pub(crate) async fn ack_loop(
                     break;
                 }
                 let backoff = Duration::from_millis((100u64 << failures.min(6)).min(5_000));
-                tracing::error!(queue = %queue, error = %err, count = tags.len(), ?backoff, "ack failed; retrying");
+                tracing::error!(queue = %queue, error = %err, count = tags.len(), backoff_ms = backoff.as_millis() as u64, "ack failed; retrying");
                 tokio::time::sleep(backoff).await;
             }
             tags.clear();

@@ -298,7 +298,7 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
             while let Err(err) = runner.consumer.nack(&tag, &reason).await {
                 attempt += 1;
                 let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000));
-                tracing::error!(queue = %runner.name, id = %tag.id, error = %err, attempt, ?backoff, "dead-lettering failed; retrying");
+                tracing::error!(queue = %runner.name, id = %tag.id, error = %err, attempt, backoff_ms = backoff.as_millis() as u64, "dead-lettering failed; retrying");
                 tokio::time::sleep(backoff).await;
             }
             if let Some(ctx) = &ctx {
@@ -331,7 +331,9 @@ pub(crate) async fn run_handler(
             }
             Handler::Blocking(call) => {
                 let message = current.message.clone();
-                let call = move || CURRENT.sync_scope(current, call);
+                // The message's span, on the pool thread, for the actor's own log lines.
+                let span = tracing::Span::current();
+                let call = move || span.in_scope(|| CURRENT.sync_scope(current, call));
                 match shared.blocking.submit(message, call).await {
                     Ok(result) => result,
                     Err(CallError::Panic(payload)) => Err(panic_failure(payload)),

@@ -19,13 +19,21 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::log_fields;
 use crate::message::canonical_queue;
 use crate::registry::Registry;
 
 use consumer::QueueRunner;
 use executor::Shared;
 
+#[cfg(all(feature = "cli", unix))]
+pub(crate) use budget::DEFAULT_PREFETCH_BYTES;
 pub use shutdown::wait_for_signal;
+
+/// The default of [`Worker::max_abandoned_threads`] for `threads`.
+pub(crate) fn default_max_abandoned_threads(threads: usize) -> usize {
+    threads.max(4)
+}
 
 /// Consumes queues and runs the actors registered with `#[actor]` (Dramatiq's `Worker`).
 ///
@@ -195,21 +203,14 @@ impl Worker {
 
     /// [`max_abandoned_threads`](Self::max_abandoned_threads), or its default.
     fn abandoned_cap(&self) -> usize {
-        self.max_abandoned_threads.unwrap_or(self.threads.max(4))
+        self.max_abandoned_threads
+            .unwrap_or_else(|| default_max_abandoned_threads(self.threads))
     }
 
     /// Starts consuming; returns a handle to stop the worker.
     pub async fn start(self) -> Result<RunningWorker> {
         let registry = Registry::global()?;
         let queues = self.resolve_queues(registry).await?;
-        for actor in registry.actors() {
-            tracing::info!(
-                actor = actor.name,
-                queue = actor.queue,
-                path = actor.rust_path,
-                "actor registered"
-            );
-        }
         let middleware = self.broker.middleware().snapshot();
         for m in middleware.iter() {
             m.before_worker_boot(&self.broker).await;
@@ -266,7 +267,7 @@ impl Worker {
         for m in middleware.iter().rev() {
             m.after_worker_boot(&self.broker).await;
         }
-        tracing::info!(broker = self.broker.kind(), queues = ?queues, threads = self.threads, prefetch = ?prefetch.map_or_else(|| "adaptive".to_string(), |n| n.to_string()), "worker started");
+        self.log_started(registry, &queues);
         Ok(RunningWorker {
             shared,
             runners,
@@ -312,6 +313,31 @@ impl Worker {
             None => Ok(report),
             Some((abandoned, max)) => Err(Error::AbandonedThreads { abandoned, max }),
         }
+    }
+
+    /// One line that says where this worker consumes and what: the broker (a mistyped
+    /// namespace shows here), its queues and the actors of those queues.
+    fn log_started(&self, registry: &Registry, queues: &[String]) {
+        let info = self.broker.describe();
+        let actors = registry
+            .actors()
+            .into_iter()
+            .filter(|a| queues.iter().any(|q| q == a.queue))
+            .map(|a| a.name);
+        let prefetch = self
+            .prefetch
+            .map_or_else(|| "adaptive".to_owned(), |n| n.to_string());
+        tracing::info!(
+            broker = info.kind,
+            url = info.url,
+            db = info.db,
+            namespace = info.namespace,
+            queues = %log_fields::list(queues),
+            actors = %log_fields::list(actors),
+            threads = self.threads,
+            prefetch,
+            "worker started"
+        );
     }
 
     async fn resolve_queues(&self, registry: &Registry) -> Result<Vec<String>> {
@@ -540,7 +566,14 @@ impl RunningWorker {
         for m in middleware.iter().rev() {
             m.after_worker_shutdown(&broker).await;
         }
-        tracing::info!(?report, "worker stopped");
+        tracing::info!(
+            succeeded = report.succeeded,
+            failed = report.failed,
+            dead_lettered = report.dead_lettered,
+            requeued = report.requeued,
+            cancelled = report.cancelled,
+            "worker stopped"
+        );
         Ok(report)
     }
 }

@@ -3,6 +3,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::Instrument;
 
 use crate::actor::ActorFailure;
 use crate::broker::DeliveryTag;
@@ -40,14 +43,57 @@ pub(crate) async fn process(
         tracing::error!(message_id = %truncate(&message.message_id), actor = %name, queue = %tag.queue, "no actor of this name is registered; dead-lettering the message");
         return Outcome::Nack(format!("unknown actor `{name}`"), None);
     };
-    let mut ctx = Box::new(MessageContext::new(
+    let ctx = Box::new(MessageContext::new(
         message,
         tag.queue.clone(),
         shared.broker.clone(),
         actor,
         shared.shutdown.clone(),
     ));
+    // Every line logged while the message is processed, the actor's own included (plain
+    // `fn` actors enter it on their thread), carries these fields.
+    let span = tracing::info_span!(
+        "message",
+        message_id = %truncate(&ctx.message.message_id),
+        actor = actor.name,
+        queue = ctx.queue(),
+        retries = ctx.message.retries(),
+    );
+    run_message(shared, middleware, ctx).instrument(span).await
+}
 
+/// How a message processed by its actor ended, for the log.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    Succeeded,
+    Skipped,
+    Retrying,
+    DeadLettered,
+}
+
+impl Fate {
+    fn as_str(self) -> &'static str {
+        match self {
+            Fate::Succeeded => "succeeded",
+            Fate::Skipped => "skipped",
+            Fate::Retrying => "retrying",
+            Fate::DeadLettered => "dead-lettered",
+        }
+    }
+}
+
+/// Runs the middleware and the actor on a decoded message of a registered actor, and
+/// decides (and logs) its fate: the one place a final failure is logged.
+async fn run_message(
+    shared: &Shared,
+    middleware: &[Arc<dyn Middleware>],
+    mut ctx: Box<MessageContext>,
+) -> Outcome {
+    let started = Instant::now();
+    // Retries counts this run once it fails: the count before it is the one to report.
+    let retries = ctx.message.retries();
+    tracing::debug!("message received");
+    let actor = ctx.actor();
     let mut skipped = false;
     for m in middleware {
         if m.before_process_message(&mut ctx).await.is_err() {
@@ -55,11 +101,13 @@ pub(crate) async fn process(
             break;
         }
     }
-    if skipped {
+    let fate = if skipped {
         for m in middleware.iter().rev() {
             m.after_skip_message(&mut ctx).await;
         }
+        Fate::Skipped
     } else {
+        let mut bad_arguments = false;
         let result = match actor.handler(&ctx.message) {
             Ok(handler) => {
                 let current = Current {
@@ -72,9 +120,9 @@ pub(crate) async fn process(
             Err(err) => {
                 // serde quotes the offending argument, which may be megabytes.
                 let err = truncate(&err.to_string()).into_owned();
-                tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, error = %err, "bad arguments; dead-lettering the message");
                 // Arguments will not fix themselves: fail for good, no retry.
                 ctx.fail(format!("bad arguments: {err}"));
+                bad_arguments = true;
                 Err(ActorFailure::new("ArgumentError", err))
             }
         };
@@ -91,19 +139,30 @@ pub(crate) async fn process(
         for m in middleware.iter().rev() {
             m.after_process_message(&mut ctx, &result).await;
         }
-        if let Err(failure) = result {
-            if !ctx.retry_scheduled() && !ctx.is_failed() {
-                // Nothing scheduled a retry (no Retries middleware): keep the message.
-                ctx.fail(failure.to_string());
-            }
-            // A scheduled retry is logged (as a warning) by whoever scheduled it; a failure
-            // for good is an error.
-            if !ctx.retry_scheduled() {
+        match result {
+            // Failed after all by a middleware (which said why).
+            Ok(_) if ctx.is_failed() => Fate::DeadLettered,
+            Ok(_) => Fate::Succeeded,
+            // A scheduled retry is logged (as a warning) by whoever scheduled it.
+            Err(_) if ctx.retry_scheduled() => Fate::Retrying,
+            Err(failure) => {
+                if !ctx.is_failed() {
+                    // Nothing scheduled a retry (no Retries middleware): keep the message.
+                    ctx.fail(failure.to_string());
+                }
                 let error = truncate(&failure.to_string()).into_owned();
-                tracing::error!(message_id = %ctx.message.message_id, actor = actor.name, %error, retries = ctx.message.retries(), "actor failed; dead-lettering the message");
+                let reason = truncate(ctx.failure_reason().unwrap_or_default()).into_owned();
+                if bad_arguments {
+                    tracing::error!(%error, retries, reason, "bad arguments; dead-lettering the message");
+                } else {
+                    tracing::error!(%error, retries, reason, "actor failed; dead-lettering the message");
+                }
+                Fate::DeadLettered
             }
         }
-    }
+    };
+    let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
+    tracing::debug!(duration_ms, outcome = fate.as_str(), "message finished");
     match ctx.failure_reason() {
         Some(reason) => Outcome::Nack(reason.to_owned(), Some(ctx)),
         None => Outcome::Ack(Some(ctx)),

@@ -77,6 +77,30 @@ fn cli_stuck(key: String, ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
+/// Logs a line of its own, which the worker's `message` span gives the message's context.
+#[actor(queue_name = "cli")]
+async fn cli_log(key: String) {
+    tracing::info!(key, "cli_log says hello");
+}
+
+/// [`cli_log`] as a plain `fn`, which runs on the worker's thread pool.
+#[actor(queue_name = "cli")]
+fn cli_log_fn(key: String) {
+    tracing::info!(key, "cli_log_fn says hello");
+}
+
+/// Always fails; retried twice, quickly, then dead-lettered.
+#[actor(
+    queue_name = "cli",
+    max_retries = 2,
+    min_backoff = 10,
+    max_backoff = 20
+)]
+async fn cli_fail_retried(key: String) -> Result<(), String> {
+    record(json!({"actor": "cli_fail_retried", "key": key, "pid": std::process::id()}));
+    Err(format!("{key} always fails"))
+}
+
 fn main() -> ExitCode {
     actor_runtime::cli::run_with_version(env!("CARGO_PKG_VERSION"))
 }

@@ -3,6 +3,7 @@
 mod blocking;
 mod cli;
 mod cli_crashes;
+mod cli_logs;
 mod cli_ops;
 mod cli_redis;
 mod cli_settings;

@@ -300,7 +300,7 @@ pub(crate) async fn leave_heartbeats(shared: &Shared) {
             }
         }
         Ok(held) => {
-            tracing::warn!(ack_sets = ?held, "closing with fetched messages still unacked; they come back once this worker counts as dead");
+            tracing::warn!(ack_sets = %crate::log_fields::list(&held), "closing with fetched messages still unacked; they come back once this worker counts as dead");
         }
         Err(err) => tracing::debug!(error = %err, "could not check this worker's ack sets"),
     }

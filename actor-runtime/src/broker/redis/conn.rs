@@ -87,13 +87,11 @@ impl Conn {
             .map_err(|e| self.error("connect", &e))
     }
 
-    /// One `PING` on a connection of its own, not retried.
-    pub(crate) async fn ping_once(&self) -> Result<()> {
+    /// One `PING` on a connection of its own, not retried: does the server answer now?
+    pub(crate) async fn ping(&self) -> Result<()> {
         let mut conn = self.dedicated()?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.error("ping", &e))
+        let reply: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        reply.map(drop).map_err(|e| self.error("ping", &e))
     }
 
     /// A pub/sub connection, for keyspace notifications.
@@ -273,7 +271,7 @@ impl Retry {
         if self.start.elapsed() + wait > self.bound {
             return Err(err);
         }
-        tracing::debug!(error = %err, ?wait, "redis call failed; retrying");
+        tracing::debug!(error = %err, wait_ms = wait.as_millis() as u64, "redis call failed; retrying");
         tokio::time::sleep(wait).await;
         self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
         Ok(())

@@ -48,7 +48,9 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{eta_for, Broker, Consumer, DeadLetter, QueueStats, WorkerInfo};
+use super::{
+    eta_for, human_duration, Broker, BrokerInfo, Consumer, DeadLetter, QueueStats, WorkerInfo,
+};
 use crate::error::{Error, Result};
 use crate::message::{canonical_queue, delay_queue, is_valid_queue_name, new_message_id, Message};
 use crate::middleware::Middlewares;
@@ -353,6 +355,53 @@ impl Broker for RedisBroker {
         "redis"
     }
 
+    fn describe(&self) -> BrokerInfo {
+        let config = &self.shared.config;
+        let optional = |d: Option<Duration>| d.map_or_else(|| "off".to_owned(), human_duration);
+        let mut info = BrokerInfo::new(self.kind());
+        info.url = Some(config::redact(&config.url));
+        info.db = Some(self.shared.conn.db());
+        info.namespace = Some(self.namespace().to_owned());
+        info.settings = vec![
+            ("max_connections", config.max_connections.to_string()),
+            ("connect_timeout", human_duration(config.connect_timeout)),
+            ("read_timeout", human_duration(config.read_timeout)),
+            ("retry_timeout", human_duration(config.retry_timeout)),
+            ("tcp_keepalive", optional(config.tcp_keepalive)),
+            (
+                "heartbeat_timeout",
+                human_duration(config.heartbeat_timeout),
+            ),
+            (
+                "heartbeat_interval",
+                human_duration(config.heartbeat_interval_or_default()),
+            ),
+            (
+                "maintenance_interval",
+                human_duration(config.maintenance_interval_or_default()),
+            ),
+            ("dead_message_ttl", human_duration(config.dead_message_ttl)),
+            (
+                "keyspace_notifications",
+                if config.keyspace_notifications {
+                    "on"
+                } else {
+                    "off"
+                }
+                .to_owned(),
+            ),
+            ("delay_prefetch", config.delay_prefetch.to_string()),
+        ];
+        info
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.shared.conn.ping().await
+    }
+
     fn middleware(&self) -> &Middlewares {
         &self.middleware
     }
@@ -497,13 +546,6 @@ impl Broker for RedisBroker {
             return Err(Error::Closed);
         }
         maintenance::recover_worker(&self.shared, worker_id).await
-    }
-
-    async fn check_connection(&self) -> Result<()> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        self.shared.conn.ping_once().await
     }
 
     async fn close(&self) {

@@ -1,4 +1,5 @@
-//! Operator commands: `enqueue`, `queues`, `dead-letters list|requeue|purge`, `actors`.
+//! Operator commands: `enqueue`, `queues`, `dead-letters list|requeue|purge`, `actors`,
+//! `check`.
 //! Text for people, `--json` for machines; output goes to stdout, logs to stderr.
 
 use std::io::Write;
@@ -13,15 +14,21 @@ use crate::broker::{get_broker, Broker};
 use crate::message::{is_valid_queue_name, Message};
 use crate::registry::Registry;
 
+mod check;
 mod dead_letters;
 mod queues;
 
+use check::check;
 use dead_letters::{list_dead, purge_dead, requeue_dead};
 use queues::queues;
 
 /// Runs an operator command against the global broker.
 pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
     let registry = Registry::global().map_err(Failure::from)?;
+    let command = match command {
+        Command::Check(args) => return check(args, registry),
+        other => other,
+    };
     if let Command::Actors(output) = &command {
         let mut out = std::io::stdout().lock();
         print_actors(registry, output.json, &mut out).map_err(io_failure)?;
@@ -43,7 +50,7 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
             ));
         }
         // Fails at once on an unreachable broker, before any heartbeat could warn.
-        broker.check_connection().await.map_err(Failure::from)?;
+        broker.ping().await.map_err(Failure::from)?;
         let mut out = Vec::new();
         let result = execute(&broker, registry, command, &mut out).await;
         broker.close().await;
@@ -55,7 +62,7 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
     })
 }
 
-fn io_failure(err: std::io::Error) -> Failure {
+pub(super) fn io_failure(err: std::io::Error) -> Failure {
     Failure {
         exit: Exit::Killed,
         message: format!("cannot write the output: {err}"),
@@ -96,6 +103,7 @@ pub(crate) async fn execute(
             purge_dead(broker, selection, out).await
         }
         Command::Actors(output) => print_actors(registry, output.json, out).map_err(io_failure),
+        Command::Check(_) => Err(Failure::usage("`check` runs on its own")),
     }
 }
 
