@@ -180,6 +180,29 @@ async fn a_worker_started_in_a_scope_consumes_only_its_broker() {
     );
 }
 
+static SEEN_BY_FN: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// A plain `fn` runs on the worker's own threads: the scope goes with it.
+#[actor(queue_name = "fn_scope")]
+fn note_broker() {
+    let broker = get_broker().unwrap();
+    SEEN_BY_FN.lock().unwrap().push(address(&broker));
+}
+
+#[tokio::test]
+async fn a_plain_fn_actor_runs_inside_its_workers_scope() {
+    let test = TestBroker::new();
+    test.scope(async {
+        for _ in 0..5 {
+            note_broker::send().await.unwrap();
+        }
+    })
+    .await;
+    test.drain().await.unwrap().assert_no_dead_letters();
+    let seen = SEEN_BY_FN.lock().unwrap().clone();
+    assert_eq!(seen, vec![address(&test.broker()); 5]);
+}
+
 #[actor(queue_name = "harness")]
 async fn audit_entry(entry: u64) -> u64 {
     entry * 2
