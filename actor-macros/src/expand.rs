@@ -219,7 +219,14 @@ fn handler(function: &ActorFn, private: &TokenStream) -> Handler {
         }
     } else {
         let constructor = Ident::new(&format!("blocking_{constructor}"), ident.span());
-        quote_spanned!(ident.span()=> #private::#constructor::<#returned, _>(move || #call))
+        // Without arguments, the fn itself: `move || f()` is clippy's `redundant_closure`,
+        // reported on the user's own name.
+        let call = if function.params.is_empty() {
+            ident.to_token_stream()
+        } else {
+            quote_spanned!(ident.span()=> move || #call)
+        };
+        quote_spanned!(ident.span()=> #private::#constructor::<#returned, _>(#call))
     };
     Handler {
         output,

@@ -51,6 +51,12 @@
 //! way the `dramatiq` CLI imports actor modules; two actors with one name are an error naming
 //! both.
 //!
+//! # Testing
+//!
+//! `cargo test` runs tests in parallel threads sharing one global broker: give each test its
+//! own with [`with_broker`], or use [`testing::TestBroker`], a fresh stub broker whose
+//! `drain()` runs a worker until the queues are empty and reports what ran and what failed.
+//!
 //! # Misuse is a compile error
 //!
 //! ```compile_fail
@@ -88,6 +94,7 @@ pub mod rate_limits;
 mod redis_conn;
 mod registry;
 pub mod results;
+pub mod testing;
 mod truncate;
 pub mod worker;
 
@@ -101,8 +108,8 @@ pub use args::{ArgError, ArgReader};
 pub use broker::redis::{RedisBroker, RedisConfig};
 pub use broker::stub::StubBroker;
 pub use broker::{
-    broker_from_env, get_broker, set_broker, Broker, Consumer, DeadLetter, Delivery, DeliveryTag,
-    QueueStats,
+    broker_from_env, get_broker, set_broker, with_broker, Broker, Consumer, DeadLetter, Delivery,
+    DeliveryTag, QueueStats,
 };
 pub use builder::{Enqueued, MessageBuilder};
 pub use error::{Error, Result};

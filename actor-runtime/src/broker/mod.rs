@@ -15,7 +15,10 @@ use crate::middleware::Middlewares;
 
 #[cfg(feature = "redis")]
 pub mod redis;
+pub(crate) mod scope;
 pub mod stub;
+
+pub use scope::with_broker;
 
 /// Where messages wait: Redis in production, [`StubBroker`](stub::StubBroker) in tests and
 /// when nothing is configured.
@@ -516,6 +519,9 @@ static FROM_ENV: OnceLock<std::result::Result<Arc<dyn Broker>, String>> = OnceLo
 
 /// Sets the broker that `send` and workers use by default (Dramatiq's `set_broker`).
 ///
+/// It is one per process: tests running in parallel threads share it. Give each test a broker
+/// of its own with [`with_broker`] (or [`testing::TestBroker`](crate::testing::TestBroker)).
+///
 /// ```
 /// use std::sync::Arc;
 /// use actor_runtime::{get_broker, set_broker, StubBroker};
@@ -527,9 +533,13 @@ pub fn set_broker(broker: Arc<dyn Broker>) {
     *GLOBAL.write().unwrap_or_else(|e| e.into_inner()) = Some(broker);
 }
 
-/// The global broker: the one given to [`set_broker`], or else one built once from the
-/// environment (see [`broker_from_env`]).
+/// The broker `send` uses: the one of the innermost [`with_broker`] scope around this task,
+/// else the global one given to [`set_broker`], else one built once from the environment (see
+/// [`broker_from_env`]).
 pub fn get_broker() -> Result<Arc<dyn Broker>> {
+    if let Some(broker) = scope::scoped() {
+        return Ok(broker);
+    }
     if let Some(broker) = GLOBAL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
         return Ok(broker.clone());
     }

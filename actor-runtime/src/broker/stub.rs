@@ -119,6 +119,65 @@ impl StubBroker {
     }
 }
 
+impl StubBroker {
+    /// Waits until no queue holds a ready or fetched message, nor a delayed one due within
+    /// `horizon` (with `skip_delays`, delayed messages are made due at once); returns the
+    /// delayed messages left, due later. At `deadline`, gives up with the busy queues.
+    /// For [`TestBroker::drain`](crate::testing::TestBroker::drain).
+    pub(crate) async fn settle(
+        &self,
+        horizon: Duration,
+        skip_delays: bool,
+        deadline: Instant,
+    ) -> std::result::Result<Vec<Message>, Vec<String>> {
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let horizon_ms = u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX);
+            let limit = now_ms().saturating_add(horizon_ms);
+            let (mut busy, mut next_eta) = (Vec::new(), None::<u64>);
+            {
+                let mut state = self.inner.lock();
+                for (name, q) in state.iter_mut() {
+                    if skip_delays && promote_due(q, u64::MAX) {
+                        q.wake.wake();
+                    }
+                    let due = q.delayed.keys().next().map(|(eta, _)| *eta);
+                    let due = due.filter(|eta| *eta <= limit);
+                    if !q.ready.is_empty() || !q.unacked.is_empty() || due.is_some() {
+                        busy.push(name.clone());
+                    }
+                    if let Some(eta) = due {
+                        next_eta = Some(next_eta.map_or(eta, |next| next.min(eta)));
+                    }
+                }
+                if busy.is_empty() {
+                    let mut later: Vec<_> = state
+                        .values()
+                        .flat_map(|q| q.delayed.iter())
+                        .map(|((eta, seq), (_, m))| (*eta, *seq, m.clone()))
+                        .collect();
+                    later.sort_by_key(|(eta, seq, _)| (*eta, *seq));
+                    return Ok(later.into_iter().map(|(_, _, m)| m).collect());
+                }
+            }
+            // A due message waits for a consumer to fetch it, which says nothing: look again
+            // at its eta, then every few ms.
+            let mut until = deadline;
+            if let Some(eta) = next_eta {
+                let wait = eta.saturating_sub(now_ms()).max(5);
+                until = until.min(deadline_after(Duration::from_millis(wait)));
+            }
+            if tokio::time::timeout_at(until, changed).await.is_err() && Instant::now() >= deadline
+            {
+                busy.sort();
+                return Err(busy);
+            }
+        }
+    }
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, QueueState>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actor::{ActorFailure, Handler};
-use crate::broker::{Broker, Delivery, DeliveryTag};
+use crate::broker::{scope, Broker, Delivery, DeliveryTag};
 use crate::middleware::current::{Current, CURRENT};
 use crate::registry::Registry;
 
@@ -29,6 +29,8 @@ use super::watchdog::Watchdog;
 /// What the worker's tasks share.
 pub(crate) struct Shared {
     pub(crate) broker: Arc<dyn Broker>,
+    /// The `with_broker` scope the worker started in: its actors run inside it too.
+    scope: Option<Arc<dyn Broker>>,
     pub(crate) registry: &'static Registry,
     pending: Mutex<BinaryHeap<Pending>>,
     pending_ready: Notify,
@@ -129,6 +131,7 @@ impl Shared {
         let shutdown = CancellationToken::new();
         Shared {
             broker,
+            scope: scope::scoped(),
             registry,
             pending: Mutex::new(BinaryHeap::new()),
             pending_ready: Notify::new(),
@@ -243,8 +246,9 @@ pub(crate) async fn dispatch_loop(
             .insert(seq, (item.runner.clone(), item.delivery.tag.clone()));
         let task_shared = shared.clone();
         tasks.spawn(async move {
+            let in_scope = task_shared.scope.clone();
             tokio::select! {
-                _ = run(&task_shared, seq, item) => {}
+                _ = scope::enter(in_scope, run(&task_shared, seq, item)) => {}
                 // Left in `in_flight`, the message is requeued by `stop`.
                 _ = task_shared.cancel_running.cancelled() => {}
             }
@@ -331,9 +335,15 @@ pub(crate) async fn run_handler(
             }
             Handler::Blocking(call) => {
                 let message = current.message.clone();
-                // The message's span, on the pool thread, for the actor's own log lines.
+                // The message's span and the worker's broker scope, on the pool thread, for
+                // the actor's own log lines and sends.
                 let span = tracing::Span::current();
-                let call = move || span.in_scope(|| CURRENT.sync_scope(current, call));
+                let in_scope = shared.scope.clone();
+                let call = move || {
+                    span.in_scope(|| {
+                        scope::enter_sync(in_scope, || CURRENT.sync_scope(current, call))
+                    })
+                };
                 match shared.blocking.submit(message, call).await {
                     Ok(result) => result,
                     Err(CallError::Panic(payload)) => Err(panic_failure(payload)),

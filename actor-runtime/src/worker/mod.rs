@@ -58,6 +58,9 @@ pub(crate) fn default_max_abandoned_threads(threads: usize) -> usize {
 /// the actor and message, when one poll of an async actor runs for over a second, and again
 /// when it returns.
 ///
+/// A worker started inside [`with_broker`](crate::with_broker) runs its actors inside that
+/// scope: the messages they send go to the scoped broker.
+///
 /// ```
 /// use std::sync::Arc;
 /// use actor_runtime::{actor, Broker, StubBroker, Worker};

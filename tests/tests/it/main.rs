@@ -21,5 +21,6 @@ mod results_interop;
 mod results_on_redis_broker;
 mod results_support;
 mod slow_jobs;
+mod testing_actors;
 mod wire_values;
 mod worker;

@@ -65,36 +65,45 @@ async fn workers_drain_and_dead_letter_on_a_redis_that_is_out_of_memory() {
             .await
             .unwrap();
     }
-    // Fill the server until it refuses, with a clear error.
+    // Fill the server until it refuses, with a clear error; then the CLI says so with its
+    // own exit code. Redis counts client buffers in its memory, so the CLI's small message may
+    // find room again once the producer's buffers shrink: fill again and retry.
     let mut stored = 3;
-    let refusal = loop {
-        match pressure_ok::message(blob.clone())
-            .broker(producer.clone())
-            .send()
-            .await
-        {
-            Ok(_) => stored += 1,
-            Err(err) => break err,
-        }
-        assert!(
-            stored < 10_000,
-            "a 4 MB server took {stored} messages of 20 KB"
-        );
-    };
-    assert!(matches!(refusal, Error::OutOfMemory(_)), "{refusal}");
-    assert!(refusal.to_string().contains("out of memory"), "{refusal}");
+    let mut cli_codes = Vec::new();
+    let stderr = loop {
+        let refusal = loop {
+            match pressure_ok::message(blob.clone())
+                .broker(producer.clone())
+                .send()
+                .await
+            {
+                Ok(_) => stored += 1,
+                Err(err) => break err,
+            }
+            assert!(
+                stored < 10_000,
+                "a 4 MB server took {stored} messages of 20 KB"
+            );
+        };
+        assert!(matches!(refusal, Error::OutOfMemory(_)), "{refusal}");
+        assert!(refusal.to_string().contains("out of memory"), "{refusal}");
 
-    // The CLI says so with its own exit code.
-    let output = tokio::process::Command::new(crate::cli::WORKER)
-        .args(["enqueue", "cli_record", "--args", r#"["k"]"#])
-        .env("REDIS_URL", redis.url())
-        .env("DRAMATIQ_NAMESPACE", &ns)
-        .env_remove("APP_ENV")
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(5), "{stderr}");
+        let output = tokio::process::Command::new(crate::cli::WORKER)
+            .args(["enqueue", "cli_record", "--args", r#"["k"]"#])
+            .env("REDIS_URL", redis.url())
+            .env("DRAMATIQ_NAMESPACE", &ns)
+            .env_remove("APP_ENV")
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        cli_codes.push(output.status.code());
+        match output.status.code() {
+            Some(5) => break stderr,
+            Some(0) if cli_codes.len() < 10 => continue,
+            code => panic!("enqueue on a full server exited {code:?}: {stderr}"),
+        }
+    };
     assert!(stderr.contains("out of memory"), "{stderr}");
 
     // A worker drains the full server: fetching, acking and dead-lettering all write.
