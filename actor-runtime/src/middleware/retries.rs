@@ -179,7 +179,7 @@ impl Middleware for Retries {
             .await
         {
             Ok(_) => {
-                tracing::warn!(%error, retry = retries.saturating_add(1), backoff_ms = backoff, "actor failed; retrying");
+                tracing::warn!(message_id = %truncate(&ctx.message.message_id), actor = ctx.actor().name, queue = ctx.queue(), %error, retry = retries.saturating_add(1), backoff_ms = backoff, "actor failed; retrying");
                 ctx.mark_retry_scheduled();
             }
             Err(err) => {

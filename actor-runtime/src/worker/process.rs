@@ -51,8 +51,10 @@ pub(crate) async fn process(
         shared.shutdown.clone(),
     ));
     // Every line logged while the message is processed, the actor's own included (plain
-    // `fn` actors enter it on their thread), carries these fields.
-    let span = tracing::info_span!(
+    // `fn` actors enter it on their thread), carries these fields. A debug span: at info it
+    // cost about 3 µs a message in the no-op benchmark (its fields are formatted when it is
+    // created), twice what the rest of the message path costs.
+    let span = tracing::debug_span!(
         "message",
         message_id = %truncate(&ctx.message.message_id),
         actor = actor.name,
@@ -152,10 +154,15 @@ async fn run_message(
                 }
                 let error = truncate(&failure.to_string()).into_owned();
                 let reason = truncate(ctx.failure_reason().unwrap_or_default()).into_owned();
+                let (message_id, actor, queue) = (
+                    truncate(&ctx.message.message_id).into_owned(),
+                    ctx.actor().name,
+                    ctx.queue().to_owned(),
+                );
                 if bad_arguments {
-                    tracing::error!(%error, retries, reason, "bad arguments; dead-lettering the message");
+                    tracing::error!(%message_id, actor, %queue, %error, retries, reason, "bad arguments; dead-lettering the message");
                 } else {
-                    tracing::error!(%error, retries, reason, "actor failed; dead-lettering the message");
+                    tracing::error!(%message_id, actor, %queue, %error, retries, reason, "actor failed; dead-lettering the message");
                 }
                 Fate::DeadLettered
             }

@@ -83,7 +83,7 @@ async fn cli_log(key: String) {
     tracing::info!(key, "cli_log says hello");
 }
 
-/// [`cli_log`] as a plain `fn`, which runs on the worker's thread pool.
+/// `cli_log` as a plain `fn`, which runs on the worker's thread pool.
 #[actor(queue_name = "cli")]
 fn cli_log_fn(key: String) {
     tracing::info!(key, "cli_log_fn says hello");
