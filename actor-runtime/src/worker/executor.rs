@@ -158,12 +158,17 @@ impl Shared {
         self.average_ns.load(AtomicOrdering::Relaxed)
     }
 
-    /// Folds one message's processing time into the moving average (weight 1/8); races
-    /// between threads only blur it.
+    /// Folds one message's processing time into the moving average; races between threads
+    /// only blur it. A sample far below the average weighs 1/2, others 1/8: one slow first
+    /// message (cold caches, first connections) must not keep the budget small for dozens
+    /// of quick ones, while a slow message still shrinks it at once (its 1/8 alone puts the
+    /// average past the ~20 ms the budget buffers).
     fn record_duration(&self, sample_ns: u64) {
         let old = self.average_ns.load(AtomicOrdering::Relaxed);
         let new = if old == 0 {
             sample_ns
+        } else if sample_ns < old / 8 {
+            old / 2 + sample_ns / 2
         } else {
             old - old / 8 + sample_ns / 8
         };
