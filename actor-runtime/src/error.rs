@@ -3,6 +3,24 @@
 use std::time::Duration;
 
 /// Everything that can go wrong outside an actor's own code.
+///
+/// Match on the variants you handle; the enum is `non_exhaustive`.
+///
+/// ```
+/// use actor_runtime::{Broker, Error, Message, StubBroker};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let broker = StubBroker::new();
+/// let err = broker
+///     .enqueue(Message::new("no spaces allowed", "add", vec![]), None)
+///     .await
+///     .unwrap_err();
+/// match err {
+///     Error::InvalidQueueName(name) => assert_eq!(name, "no spaces allowed"),
+///     other => panic!("unexpected: {other}"),
+/// }
+/// # });
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -536,6 +536,17 @@ pub fn set_broker(broker: Arc<dyn Broker>) {
 /// The broker `send` uses: the one of the innermost [`with_broker`] scope around this task,
 /// else the global one given to [`set_broker`], else one built once from the environment (see
 /// [`broker_from_env`]).
+///
+/// ```
+/// use std::sync::Arc;
+/// use actor_runtime::{get_broker, with_broker, Broker, StubBroker};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let scoped: Arc<dyn Broker> = Arc::new(StubBroker::new());
+/// let seen = with_broker(scoped.clone(), async { get_broker().unwrap() }).await;
+/// assert!(Arc::ptr_eq(&seen, &scoped));
+/// # });
+/// ```
 pub fn get_broker() -> Result<Arc<dyn Broker>> {
     if let Some(broker) = scope::scoped() {
         return Ok(broker);

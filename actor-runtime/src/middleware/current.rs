@@ -40,6 +40,26 @@ impl CurrentMessage {
 }
 
 /// The message being processed, inside an actor; `None` elsewhere.
+///
+/// ```
+/// use std::sync::Arc;
+/// use actor_runtime::{actor, current_message, testing::TestBroker};
+///
+/// #[actor(queue_name = "current_doc")]
+/// async fn which_try() -> u32 {
+///     let message = current_message().expect("inside an actor");
+///     message.retries() + 1
+/// }
+///
+/// // Outside an actor there is no current message.
+/// assert!(current_message().is_none());
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let test = TestBroker::new();
+/// test.scope(async { which_try::send().await.unwrap() }).await;
+/// let drained = test.drain().await.unwrap();
+/// assert_eq!(drained.runs_of::<which_try>()[0].result.as_ref().ok(), Some(&serde_json::json!(1)));
+/// # });
+/// ```
 pub fn current_message() -> Option<Arc<Message>> {
     CURRENT.try_with(|c| c.message.clone()).ok()
 }
