@@ -79,6 +79,36 @@ pub struct Smtp {
     pub login: Option<(String, Secret)>,
 }
 
+/// The Redis key namespace the app's processes share unless `DRAMATIQ_NAMESPACE` says
+/// otherwise (the system this app comes from used it).
+pub const DEFAULT_NAMESPACE: &str = "creditor_matcher";
+
+/// Sets `DRAMATIQ_NAMESPACE` to [`DEFAULT_NAMESPACE`] when it is unset, before any broker is
+/// built (the worker's child processes inherit it): every binary of the app, operator
+/// commands included, then looks at the same keys.
+///
+/// ```
+/// use actor_examples::creditor_app::settings::{use_app_namespace, DEFAULT_NAMESPACE};
+///
+/// use_app_namespace();
+/// assert!(std::env::var("DRAMATIQ_NAMESPACE").is_ok());
+/// # let _ = DEFAULT_NAMESPACE;
+/// ```
+pub fn use_app_namespace() {
+    if std::env::var("DRAMATIQ_NAMESPACE").map_or(true, |v| v.trim().is_empty()) {
+        std::env::set_var("DRAMATIQ_NAMESPACE", DEFAULT_NAMESPACE);
+    }
+}
+
+/// Which of the app's programs reads the settings: only the webhook needs its secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP webhook: `WEBHOOK_SECRET` is required.
+    Webhook,
+    /// The worker: the webhook's settings are not its business.
+    Worker,
+}
+
 /// Everything the webhook and the worker need to know about their environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -150,6 +180,20 @@ impl Settings {
         Settings::from_lookup(|key| std::env::var(key).ok())
     }
 
+    /// [`from_env`](Self::from_env) for one of the app's programs: the worker does not need
+    /// the webhook's secret.
+    ///
+    /// ```
+    /// use actor_examples::creditor_app::settings::{Role, Settings};
+    ///
+    /// // Without WEBHOOK_SECRET: fine for the worker, an error for the webhook.
+    /// assert!(Settings::from_lookup_for(Role::Worker, |_| None).is_ok());
+    /// assert!(Settings::from_lookup_for(Role::Webhook, |_| None).is_err());
+    /// ```
+    pub fn from_env_for(role: Role) -> Result<Settings, SettingsError> {
+        Settings::from_lookup_for(role, |key| std::env::var(key).ok())
+    }
+
     /// Reads and validates the settings from `lookup` (the environment, or a map in tests).
     ///
     /// ```
@@ -173,6 +217,15 @@ impl Settings {
     /// assert_eq!(err.problems.len(), 4);
     /// ```
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        Settings::from_lookup_for(Role::Webhook, lookup)
+    }
+
+    /// [`from_lookup`](Self::from_lookup) for one of the app's programs (see
+    /// [`from_env_for`](Self::from_env_for)).
+    pub fn from_lookup_for(
+        role: Role,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingsError> {
         let get = |key: &str| {
             lookup(key)
                 .map(|v| v.trim().to_owned())
@@ -193,12 +246,13 @@ impl Settings {
         };
 
         let webhook_secret = match get("WEBHOOK_SECRET") {
+            None if role == Role::Worker => Secret(String::new()),
             None => {
                 problems
                     .push("WEBHOOK_SECRET is not set (the shared secret of the webhook)".into());
                 Secret(String::new())
             }
-            Some(secret) if env.is_deployed() && secret.len() < 16 => {
+            Some(secret) if role == Role::Webhook && env.is_deployed() && secret.len() < 16 => {
                 problems.push(format!(
                     "WEBHOOK_SECRET must be at least 16 characters when deployed, got {}",
                     secret.len()
@@ -419,6 +473,27 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn the_worker_needs_no_webhook_secret() {
+        let worker = |pairs: &[(&str, &str)]| {
+            let map: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Settings::from_lookup_for(Role::Worker, move |key| map.get(key).cloned())
+        };
+        let s = worker(&[
+            ("APP_ENV", "production"),
+            ("REDIS_URL", "redis://redis:6379/0"),
+            ("SMTP_HOST", "smtp.example.com"),
+        ])
+        .unwrap();
+        assert_eq!((s.worker_processes, s.worker_threads), (2, 1));
+        // Its own settings are still checked.
+        let err = worker(&[("WORKER_THREADS", "x")]).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
     }
 
     #[test]

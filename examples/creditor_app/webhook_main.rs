@@ -8,11 +8,13 @@
 
 use std::process::ExitCode;
 
-use actor_examples::creditor_app::{actors, settings::Settings, webhook};
+use actor_examples::creditor_app::settings::{use_app_namespace, Settings};
+use actor_examples::creditor_app::{actors, webhook};
 use actor_runtime::{get_broker, worker::wait_for_signal, Worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    use_app_namespace();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
