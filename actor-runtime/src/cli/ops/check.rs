@@ -27,13 +27,7 @@ pub(super) fn check(args: CheckArgs, registry: &Registry) -> Result<Exit, Failur
     }
     let broker = get_broker().map_err(Failure::from)?;
     let info = broker.describe();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure {
-            exit: Exit::Killed,
-            message: format!("cannot start the async runtime: {e}"),
-        })?;
+    let runtime = super::runtime()?;
     let connection = runtime.block_on(async {
         let started = Instant::now();
         let answer = broker.ping().await;

@@ -34,13 +34,7 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
         print_actors(registry, output.json, &mut out).map_err(io_failure)?;
         return Ok(Exit::Ok);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure {
-            exit: Exit::Killed,
-            message: format!("cannot start the async runtime: {e}"),
-        })?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let broker = get_broker().map_err(Failure::from)?;
         if broker.kind() == "stub" {
@@ -60,6 +54,17 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
             .map_err(io_failure)?;
         result.map(|()| Exit::Ok)
     })
+}
+
+/// The single-threaded runtime an operator command runs on.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            exit: Exit::Killed,
+            message: format!("cannot start the async runtime: {e}"),
+        })
 }
 
 pub(super) fn io_failure(err: std::io::Error) -> Failure {
