@@ -7,10 +7,9 @@
 //! Prints one `name: value` line per figure.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actor_runtime::{actor, Broker, Message, StubBroker, Worker};
+use actor_runtime::{actor, Broker, Message, Worker};
 
 #[actor(queue_name = "bench")]
 async fn noop() {}
@@ -52,7 +51,7 @@ fn uuid_like() -> String {
 }
 
 async fn end_to_end(n: usize, threads: usize) {
-    let broker = Arc::new(StubBroker::new());
+    let broker = Broker::stub();
     broker.declare_queue("bench").await.unwrap();
     let start = Instant::now();
     for i in 0..n {

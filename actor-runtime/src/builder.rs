@@ -3,7 +3,6 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -20,7 +19,7 @@ use crate::message::Message;
 ///
 /// ```
 /// use std::{sync::Arc, time::Duration};
-/// use actor_runtime::{actor, Broker, StubBroker};
+/// use actor_runtime::{actor, Broker};
 ///
 /// #[actor]
 /// async fn greet(name: String) {
@@ -28,7 +27,7 @@ use crate::message::Message;
 /// }
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let broker = Arc::new(StubBroker::new());
+/// let broker = Broker::stub();
 /// let sent = greet::message("Ada".into())
 ///     .delay(Duration::from_secs(60))
 ///     .priority(-1)
@@ -45,7 +44,7 @@ pub struct MessageBuilder<A: Actor> {
     kwargs: Map<String, Value>,
     options: Map<String, Value>,
     delay: Option<Duration>,
-    broker: Option<Arc<dyn Broker>>,
+    broker: Option<Broker>,
     actor: PhantomData<fn() -> A>,
 }
 
@@ -94,7 +93,7 @@ impl<A: Actor> MessageBuilder<A> {
     }
 
     /// Send through `broker` instead of the global one.
-    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+    pub fn broker(mut self, broker: Broker) -> Self {
         self.broker = Some(broker);
         self
     }
@@ -113,7 +112,7 @@ impl<A: Actor> MessageBuilder<A> {
 
     /// The message and its delay, for composition (pipelines carry the delay as the `delay`
     /// option, as Dramatiq does).
-    pub(crate) fn into_parts(self) -> (Result<Message>, Option<Duration>, Option<Arc<dyn Broker>>) {
+    pub(crate) fn into_parts(self) -> (Result<Message>, Option<Duration>, Option<Broker>) {
         let delay = self.delay;
         let broker = self.broker.clone();
         (self.build(), delay, broker)
@@ -139,12 +138,12 @@ impl<A: Actor> MessageBuilder<A> {
 /// A message that was enqueued for actor `A`; derefs to the [`Message`].
 pub struct Enqueued<A: Actor> {
     message: Message,
-    broker: Arc<dyn Broker>,
+    broker: Broker,
     actor: PhantomData<fn() -> A>,
 }
 
 impl<A: Actor> Enqueued<A> {
-    pub(crate) fn from_parts(message: Message, broker: Arc<dyn Broker>) -> Self {
+    pub(crate) fn from_parts(message: Message, broker: Broker) -> Self {
         Enqueued {
             message,
             broker,
@@ -163,7 +162,7 @@ impl<A: Actor> Enqueued<A> {
     }
 
     /// The broker it was sent to.
-    pub fn broker(&self) -> &Arc<dyn Broker> {
+    pub fn broker(&self) -> &Broker {
         &self.broker
     }
 }

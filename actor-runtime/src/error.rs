@@ -7,10 +7,10 @@ use std::time::Duration;
 /// Match on the variants you handle; the enum is `non_exhaustive`.
 ///
 /// ```
-/// use actor_runtime::{Broker, Error, Message, StubBroker};
+/// use actor_runtime::{Broker, Error, Message};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let broker = StubBroker::new();
+/// let broker = Broker::stub();
 /// let err = broker
 ///     .enqueue(Message::new("no spaces allowed", "add", vec![]), None)
 ///     .await
@@ -51,7 +51,7 @@ pub enum Error {
         /// What serde said.
         source: serde_json::Error,
     },
-    /// A message was to be delayed more than [`MAX_DELAY`](crate::MAX_DELAY) (100 years): a
+    /// A message was to be delayed more than [`MAX_DELAY`](crate::message::MAX_DELAY) (100 years): a
     /// mistake, such as a timestamp passed as a delay, rather than a plan. Nothing was
     /// enqueued.
     #[error(
@@ -103,8 +103,13 @@ pub enum Error {
     #[error("configuration error: {0}")]
     Config(String),
     /// The operation is not available on this broker.
-    #[error("{0} is not supported by this broker")]
-    Unsupported(&'static str),
+    #[error("{what} is not supported by the {broker} broker")]
+    Unsupported {
+        /// What was asked (`"listing dead letters"`...).
+        what: &'static str,
+        /// The broker's kind (`"stub"`, `"redis"`...).
+        broker: &'static str,
+    },
     /// A pipeline step cannot take the arguments it would be given (checked before enqueue
     /// for actors registered in this process).
     #[error("pipeline step {step} (`{actor}`) cannot run: {reason}")]

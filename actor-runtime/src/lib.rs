@@ -46,8 +46,8 @@
 //!
 //! `#[actor]` keeps the function as written and adds, beside it, a type of the same name
 //! (types and functions live in different namespaces) that implements [`Actor`], with
-//! `message`/`send` constructors, plus an `inventory::submit!` of a [`Registration`]. When a
-//! worker starts, [`Registry::global`] collects every registration linked into the binary, the
+//! `message`/`send` constructors, plus an `inventory::submit!` of a [`Registration`](registry::Registration). When a
+//! worker starts, [`Registry::global`](registry::Registry::global) collects every registration linked into the binary, the
 //! way the `dramatiq` CLI imports actor modules; two actors with one name are an error naming
 //! both.
 //!
@@ -73,7 +73,6 @@
 //! ```
 
 pub use actor_macros::actor;
-pub use async_trait::async_trait;
 
 mod actor;
 mod args;
@@ -84,7 +83,7 @@ pub mod cli;
 pub mod composition;
 mod error;
 mod log_fields;
-mod message;
+pub mod message;
 pub mod middleware;
 mod options;
 #[cfg(test)]
@@ -92,7 +91,7 @@ mod proptests;
 pub mod rate_limits;
 #[cfg(feature = "redis")]
 mod redis_conn;
-mod registry;
+pub mod registry;
 pub mod results;
 pub mod testing;
 mod truncate;
@@ -102,40 +101,10 @@ pub mod worker;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use actor::{Actor, ActorFailure, Handler, IntoActorResult};
-pub use args::{ArgError, ArgReader};
-#[cfg(feature = "redis")]
-pub use broker::redis::{RedisBroker, RedisConfig};
-pub use broker::stub::StubBroker;
-pub use broker::{
-    broker_from_env, get_broker, set_broker, with_broker, Broker, Consumer, DeadLetter, Delivery,
-    DeliveryTag, QueueStats,
-};
+pub use actor::{Actor, ActorFailure};
+pub use broker::{get_broker, set_broker, with_broker, Broker};
 pub use builder::{Enqueued, MessageBuilder};
 pub use error::{Error, Result};
-pub use message::{is_valid_queue_name, now_ms, DecodeError, Message, MAX_DELAY};
-pub use middleware::{
-    current_message, shutdown_requested, CurrentMessage, MessageContext, Middleware, Middlewares,
-    Skip,
-};
-pub use options::ActorOptions;
-pub use registry::{HandlerFn, Registration, Registry};
-pub use tokio_util::sync::CancellationToken;
+pub use message::Message;
+pub use middleware::{current_message, Middleware};
 pub use worker::Worker;
-
-/// The Redis broker for `url` (from `REDIS_URL`), with the other settings from the
-/// environment (see [`RedisConfig::from_env`]).
-fn redis_from_env(url: &str) -> Result<std::sync::Arc<dyn Broker>> {
-    #[cfg(feature = "redis")]
-    {
-        let config = RedisConfig::from_env()?.url(url);
-        Ok(std::sync::Arc::new(RedisBroker::new(config)?))
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        let _ = url;
-        Err(Error::Config(
-            "REDIS_URL is set but actor-runtime was built without its `redis` feature".into(),
-        ))
-    }
-}

@@ -98,6 +98,32 @@ impl Message {
     pub fn eta(&self) -> Option<u64> {
         self.option_u64("eta")
     }
+
+    /// The delay envelope: the message bound for its queue's delay queue (`q.DQ`), due at
+    /// `eta` (ms since the epoch). The [`Broker`](crate::Broker) builds it on enqueue with a
+    /// delay; [`undelayed`](Message::undelayed) undoes it.
+    ///
+    /// ```
+    /// use actor_runtime::Message;
+    ///
+    /// let message = Message::new("emails", "send", vec![]).delayed(1_700_000_000_000);
+    /// assert_eq!((message.queue_name.as_str(), message.eta()), ("emails.DQ", Some(1_700_000_000_000)));
+    /// let message = message.undelayed();
+    /// assert_eq!((message.queue_name.as_str(), message.eta()), ("emails", None));
+    /// ```
+    pub fn delayed(mut self, eta: u64) -> Message {
+        self.queue_name = delay_queue(&self.queue_name);
+        self.options.insert("eta".into(), eta.into());
+        self
+    }
+
+    /// The message as it enters its queue once due: `queue_name` canonical (no `.DQ`), no
+    /// `eta`. What a consumer hands out, and what a retry or a requeue starts from.
+    pub fn undelayed(mut self) -> Message {
+        self.queue_name = canonical_queue(&self.queue_name).to_owned();
+        self.options.remove("eta");
+        self
+    }
 }
 
 /// Parses JSON as Python's `json` writes it, `NaN`/`Infinity` tokens included.
@@ -156,7 +182,7 @@ pub(crate) fn new_message_id() -> String {
 ///
 /// ```
 /// use std::time::Duration;
-/// assert_eq!(actor_runtime::MAX_DELAY, Duration::from_secs(36_525 * 86_400));
+/// assert_eq!(actor_runtime::message::MAX_DELAY, Duration::from_secs(36_525 * 86_400));
 /// ```
 pub const MAX_DELAY: Duration = Duration::from_secs(36_525 * 86_400);
 

@@ -9,7 +9,7 @@ use crate::actor::ActorFailure;
 /// [`MessageBuilder`](crate::MessageBuilder)) override these, which override the defaults.
 ///
 /// ```
-/// use actor_runtime::ActorOptions;
+/// use actor_runtime::registry::ActorOptions;
 ///
 /// const OPTIONS: ActorOptions = ActorOptions { max_retries: Some(3), ..ActorOptions::DEFAULT };
 /// assert_eq!(OPTIONS.priority, 0);

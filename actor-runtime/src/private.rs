@@ -11,7 +11,7 @@ pub use crate::builder::{Enqueued, MessageBuilder};
 pub use crate::composition::PipeStep;
 pub use crate::error::Error;
 pub use crate::message::Message;
-pub use crate::options::ActorOptions;
+pub use crate::registry::ActorOptions;
 pub use crate::registry::Registration;
 
 use crate::actor::output_to_value;

@@ -8,9 +8,10 @@ use crate::actor::{Actor, Handler};
 use crate::args::ArgError;
 use crate::error::Error;
 use crate::message::Message;
-use crate::options::ActorOptions;
+pub use crate::options::ActorOptions;
 
 /// Decodes a message's arguments and returns the call to run.
+#[doc(hidden)]
 pub type HandlerFn = fn(&Message) -> Result<Handler, ArgError>;
 
 /// One registered actor, as submitted by `#[actor]`.
@@ -60,7 +61,7 @@ impl Registry {
     ///
     /// ```
     /// # #[actor_runtime::actor] async fn ping() {}
-    /// let registry = actor_runtime::Registry::global().unwrap();
+    /// let registry = actor_runtime::registry::Registry::global().unwrap();
     /// assert!(registry.get("ping").is_some());
     /// ```
     pub fn global() -> Result<&'static Registry, Error> {

@@ -41,8 +41,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::actor::{Actor, ActorFailure};
-use crate::broker::stub::StubBroker;
-use crate::broker::{deadline_after, with_broker, Broker, DeadLetter};
+use crate::broker::{deadline_after, with_broker, Broker, DeadLetter, StubBackend};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::middleware::{MessageContext, Middleware};
@@ -80,7 +79,7 @@ use crate::worker::Worker;
 /// ```
 #[derive(Clone, Debug)]
 pub struct TestBroker {
-    stub: Arc<StubBroker>,
+    broker: Broker,
     recorder: Arc<Recorder>,
     threads: usize,
     wait_for_delayed: Duration,
@@ -95,15 +94,15 @@ impl Default for TestBroker {
 }
 
 impl TestBroker {
-    /// A fresh [`StubBroker`] with the default middleware; drains with 8 threads, wait for
-    /// delayed messages due within 1 s, and give up after 10 s.
+    /// A fresh in-memory broker ([`Broker::stub`]) with the default middleware; drains with
+    /// 8 threads, wait for delayed messages due within 1 s, and give up after 10 s.
     pub fn new() -> TestBroker {
-        let stub = Arc::new(StubBroker::new());
+        let broker = Broker::stub();
         let recorder = Arc::new(Recorder::default());
         // Last, so its `after_process_message` runs first: before Retries counts the retry.
-        stub.middleware().add(recorder.clone());
+        broker.middleware().add(recorder.clone());
         TestBroker {
-            stub,
+            broker,
             recorder,
             threads: 8,
             wait_for_delayed: Duration::from_secs(1),
@@ -114,8 +113,16 @@ impl TestBroker {
 
     /// The broker, to pass to `.broker(..)`, a [`Worker`] or [`with_broker`], or to inspect
     /// (`stats`, `dead_letters`, `join`).
-    pub fn broker(&self) -> Arc<dyn Broker> {
-        self.stub.clone()
+    pub fn broker(&self) -> Broker {
+        self.broker.clone()
+    }
+
+    /// The in-memory backend, for what only it offers ([`StubBackend::enqueue_bytes`],
+    /// [`StubBackend::dead_letters_all`]).
+    pub fn backend(&self) -> &StubBackend {
+        self.broker
+            .backend_as::<StubBackend>()
+            .expect("a TestBroker is built over a StubBackend")
     }
 
     /// Runs `future` with this broker in place of the global one (see [`with_broker`]):
@@ -168,7 +175,7 @@ impl TestBroker {
                     .start()
                     .await?;
                 let settled = self
-                    .stub
+                    .backend()
                     .settle(self.wait_for_delayed, self.skip_delays, deadline)
                     .await;
                 worker.stop().await?;
@@ -327,6 +334,7 @@ impl Recorder {
 impl Middleware for Recorder {
     async fn after_process_message(
         &self,
+        _broker: &Broker,
         ctx: &mut MessageContext,
         result: &std::result::Result<Value, ActorFailure>,
     ) {

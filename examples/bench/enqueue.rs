@@ -2,10 +2,10 @@
 //! awaited (as Python's `noop.send()` loop does), and prints `enqueue_seconds: X`.
 //! `BENCH_BATCH=1` also times the batch API (`Broker::enqueue_batch`) on another queue.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use actor_runtime::{Broker, RedisBroker, RedisConfig};
+use actor_runtime::broker::RedisConfig;
+use actor_runtime::Broker;
 
 #[path = "actors.rs"]
 mod actors;
@@ -16,8 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let broker: Arc<dyn Broker> =
-        Arc::new(RedisBroker::new(RedisConfig::new(actors::redis_url()))?);
+    let broker: Broker = Broker::redis(RedisConfig::new(actors::redis_url()))?;
     // Connect and load the scripts outside the timed loop, as the Python client's imports are.
     broker.declare_queue("default").await?;
 

@@ -127,10 +127,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+
     use std::time::Duration;
 
-    use actor_runtime::{set_broker, Broker, StubBroker, Worker};
+    use actor_runtime::{set_broker, Broker, Worker};
     use serde_json::Value;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -194,7 +194,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_inbound_email_runs_the_whole_pipeline_on_the_stub_broker() {
-        let broker = Arc::new(StubBroker::new());
+        let broker = Broker::stub();
         set_broker(broker.clone());
         let worker = Worker::new(broker.clone())
             .queues(QUEUES)

@@ -1,4 +1,4 @@
-//! The in-memory broker: the zero-setup default and the test double.
+//! The in-memory backend: the zero-setup default and the test double.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,23 +9,23 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{
-    deadline_after, eta_for, Broker, Consumer, DeadLetter, Delivery, DeliveryTag, QueueStats, Wake,
+use super::backend::{
+    deadline_after, Backend, Consumer, DeadLetter, DeadLetters, Delivery, DeliveryTag, QueueStats,
+    Wake,
 };
 use crate::error::{Error, Result};
-use crate::message::{canonical_queue, delay_queue, is_valid_queue_name, now_ms, Message};
-use crate::middleware::Middlewares;
+use crate::message::{canonical_queue, is_valid_queue_name, now_ms, Message};
 use crate::truncate::truncate;
 
-/// An in-memory broker with the Redis broker's semantics: FIFO queues, delayed messages,
-/// unacked messages kept until ack, dead letters, per-queue counts.
+/// An in-memory backend with the Redis backend's semantics: FIFO queues, delayed messages,
+/// unacked messages kept until ack, dead letters, per-queue counts. [`Broker::stub`](crate::Broker::stub)
+/// wraps one.
 ///
 /// Messages are stored encoded, so a message that would not survive the wire fails here too.
 /// It lives in one process: use it for tests and for trying things out, not production.
 ///
 /// ```
-/// use std::sync::Arc;
-/// use actor_runtime::{actor, Broker, StubBroker, Worker};
+/// use actor_runtime::{actor, Broker, Worker};
 ///
 /// #[actor]
 /// async fn double(x: i64) -> i64 {
@@ -33,7 +33,7 @@ use crate::truncate::truncate;
 /// }
 ///
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-/// let broker = Arc::new(StubBroker::new());
+/// let broker = Broker::stub();
 /// let worker = Worker::new(broker.clone()).start().await.unwrap();
 /// double::message(21).broker(broker.clone()).send().await.unwrap();
 /// broker.join("default", None, true).await.unwrap();
@@ -41,9 +41,8 @@ use crate::truncate::truncate;
 /// # });
 /// ```
 #[derive(Debug)]
-pub struct StubBroker {
+pub struct StubBackend {
     inner: Arc<Inner>,
-    middleware: Middlewares,
 }
 
 #[derive(Debug, Default)]
@@ -73,18 +72,17 @@ struct StubDeadLetter {
     reason: String,
 }
 
-impl Default for StubBroker {
+impl Default for StubBackend {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl StubBroker {
+impl StubBackend {
     /// An empty broker with no middleware.
     pub fn new() -> Self {
-        StubBroker {
+        StubBackend {
             inner: Arc::new(Inner::default()),
-            middleware: Middlewares::default(),
         }
     }
 
@@ -119,7 +117,7 @@ impl StubBroker {
     }
 }
 
-impl StubBroker {
+impl StubBackend {
     /// Waits until no queue holds a ready or fetched message, nor a delayed one due within
     /// `horizon` (with `skip_delays`, delayed messages are made due at once); returns the
     /// delayed messages left, due later. At `deadline`, gives up with the busy queues.
@@ -204,23 +202,17 @@ fn promote_due(q: &mut QueueState, now: u64) -> bool {
         if entry.key().0 > now {
             break;
         }
-        let (id, mut message) = entry.remove();
-        message.queue_name = canonical_queue(&message.queue_name).to_owned();
-        message.options.remove("eta");
-        q.ready.push_back((id, message.encode()));
+        let (id, message) = entry.remove();
+        q.ready.push_back((id, message.undelayed().encode()));
         moved = true;
     }
     moved
 }
 
 #[async_trait]
-impl Broker for StubBroker {
+impl Backend for StubBackend {
     fn kind(&self) -> &'static str {
         "stub"
-    }
-
-    fn middleware(&self) -> &Middlewares {
-        &self.middleware
     }
 
     async fn declare_queue(&self, queue: &str) -> Result<()> {
@@ -238,30 +230,36 @@ impl Broker for StubBroker {
         names
     }
 
-    async fn enqueue_raw(&self, mut message: Message, delay: Option<Duration>) -> Result<Message> {
-        let queue = canonical_queue(&message.queue_name).to_owned();
-        let eta = delay.map(|delay| eta_for(&message, delay)).transpose()?;
-        self.declare_queue(&queue).await?;
-        let id = self.inner.new_id();
+    async fn enqueue(&self, messages: Vec<Message>) -> Result<Vec<Message>> {
+        for message in &messages {
+            self.declare_queue(&message.queue_name).await?;
+        }
+        let mut stored = Vec::with_capacity(messages.len());
         {
             let mut state = self.inner.lock();
-            let q = Inner::queue(&mut state, &queue)?;
-            match eta {
-                Some(eta) => {
-                    message.queue_name = delay_queue(&queue);
-                    message.options.insert("eta".into(), eta.into());
-                    let seq = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                    q.delayed.insert((eta, seq), (id, message.clone()));
+            for message in messages {
+                let id = self.inner.new_id();
+                let q = Inner::queue(&mut state, &message.queue_name)?;
+                match message
+                    .eta()
+                    .filter(|_| message.queue_name.ends_with(".DQ"))
+                {
+                    Some(eta) => {
+                        let seq = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                        q.delayed.insert((eta, seq), (id, message.clone()));
+                    }
+                    None => q.ready.push_back((id, message.encode())),
                 }
-                None => {
-                    message.queue_name = queue;
-                    q.ready.push_back((id, message.encode()));
-                }
+                q.wake.wake();
+                stored.push(message);
             }
-            q.wake.wake();
         }
         self.inner.changed.notify_waiters();
-        Ok(message)
+        Ok(stored)
+    }
+
+    fn dead_letters(&self) -> Option<&dyn DeadLetters> {
+        Some(self)
     }
 
     async fn consume(&self, queue: &str, _prefetch: usize) -> Result<Box<dyn Consumer>> {
@@ -349,8 +347,11 @@ impl Broker for StubBroker {
             dead: q.dead.len() as u64,
         })
     }
+}
 
-    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+#[async_trait]
+impl DeadLetters for StubBackend {
+    async fn list(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
         let mut state = self.inner.lock();
         let q = Inner::queue(&mut state, queue)?;
         Ok(q.dead
@@ -365,7 +366,7 @@ impl Broker for StubBroker {
             .collect())
     }
 
-    async fn requeue_dead_letters(&self, queue: &str, ids: Option<&[String]>) -> Result<usize> {
+    async fn requeue(&self, queue: &str, ids: Option<&[String]>) -> Result<usize> {
         let moved = {
             let mut state = self.inner.lock();
             let q = Inner::queue(&mut state, queue)?;
@@ -383,22 +384,17 @@ impl Broker for StubBroker {
         Ok(moved)
     }
 
-    async fn purge_dead_letters(&self, queue: &str) -> Result<usize> {
-        let mut state = self.inner.lock();
-        let q = Inner::queue(&mut state, queue)?;
-        Ok(q.dead.drain(..).count())
-    }
-
-    async fn delete_dead_letters(&self, queue: &str, ids: &[String]) -> Result<usize> {
+    async fn delete(&self, queue: &str, ids: Option<&[String]>) -> Result<usize> {
         let mut state = self.inner.lock();
         let q = Inner::queue(&mut state, queue)?;
         let before = q.dead.len();
-        q.dead.retain(|d| !ids.contains(&d.id));
+        q.dead
+            .retain(|d| ids.is_some_and(|ids| !ids.contains(&d.id)));
         Ok(before - q.dead.len())
     }
 }
 
-/// Consumes one queue of a [`StubBroker`].
+/// Consumes one queue of a [`StubBackend`].
 struct StubConsumer {
     inner: Arc<Inner>,
     queue: Arc<str>,

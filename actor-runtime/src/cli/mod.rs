@@ -193,7 +193,7 @@ impl From<Error> for Failure {
             | Error::QueueNotFound(_)
             | Error::InvalidQueueName(_)
             | Error::Encode { .. }
-            | Error::Unsupported(_) => Exit::Usage,
+            | Error::Unsupported { .. } => Exit::Usage,
             _ => Exit::Killed,
         };
         Failure {

@@ -237,7 +237,7 @@ pub(crate) fn check_broker_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(
         #[cfg(feature = "redis")]
         Some(_) => {
             // The Redis broker's own reading of REDIS_URL, DRAMATIQ_NAMESPACE, REDIS_*...
-            if let Err(all) = crate::broker::redis::RedisConfig::read_lookup(env) {
+            if let Err(all) = crate::broker::RedisConfig::read_lookup(env) {
                 problems.extend(all);
             }
         }

@@ -1,13 +1,12 @@
 //! Groups: messages (and pipelines) run in parallel, with optional completion callbacks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::pipeline::get_all;
-use super::{IntoMessage, Pipeline};
+use super::{GroupCallbacks, IntoMessage, Pipeline};
 use crate::broker::{get_broker, Broker};
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -84,7 +83,7 @@ impl<A: crate::actor::Actor> IntoGroupMember for super::TypedPipeline<A> {
 /// use actor_runtime::composition::{group, GroupCallbacks};
 /// use actor_runtime::rate_limits::StubRateLimiterBackend;
 /// use actor_runtime::results::{Results, StubResultBackend};
-/// use actor_runtime::{actor, Broker, StubBroker, Worker};
+/// use actor_runtime::{actor, Broker, Worker};
 ///
 /// #[actor(store_results = true)]
 /// async fn resize(image: String) -> String {
@@ -97,7 +96,7 @@ impl<A: crate::actor::Actor> IntoGroupMember for super::TypedPipeline<A> {
 /// }
 ///
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-/// let broker = Arc::new(StubBroker::new());
+/// let broker = Broker::stub();
 /// broker.middleware().add(Arc::new(Results::new(StubResultBackend::new())));
 /// broker.middleware().add(Arc::new(GroupCallbacks::new(Arc::new(StubRateLimiterBackend::new()))));
 /// let worker = Worker::new(broker.clone()).start().await.unwrap();
@@ -116,7 +115,7 @@ pub struct Group {
     members: Vec<GroupMember>,
     callbacks: Vec<Message>,
     error: Option<String>,
-    broker: Option<Arc<dyn Broker>>,
+    broker: Option<Broker>,
 }
 
 impl std::fmt::Debug for Group {
@@ -182,7 +181,7 @@ impl Group {
     }
 
     /// Sends through `broker` instead of the global one.
-    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+    pub fn broker(mut self, broker: Broker) -> Self {
         self.broker = Some(broker);
         self
     }
@@ -192,7 +191,7 @@ impl Group {
         &self.members
     }
 
-    fn target(&self) -> Result<Arc<dyn Broker>> {
+    fn target(&self) -> Result<Broker> {
         match &self.broker {
             Some(broker) => Ok(broker.clone()),
             None => get_broker(),
@@ -225,7 +224,7 @@ impl Group {
             })
             .collect();
         if !self.callbacks.is_empty() {
-            self.arm_barrier(broker.as_ref(), &mut members).await?;
+            self.arm_barrier(&broker, &mut members).await?;
         }
         // Check every member before enqueueing any.
         let mut firsts = Vec::with_capacity(members.len());
@@ -241,9 +240,8 @@ impl Group {
     }
 
     /// Creates the barrier and marks each member's last message with it.
-    async fn arm_barrier(&self, broker: &dyn Broker, members: &mut [Pipeline]) -> Result<()> {
-        let stack = broker.middleware().snapshot();
-        let Some(callbacks) = stack.iter().find_map(|m| m.group_callbacks()) else {
+    async fn arm_barrier(&self, broker: &Broker, members: &mut [Pipeline]) -> Result<()> {
+        let Some(callbacks) = broker.find::<GroupCallbacks>() else {
             return Err(Error::Config(
                 "group completion callbacks need the `GroupCallbacks` middleware on the broker"
                     .into(),
@@ -282,7 +280,7 @@ impl Group {
         let broker = self
             .target()
             .map_err(|e| ResultError::Connection(e.to_string()))?;
-        let backend = results_backend(broker.as_ref()).ok_or(ResultError::NoBackend)?;
+        let backend = results_backend(&broker).ok_or(ResultError::NoBackend)?;
         get_all(
             backend.as_ref(),
             self.members.iter().filter_map(GroupMember::last),
@@ -318,7 +316,7 @@ impl Group {
         let broker = self
             .target()
             .map_err(|e| ResultError::Connection(e.to_string()))?;
-        let backend = results_backend(broker.as_ref()).ok_or(ResultError::NoBackend)?;
+        let backend = results_backend(&broker).ok_or(ResultError::NoBackend)?;
         let mut done = 0;
         for message in self.members.iter().filter_map(GroupMember::last) {
             match backend.get(message, false, Duration::ZERO).await {

@@ -1,5 +1,6 @@
 //! The `GroupCallbacks` middleware: the member that completes a group enqueues its callbacks.
 
+use crate::broker::Broker;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +21,9 @@ use crate::rate_limits::{Barrier, RateLimiterBackend};
 /// use std::sync::Arc;
 /// use actor_runtime::composition::GroupCallbacks;
 /// use actor_runtime::rate_limits::StubRateLimiterBackend;
-/// use actor_runtime::{Broker, StubBroker};
+/// use actor_runtime::Broker;
 ///
-/// let broker = StubBroker::new();
+/// let broker = Broker::stub();
 /// broker.middleware().add(Arc::new(GroupCallbacks::new(Arc::new(StubRateLimiterBackend::new()))));
 /// ```
 #[derive(Clone)]
@@ -69,6 +70,7 @@ impl GroupCallbacks {
 impl Middleware for GroupCallbacks {
     async fn after_process_message(
         &self,
+        broker: &Broker,
         ctx: &mut MessageContext,
         result: &Result<Value, ActorFailure>,
     ) {
@@ -103,13 +105,9 @@ impl Middleware for GroupCallbacks {
                     continue;
                 }
             };
-            if let Err(err) = ctx.broker().enqueue(message, None).await {
+            if let Err(err) = broker.enqueue(message, None).await {
                 tracing::error!(message_id = %ctx.message.message_id, error = %err, "could not enqueue a group completion callback");
             }
         }
-    }
-
-    fn group_callbacks(&self) -> Option<&GroupCallbacks> {
-        Some(self)
     }
 }

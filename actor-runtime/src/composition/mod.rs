@@ -6,7 +6,7 @@
 //! use std::{sync::Arc, time::Duration};
 //! use actor_runtime::composition::{group, Pipeline};
 //! use actor_runtime::results::{Results, StubResultBackend};
-//! use actor_runtime::{actor, Broker, Message, StubBroker, Worker};
+//! use actor_runtime::{actor, Broker, Message, Worker};
 //!
 //! #[actor(store_results = true)]
 //! async fn add(x: i64, y: i64) -> i64 {
@@ -14,7 +14,7 @@
 //! }
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-//! let broker = Arc::new(StubBroker::new());
+//! let broker = Broker::stub();
 //! broker.middleware().add(Arc::new(Results::new(StubResultBackend::new())));
 //! let worker = Worker::new(broker.clone()).start().await.unwrap();
 //!

@@ -38,7 +38,7 @@ use crate::results::{results_backend, ResultBackend, ResultError};
 pub struct Pipeline {
     steps: Vec<Message>,
     error: Option<String>,
-    broker: Option<Arc<dyn Broker>>,
+    broker: Option<Broker>,
 }
 
 /// A pipeline of these messages, in order (Dramatiq's `pipeline([...])`).
@@ -120,7 +120,7 @@ impl Pipeline {
     }
 
     /// Sends through `broker` instead of the global one.
-    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+    pub fn broker(mut self, broker: Broker) -> Self {
         self.broker = Some(broker);
         self
     }
@@ -161,7 +161,7 @@ impl Pipeline {
         Ok(messages)
     }
 
-    fn target(&self) -> Result<Arc<dyn Broker>> {
+    fn target(&self) -> Result<Broker> {
         match &self.broker {
             Some(broker) => Ok(broker.clone()),
             None => get_broker(),
@@ -189,7 +189,7 @@ impl Pipeline {
         let broker = self
             .target()
             .map_err(|e| ResultError::Connection(e.to_string()))?;
-        results_backend(broker.as_ref()).ok_or(ResultError::NoBackend)
+        results_backend(&broker).ok_or(ResultError::NoBackend)
     }
 
     /// The last step's result (see [`Enqueued::get_result`](crate::Enqueued::get_result)).

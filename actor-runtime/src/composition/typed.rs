@@ -1,7 +1,6 @@
 //! Pipelines checked at compile time: each step's last parameter is the previous output.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -150,7 +149,7 @@ impl<A: Actor> TypedPipeline<A> {
     }
 
     /// Sends through `broker` instead of the global one.
-    pub fn broker(self, broker: Arc<dyn Broker>) -> Self {
+    pub fn broker(self, broker: Broker) -> Self {
         TypedPipeline {
             inner: self.inner.broker(broker),
             last: PhantomData,

@@ -1,5 +1,6 @@
 //! AgeLimit: messages older than `max_age` are dead-lettered unrun.
 
+use crate::broker::Broker;
 use async_trait::async_trait;
 
 use super::{MessageContext, Middleware, Skip};
@@ -26,14 +27,17 @@ pub struct AgeLimit {
 
 #[async_trait]
 impl Middleware for AgeLimit {
-    async fn before_process_message(&self, ctx: &mut MessageContext) -> Result<(), Skip> {
+    async fn before_process_message(
+        &self,
+        _broker: &Broker,
+        ctx: &mut MessageContext,
+    ) -> Result<(), Skip> {
         let Some(max_age) = ctx.option_or("max_age", ctx.actor().options.max_age.or(self.max_age))
         else {
             return Ok(());
         };
         let age = now_ms().saturating_sub(ctx.message.message_timestamp);
         if age >= max_age {
-            tracing::warn!(message_id = %ctx.message.message_id, actor = ctx.actor().name, age_ms = age, max_age_ms = max_age, "message too old; dead-lettering it unrun");
             ctx.fail(format!(
                 "AgeLimitExceeded: message is {age} ms old, max_age is {max_age} ms"
             ));

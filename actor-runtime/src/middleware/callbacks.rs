@@ -1,5 +1,6 @@
 //! Callbacks: `on_success` / `on_failure` actors.
 
+use crate::broker::Broker;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
@@ -38,6 +39,7 @@ pub struct Callbacks;
 impl Middleware for Callbacks {
     async fn after_process_message(
         &self,
+        broker: &Broker,
         ctx: &mut MessageContext,
         result: &Result<Value, ActorFailure>,
     ) {
@@ -46,7 +48,7 @@ impl Middleware for Callbacks {
             Ok(value) if !ctx.is_failed() => {
                 if let Some(target) = ctx.name_or("on_success", options.on_success) {
                     let message = serde_json::to_value(&ctx.message).unwrap_or(Value::Null);
-                    send_to_actor(ctx, &target, vec![message, value.clone()]).await;
+                    send_to_actor(broker, ctx, &target, vec![message, value.clone()]).await;
                 }
             }
             Ok(_) => {}
@@ -55,7 +57,7 @@ impl Middleware for Callbacks {
                     let message = serde_json::to_value(&ctx.message).unwrap_or(Value::Null);
                     let error =
                         json!({"type": failure.short_type_name(), "message": failure.message});
-                    send_to_actor(ctx, &target, vec![message, error]).await;
+                    send_to_actor(broker, ctx, &target, vec![message, error]).await;
                 }
             }
         }
@@ -64,13 +66,18 @@ impl Middleware for Callbacks {
 
 /// Enqueues a call to the actor named `target`, on its queue if it is registered here (else
 /// on `default`: it may live in another process).
-pub(crate) async fn send_to_actor(ctx: &MessageContext, target: &str, args: Vec<Value>) {
+pub(crate) async fn send_to_actor(
+    broker: &Broker,
+    ctx: &MessageContext,
+    target: &str,
+    args: Vec<Value>,
+) {
     let queue = Registry::global()
         .ok()
         .and_then(|r| r.get(target))
         .map_or("default", |r| r.queue);
     let message = Message::new(queue, target, args);
-    if let Err(err) = ctx.broker().enqueue(message, None).await {
+    if let Err(err) = broker.enqueue(message, None).await {
         tracing::error!(message_id = %ctx.message.message_id, callback = target, error = %err, "could not enqueue the callback");
     }
 }

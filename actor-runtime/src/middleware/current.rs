@@ -68,7 +68,8 @@ pub fn current_message() -> Option<Arc<Message>> {
 /// can stop early (Dramatiq's `ShutdownNotifications`); `None` outside an actor.
 ///
 /// ```
-/// use actor_runtime::{actor, shutdown_requested};
+/// use actor_runtime::actor;
+/// use actor_runtime::middleware::shutdown_requested;
 ///
 /// #[actor(time_limit = "1h")]
 /// async fn crunch(chunks: u32) {

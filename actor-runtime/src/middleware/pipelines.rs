@@ -1,5 +1,6 @@
 //! Pipelines: on success, enqueue the next message of a pipeline with this result.
 
+use crate::broker::Broker;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +21,7 @@ pub struct Pipelines;
 impl Middleware for Pipelines {
     async fn after_process_message(
         &self,
+        broker: &Broker,
         ctx: &mut MessageContext,
         result: &Result<Value, ActorFailure>,
     ) {
@@ -50,9 +52,8 @@ impl Middleware for Pipelines {
         // A delay over `MAX_DELAY` (say `1e30`) fails the enqueue: this step is dead-lettered
         // with the reason.
         let delay = next.option_u64("delay").map(Duration::from_millis);
-        if let Err(err) = ctx.broker().enqueue(next, delay).await {
+        if let Err(err) = broker.enqueue(next, delay).await {
             let err = truncate(&err.to_string()).into_owned();
-            tracing::error!(message_id = %ctx.message.message_id, error = %err, "could not enqueue the next pipeline step; dead-lettering this step so it can be requeued");
             ctx.fail(format!("could not enqueue the next pipeline step: {err}"));
         }
     }

@@ -1,5 +1,6 @@
 //! Prometheus: Dramatiq's message metrics, rendered in the Prometheus text format.
 
+use crate::broker::Broker;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -53,7 +54,7 @@ pub const DURATION_BUCKETS_MS: [u64; 18] = [
 ///
 /// ```
 /// use std::sync::Arc;
-/// use actor_runtime::{actor, middleware::Prometheus, Broker, StubBroker, Worker};
+/// use actor_runtime::{actor, middleware::Prometheus, Broker, Worker};
 ///
 /// #[actor(queue_name = "metered")]
 /// async fn metered(n: u32) -> u32 {
@@ -61,7 +62,7 @@ pub const DURATION_BUCKETS_MS: [u64; 18] = [
 /// }
 ///
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-/// let broker = Arc::new(StubBroker::new());
+/// let broker = Broker::stub();
 /// let metrics = Arc::new(Prometheus::new());
 /// broker.middleware().add(metrics.clone());
 /// let worker = Worker::new(broker.clone()).queues(["metered"]).start().await.unwrap();
@@ -333,7 +334,7 @@ fn escape(label: &str) -> String {
 
 #[async_trait]
 impl Middleware for Prometheus {
-    async fn after_enqueue(&self, message: &Message, _delay: Option<Duration>) {
+    async fn after_enqueue(&self, _broker: &Broker, message: &Message, _delay: Option<Duration>) {
         if message.options.contains_key("retries") {
             self.series(&message.queue_name, &message.actor_name)
                 .retries
@@ -341,7 +342,11 @@ impl Middleware for Prometheus {
         }
     }
 
-    async fn before_process_message(&self, ctx: &mut MessageContext) -> Result<(), Skip> {
+    async fn before_process_message(
+        &self,
+        _broker: &Broker,
+        ctx: &mut MessageContext,
+    ) -> Result<(), Skip> {
         self.processing(ctx)
             .inprogress
             .fetch_add(1, Ordering::Relaxed);
@@ -352,17 +357,18 @@ impl Middleware for Prometheus {
 
     async fn after_process_message(
         &self,
+        _broker: &Broker,
         ctx: &mut MessageContext,
         result: &std::result::Result<Value, ActorFailure>,
     ) {
         self.finish(ctx, result.is_err());
     }
 
-    async fn after_skip_message(&self, ctx: &mut MessageContext) {
+    async fn after_skip_message(&self, _broker: &Broker, ctx: &mut MessageContext) {
         self.finish(ctx, false);
     }
 
-    async fn after_nack(&self, ctx: &MessageContext) {
+    async fn after_nack(&self, _broker: &Broker, ctx: &MessageContext) {
         self.processing(ctx).rejects.fetch_add(1, Ordering::Relaxed);
     }
 }

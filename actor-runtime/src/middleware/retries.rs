@@ -1,5 +1,6 @@
 //! Retries: failed messages run again later, with exponential backoff, until exhausted.
 
+use crate::broker::Broker;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -107,6 +108,7 @@ pub fn compute_backoff(retries: u32, min_backoff: u64, max_backoff: u64) -> u64 
 impl Middleware for Retries {
     async fn after_process_message(
         &self,
+        broker: &Broker,
         ctx: &mut MessageContext,
         result: &Result<Value, ActorFailure>,
     ) {
@@ -150,7 +152,7 @@ impl Middleware for Retries {
                     serde_json::to_value(&ctx.message).unwrap_or(Value::Null),
                     json!({"retries": retries, "max_retries": max_retries}),
                 ];
-                send_to_actor(ctx, &target, args).await;
+                send_to_actor(broker, ctx, &target, args).await;
             }
             return;
         }
@@ -170,28 +172,12 @@ impl Middleware for Retries {
             .unwrap_or(self.max_backoff)
             .min(MAX_BACKOFF_CAP);
         let backoff = compute_backoff(retries, min_backoff, max_backoff).max(floor);
-        let mut retry = ctx.message.clone();
-        retry.queue_name = retry.canonical_queue().to_owned();
-        retry.options.remove("eta");
-        match ctx
-            .broker()
-            .enqueue(retry, Some(Duration::from_millis(backoff)))
-            .await
-        {
-            Ok(_) => {
-                tracing::warn!(message_id = %truncate(&ctx.message.message_id), actor = ctx.actor().name, queue = ctx.queue(), %error, retry = retries.saturating_add(1), backoff_ms = backoff, "actor failed; retrying");
-                ctx.mark_retry_scheduled();
-            }
-            Err(err) => {
-                ctx.fail(format!("could not schedule retry ({err}) after: {error}"));
-            }
-        }
+        // The worker enqueues the retry (this message, its options as written above) and
+        // logs it, once every hook has run.
+        ctx.retry_in(Duration::from_millis(backoff));
     }
 }
 
-/// A message's `max_retries`, read as Dramatiq's `retries >= max_retries` reads it:
-/// `Some(None)` (unlimited) for `null`, a count for a number (negative: 0, fractional:
-/// rounded up), `None` for any other type.
 fn message_max_retries(value: &Value) -> Option<Option<u32>> {
     match value {
         Value::Null => Some(None),

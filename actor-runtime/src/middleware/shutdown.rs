@@ -1,5 +1,6 @@
 //! ShutdownNotifications: opted-in actors are cancelled when shutdown begins.
 
+use crate::broker::Broker;
 use async_trait::async_trait;
 
 use super::{MessageContext, Middleware, Skip};
@@ -7,7 +8,7 @@ use super::{MessageContext, Middleware, Skip};
 /// When a worker begins shutting down, cancels the running actors that opted in with
 /// `notify_shutdown` (actor option, message option, or this default); they fail with
 /// `Shutdown` and Retries runs them again later. Every actor can also watch
-/// [`shutdown_requested`](crate::shutdown_requested) itself.
+/// [`shutdown_requested`](crate::middleware::shutdown_requested) itself.
 ///
 /// ```
 /// use actor_runtime::actor;
@@ -26,7 +27,11 @@ pub struct ShutdownNotifications {
 
 #[async_trait]
 impl Middleware for ShutdownNotifications {
-    async fn before_process_message(&self, ctx: &mut MessageContext) -> Result<(), Skip> {
+    async fn before_process_message(
+        &self,
+        _broker: &Broker,
+        ctx: &mut MessageContext,
+    ) -> Result<(), Skip> {
         let notify = ctx
             .flag_or("notify_shutdown", ctx.actor().options.notify_shutdown)
             .unwrap_or(self.notify_shutdown);

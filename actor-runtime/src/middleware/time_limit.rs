@@ -1,5 +1,6 @@
 //! TimeLimit: actors running past their limit are cancelled and fail.
 
+use crate::broker::Broker;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,7 +39,11 @@ impl Default for TimeLimit {
 
 #[async_trait]
 impl Middleware for TimeLimit {
-    async fn before_process_message(&self, ctx: &mut MessageContext) -> Result<(), Skip> {
+    async fn before_process_message(
+        &self,
+        _broker: &Broker,
+        ctx: &mut MessageContext,
+    ) -> Result<(), Skip> {
         let limit = match ctx
             .message
             .options

@@ -1,6 +1,5 @@
 //! Reading results from the sender's side: typed on [`Enqueued`], or by message id.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -26,7 +25,7 @@ where
     /// ```
     /// use std::{sync::Arc, time::Duration};
     /// use actor_runtime::results::{ResultError, Results, StubResultBackend};
-    /// use actor_runtime::{actor, Broker, StubBroker, Worker};
+    /// use actor_runtime::{actor, Broker, Worker};
     ///
     /// #[actor(store_results = true, max_retries = 0)]
     /// async fn parse(text: String) -> Result<u32, std::num::ParseIntError> {
@@ -34,7 +33,7 @@ where
     /// }
     ///
     /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-    /// let broker = Arc::new(StubBroker::new());
+    /// let broker = Broker::stub();
     /// broker.middleware().add(Arc::new(Results::new(StubResultBackend::new())));
     /// let ok = parse::message("42".into()).broker(broker.clone()).send().await.unwrap();
     /// let bad = parse::message("x".into()).broker(broker.clone()).send().await.unwrap();
@@ -52,7 +51,7 @@ where
         block: bool,
         timeout: Duration,
     ) -> Result<A::Output, ResultError> {
-        let backend = results_backend(self.broker().as_ref()).ok_or(ResultError::NoBackend)?;
+        let backend = results_backend(self.broker()).ok_or(ResultError::NoBackend)?;
         self.get_result_from(backend.as_ref(), block, timeout).await
     }
 
@@ -61,7 +60,7 @@ where
     /// ```
     /// use std::time::Duration;
     /// use actor_runtime::results::{result_handle, ResultBackend, StubResultBackend};
-    /// use actor_runtime::{actor, StubBroker};
+    /// use actor_runtime::{actor, Broker};
     ///
     /// #[actor]
     /// async fn answer() -> u8 {
@@ -70,7 +69,7 @@ where
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let backend = StubResultBackend::new();
-    /// let handle = result_handle::<answer>("4b1f...", std::sync::Arc::new(StubBroker::new()));
+    /// let handle = result_handle::<answer>("4b1f...", std::sync::Broker::stub());
     /// backend.store(handle.message(), &Ok(42.into()), Duration::from_secs(60)).await.unwrap();
     /// assert_eq!(handle.get_result_from(&backend, false, Duration::ZERO).await.unwrap(), 42);
     /// # });
@@ -103,7 +102,7 @@ pub(crate) fn decode_value<T: DeserializeOwned>(
 /// ```
 /// use std::sync::Arc;
 /// use actor_runtime::results::result_handle;
-/// use actor_runtime::{actor, StubBroker};
+/// use actor_runtime::{actor, Broker};
 ///
 /// #[actor(queue_name = "reports")]
 /// async fn build_report(day: u32) -> String {
@@ -111,11 +110,11 @@ pub(crate) fn decode_value<T: DeserializeOwned>(
 /// }
 ///
 /// let id = "c0ffee00-0000-4000-8000-000000000000"; // e.g. from an HTTP request
-/// let handle = result_handle::<build_report>(id, Arc::new(StubBroker::new()));
+/// let handle = result_handle::<build_report>(id, Broker::stub());
 /// assert_eq!(handle.message_id, id);
 /// assert_eq!(handle.queue_name, "reports");
 /// ```
-pub fn result_handle<A: Actor>(message_id: &str, broker: Arc<dyn Broker>) -> Enqueued<A> {
+pub fn result_handle<A: Actor>(message_id: &str, broker: Broker) -> Enqueued<A> {
     let mut message = Message::new(A::QUEUE, A::NAME, Vec::new());
     message.message_id = message_id.to_owned();
     Enqueued::from_parts(message, broker)
@@ -126,11 +125,11 @@ pub fn result_handle<A: Actor>(message_id: &str, broker: Arc<dyn Broker>) -> Enq
 /// ```
 /// use std::{sync::Arc, time::Duration};
 /// use actor_runtime::results::{get_result, ResultBackend, Results, StubResultBackend};
-/// use actor_runtime::{Broker, Message, StubBroker};
+/// use actor_runtime::{Broker, Message};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let backend = StubResultBackend::new();
-/// let broker = StubBroker::new();
+/// let broker = Broker::stub();
 /// broker.middleware().add(Arc::new(Results::new(backend.clone())));
 /// let message = Message::new("default", "python_actor", vec![]);
 /// backend.store(&message, &Ok("hi".into()), Duration::from_secs(1)).await.unwrap();
@@ -138,7 +137,7 @@ pub fn result_handle<A: Actor>(message_id: &str, broker: Arc<dyn Broker>) -> Enq
 /// # });
 /// ```
 pub async fn get_result(
-    broker: &dyn Broker,
+    broker: &Broker,
     message: &Message,
     block: bool,
     timeout: Duration,

@@ -1,5 +1,6 @@
 //! The `Results` middleware: stores what actors return.
 
+use crate::broker::Broker;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +25,9 @@ use crate::middleware::{MessageContext, Middleware};
 /// ```
 /// use std::{sync::Arc, time::Duration};
 /// use actor_runtime::results::{Results, StubResultBackend};
-/// use actor_runtime::{Broker, StubBroker};
+/// use actor_runtime::Broker;
 ///
-/// let broker = StubBroker::new();
+/// let broker = Broker::stub();
 /// broker.middleware().add(Arc::new(
 ///     Results::new(StubResultBackend::new())
 ///         .store_results(true)
@@ -108,6 +109,7 @@ impl Results {
 impl Middleware for Results {
     async fn after_process_message(
         &self,
+        _broker: &Broker,
         ctx: &mut MessageContext,
         result: &Result<Value, ActorFailure>,
     ) {
@@ -122,7 +124,7 @@ impl Middleware for Results {
         }
     }
 
-    async fn after_skip_message(&self, ctx: &mut MessageContext) {
+    async fn after_skip_message(&self, _broker: &Broker, ctx: &mut MessageContext) {
         if let Some(ttl) = self.options(ctx) {
             if !ctx.is_failed() {
                 self.store(ctx, &Ok(Value::Null), ttl).await;
@@ -130,7 +132,7 @@ impl Middleware for Results {
         }
     }
 
-    async fn after_nack(&self, ctx: &MessageContext) {
+    async fn after_nack(&self, _broker: &Broker, ctx: &MessageContext) {
         let Some(ttl) = self.options(ctx) else { return };
         if !ctx.is_failed() {
             return;
@@ -147,9 +149,5 @@ impl Middleware for Results {
             ActorFailure::new(kind, if kind == "Exception" { reason } else { text })
         });
         self.store(ctx, &Err(failure), ttl).await;
-    }
-
-    fn results_backend(&self) -> Option<Arc<dyn ResultBackend>> {
-        Some(self.backend.clone())
     }
 }

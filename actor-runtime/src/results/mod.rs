@@ -8,7 +8,7 @@
 //! ```
 //! use std::{sync::Arc, time::Duration};
 //! use actor_runtime::results::{Results, StubResultBackend};
-//! use actor_runtime::{actor, Broker, StubBroker, Worker};
+//! use actor_runtime::{actor, Broker, Worker};
 //!
 //! #[actor(store_results = true)]
 //! async fn square(x: i64) -> i64 {
@@ -16,7 +16,7 @@
 //! }
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-//! let broker = Arc::new(StubBroker::new());
+//! let broker = Broker::stub();
 //! broker.middleware().add(Arc::new(Results::new(StubResultBackend::new())));
 //! let worker = Worker::new(broker.clone()).start().await.unwrap();
 //!
@@ -187,21 +187,18 @@ pub(crate) fn decode_result(message: &Message, bytes: &[u8]) -> Result<Value, Re
 /// The results backend of `broker`: the one its [`Results`] middleware stores to.
 ///
 /// ```
-/// use std::sync::Arc;
 /// use actor_runtime::results::{results_backend, Results, StubResultBackend};
-/// use actor_runtime::{Broker, StubBroker};
+/// use actor_runtime::Broker;
 ///
-/// let broker = StubBroker::new();
+/// let broker = Broker::stub();
 /// assert!(results_backend(&broker).is_none());
-/// broker.middleware().add(Arc::new(Results::new(StubResultBackend::new())));
+/// broker.add_middleware(Results::new(StubResultBackend::new()));
 /// assert!(results_backend(&broker).is_some());
 /// ```
-pub fn results_backend(broker: &dyn Broker) -> Option<Arc<dyn ResultBackend>> {
+pub fn results_backend(broker: &Broker) -> Option<Arc<dyn ResultBackend>> {
     broker
-        .middleware()
-        .snapshot()
-        .iter()
-        .find_map(|m| m.results_backend())
+        .find::<Results>()
+        .map(|results| results.backend().clone())
 }
 
 #[cfg(test)]

@@ -21,11 +21,11 @@ use crate::redis_conn::{timeout_secs, RedisConn};
 /// ```no_run
 /// use std::sync::Arc;
 /// use actor_runtime::results::{RedisResultBackend, Results};
-/// use actor_runtime::{Broker, StubBroker};
+/// use actor_runtime::Broker;
 ///
 /// # async fn demo() -> Result<(), actor_runtime::results::ResultError> {
 /// let backend = RedisResultBackend::connect("redis://127.0.0.1:6379/0").await?;
-/// let broker = StubBroker::new();
+/// let broker = Broker::stub();
 /// broker.middleware().add(Arc::new(Results::new(backend)));
 /// # Ok(())
 /// # }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actor::{ActorFailure, Handler};
-use crate::broker::{scope, Broker, Delivery, DeliveryTag};
+use crate::broker::{enter_scope, enter_scope_sync, Broker, Delivery, DeliveryTag};
 use crate::middleware::current::{Current, CURRENT};
 use crate::registry::Registry;
 
@@ -28,9 +28,9 @@ use super::watchdog::Watchdog;
 
 /// What the worker's tasks share.
 pub(crate) struct Shared {
-    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) broker: Broker,
     /// The `with_broker` scope the worker started in: its actors run inside it too.
-    scope: Option<Arc<dyn Broker>>,
+    scope: Option<Broker>,
     pub(crate) registry: &'static Registry,
     pending: Mutex<BinaryHeap<Pending>>,
     pending_ready: Notify,
@@ -121,7 +121,7 @@ impl Ord for Pending {
 
 impl Shared {
     pub(crate) fn new(
-        broker: Arc<dyn Broker>,
+        broker: Broker,
         registry: &'static Registry,
         threads: usize,
         prefetch: Option<usize>,
@@ -131,7 +131,7 @@ impl Shared {
         let shutdown = CancellationToken::new();
         Shared {
             broker,
-            scope: scope::scoped(),
+            scope: crate::broker::scoped(),
             registry,
             pending: Mutex::new(BinaryHeap::new()),
             pending_ready: Notify::new(),
@@ -253,7 +253,7 @@ pub(crate) async fn dispatch_loop(
         tasks.spawn(async move {
             let in_scope = task_shared.scope.clone();
             tokio::select! {
-                _ = scope::enter(in_scope, run(&task_shared, seq, item)) => {}
+                _ = enter_scope(in_scope, run(&task_shared, seq, item)) => {}
                 // Left in `in_flight`, the message is requeued by `stop`.
                 _ = task_shared.cancel_running.cancelled() => {}
             }
@@ -278,7 +278,7 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
         Outcome::Ack(ctx) => {
             if let Some(ctx) = &ctx {
                 for m in middleware.iter() {
-                    m.before_ack(ctx).await;
+                    m.before_ack(&shared.broker, ctx).await;
                 }
             }
             // The ack loop outlives every message task; should it be gone (forced exit),
@@ -286,7 +286,7 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
             let _ = runner.acks.send((tag, hold));
             if let Some(ctx) = &ctx {
                 for m in middleware.iter().rev() {
-                    m.after_ack(ctx).await;
+                    m.after_ack(&shared.broker, ctx).await;
                 }
             }
         }
@@ -297,7 +297,7 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
                 .fetch_add(1, AtomicOrdering::Relaxed);
             if let Some(ctx) = &ctx {
                 for m in middleware.iter() {
-                    m.before_nack(ctx).await;
+                    m.before_nack(&shared.broker, ctx).await;
                 }
             }
             // Until it works, as acks are retried: a message left in the ack set would only
@@ -312,7 +312,7 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
             }
             if let Some(ctx) = &ctx {
                 for m in middleware.iter().rev() {
-                    m.after_nack(ctx).await;
+                    m.after_nack(&shared.broker, ctx).await;
                 }
             }
         }
@@ -346,7 +346,7 @@ pub(crate) async fn run_handler(
                 let in_scope = shared.scope.clone();
                 let call = move || {
                     span.in_scope(|| {
-                        scope::enter_sync(in_scope, || CURRENT.sync_scope(current, call))
+                        enter_scope_sync(in_scope, || CURRENT.sync_scope(current, call))
                     })
                 };
                 match shared.blocking.submit(message, call).await {

@@ -63,7 +63,7 @@ pub(crate) fn default_max_abandoned_threads(threads: usize) -> usize {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use actor_runtime::{actor, Broker, StubBroker, Worker};
+/// use actor_runtime::{actor, Broker, Worker};
 ///
 /// #[actor(queue_name = "emails")]
 /// async fn send_welcome(user_id: u64) {
@@ -71,7 +71,7 @@ pub(crate) fn default_max_abandoned_threads(threads: usize) -> usize {
 /// }
 ///
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-/// let broker = Arc::new(StubBroker::new());
+/// let broker = Broker::stub();
 /// let worker = Worker::new(broker.clone()).threads(4).queues(["emails"]).start().await.unwrap();
 /// send_welcome::message(7).broker(broker.clone()).send().await.unwrap();
 /// broker.join("emails", None, true).await.unwrap();
@@ -81,7 +81,7 @@ pub(crate) fn default_max_abandoned_threads(threads: usize) -> usize {
 /// ```
 #[derive(Clone)]
 pub struct Worker {
-    broker: Arc<dyn Broker>,
+    broker: Broker,
     queues: Option<Vec<String>>,
     threads: usize,
     prefetch: Option<usize>,
@@ -107,7 +107,7 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     /// A worker on `broker`, with 8 threads (Dramatiq's default), every queue, and a 30 s
     /// shutdown grace period.
-    pub fn new(broker: Arc<dyn Broker>) -> Worker {
+    pub fn new(broker: Broker) -> Worker {
         Worker {
             broker,
             queues: None,
@@ -155,10 +155,10 @@ impl Worker {
     ///
     /// ```
     /// # use std::sync::Arc;
-    /// use actor_runtime::{StubBroker, Worker};
+    /// use actor_runtime::{Worker, Broker};
     ///
     /// // Two worker processes in a 512 MB container: 32 MiB of buffered payloads each.
-    /// let worker = Worker::new(Arc::new(StubBroker::new())).prefetch_bytes(32 << 20);
+    /// let worker = Worker::new(Broker::stub()).prefetch_bytes(32 << 20);
     /// # let _ = worker;
     /// ```
     pub fn prefetch_bytes(mut self, bytes: usize) -> Self {
@@ -180,7 +180,7 @@ impl Worker {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use actor_runtime::{actor, StubBroker, Worker};
+    /// use actor_runtime::{actor, Worker, Broker};
     ///
     /// /// A client without a timeout of its own: a call may hang for good.
     /// #[actor(time_limit = "30s")]
@@ -189,7 +189,7 @@ impl Worker {
     /// }
     ///
     /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-    /// let worker = Worker::new(Arc::new(StubBroker::new()))
+    /// let worker = Worker::new(Broker::stub())
     ///     .threads(4)
     ///     // Replace this process once two calls are stuck past their time limit.
     ///     .max_abandoned_threads(2)
@@ -429,7 +429,7 @@ impl RunningWorker {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use actor_runtime::{actor, StubBroker, Worker};
+    /// use actor_runtime::{actor, Worker, Broker};
     ///
     /// #[actor]
     /// fn resize(image: String) {
@@ -437,7 +437,7 @@ impl RunningWorker {
     /// }
     ///
     /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-    /// let worker = Worker::new(Arc::new(StubBroker::new())).start().await.unwrap();
+    /// let worker = Worker::new(Broker::stub()).start().await.unwrap();
     /// # let shutdown = async {};
     /// tokio::select! {
     ///     () = shutdown => {}
@@ -463,7 +463,7 @@ impl RunningWorker {
     ///
     /// ```
     /// use std::{sync::Arc, time::Duration};
-    /// use actor_runtime::{actor, StubBroker, Worker};
+    /// use actor_runtime::{actor, Worker, Broker};
     ///
     /// #[actor]
     /// async fn nap() {
@@ -471,7 +471,7 @@ impl RunningWorker {
     /// }
     ///
     /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-    /// let broker = Arc::new(StubBroker::new());
+    /// let broker = Broker::stub();
     /// let worker = Worker::new(broker.clone()).start().await.unwrap();
     /// // Give up on running messages after 10 ms instead of the 30 s shutdown timeout.
     /// let report = worker

@@ -9,8 +9,9 @@ use tracing::Instrument;
 
 use crate::actor::ActorFailure;
 use crate::broker::DeliveryTag;
+use crate::broker::{Fate, MessageContext, Middleware};
 use crate::message::{DecodeError, Message};
-use crate::middleware::{current::Current, MessageContext, Middleware};
+use crate::middleware::current::Current;
 use crate::truncate::truncate;
 
 use super::executor::{run_handler, Shared};
@@ -46,7 +47,6 @@ pub(crate) async fn process(
     let ctx = Box::new(MessageContext::new(
         message,
         tag.queue.clone(),
-        shared.broker.clone(),
         actor,
         shared.shutdown.clone(),
     ));
@@ -65,21 +65,22 @@ pub(crate) async fn process(
 }
 
 /// How a message processed by its actor ended, for the log.
+/// How a message's processing ended, for the `message finished` line.
 #[derive(Clone, Copy, Debug)]
-enum Fate {
+enum Ending {
     Succeeded,
     Skipped,
     Retrying,
     DeadLettered,
 }
 
-impl Fate {
+impl Ending {
     fn as_str(self) -> &'static str {
         match self {
-            Fate::Succeeded => "succeeded",
-            Fate::Skipped => "skipped",
-            Fate::Retrying => "retrying",
-            Fate::DeadLettered => "dead-lettered",
+            Ending::Succeeded => "succeeded",
+            Ending::Skipped => "skipped",
+            Ending::Retrying => "retrying",
+            Ending::DeadLettered => "dead-lettered",
         }
     }
 }
@@ -96,18 +97,24 @@ async fn run_message(
     let retries = ctx.message.retries();
     tracing::debug!("message received");
     let actor = ctx.actor();
+    let broker = &shared.broker;
     let mut skipped = false;
     for m in middleware {
-        if m.before_process_message(&mut ctx).await.is_err() {
+        if m.before_process_message(broker, &mut ctx).await.is_err() {
             skipped = true;
             break;
         }
     }
-    let fate = if skipped {
+    let ending = if skipped {
         for m in middleware.iter().rev() {
-            m.after_skip_message(&mut ctx).await;
+            m.after_skip_message(broker, &mut ctx).await;
         }
-        Fate::Skipped
+        if ctx.is_failed() {
+            log_dead_letter(&ctx, None, retries, Cause::Skipped);
+            Ending::DeadLettered
+        } else {
+            Ending::Skipped
+        }
     } else {
         let mut bad_arguments = false;
         let result = match actor.handler(&ctx.message) {
@@ -139,39 +146,113 @@ async fn run_message(
             }
         }
         for m in middleware.iter().rev() {
-            m.after_process_message(&mut ctx, &result).await;
+            m.after_process_message(broker, &mut ctx, &result).await;
         }
-        match result {
-            // Failed after all by a middleware (which said why).
-            Ok(_) if ctx.is_failed() => Fate::DeadLettered,
-            Ok(_) => Fate::Succeeded,
-            // A scheduled retry is logged (as a warning) by whoever scheduled it.
-            Err(_) if ctx.retry_scheduled() => Fate::Retrying,
-            Err(failure) => {
-                if !ctx.is_failed() {
-                    // Nothing scheduled a retry (no Retries middleware): keep the message.
-                    ctx.fail(failure.to_string());
-                }
-                let error = truncate(&failure.to_string()).into_owned();
-                let reason = truncate(ctx.failure_reason().unwrap_or_default()).into_owned();
-                let (message_id, actor, queue) = (
-                    truncate(&ctx.message.message_id).into_owned(),
-                    ctx.actor().name,
-                    ctx.queue().to_owned(),
-                );
-                if bad_arguments {
-                    tracing::error!(%message_id, actor, %queue, %error, retries, reason, "bad arguments; dead-lettering the message");
-                } else {
-                    tracing::error!(%message_id, actor, %queue, %error, retries, reason, "actor failed; dead-lettering the message");
-                }
-                Fate::DeadLettered
-            }
-        }
+        decide(broker, &mut ctx, result.err(), retries, bad_arguments).await
     };
     let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
-    tracing::debug!(duration_ms, outcome = fate.as_str(), "message finished");
+    tracing::debug!(duration_ms, outcome = ending.as_str(), "message finished");
     match ctx.failure_reason() {
         Some(reason) => Outcome::Nack(reason.to_owned(), Some(ctx)),
         None => Outcome::Ack(Some(ctx)),
+    }
+}
+
+/// The one place a message's fate is carried out and logged, once every hook has run: a
+/// retry is enqueued (a retry that cannot be enqueued dead-letters the message), a failure
+/// nothing handled is dead-lettered.
+async fn decide(
+    broker: &crate::Broker,
+    ctx: &mut MessageContext,
+    failure: Option<ActorFailure>,
+    retries: u32,
+    bad_arguments: bool,
+) -> Ending {
+    match (ctx.fate().clone(), failure) {
+        (Fate::Ack, None) => Ending::Succeeded,
+        (Fate::Retry { delay }, failure) => {
+            let error = failure
+                .as_ref()
+                .map(|f| truncate(&f.to_string()).into_owned());
+            match broker.enqueue(ctx.message.clone(), Some(delay)).await {
+                Ok(_) => {
+                    tracing::warn!(message_id = %truncate(&ctx.message.message_id), actor = ctx.actor().name, queue = ctx.queue(), error = error.as_deref().unwrap_or_default(), retry = ctx.message.retries(), backoff_ms = delay.as_millis() as u64, "actor failed; retrying");
+                    Ending::Retrying
+                }
+                Err(err) => {
+                    ctx.fail(format!(
+                        "could not schedule retry ({err}) after: {}",
+                        error.as_deref().unwrap_or("a failure")
+                    ));
+                    log_dead_letter(ctx, error.as_deref(), retries, Cause::of(bad_arguments));
+                    Ending::DeadLettered
+                }
+            }
+        }
+        (Fate::Ack, Some(failure)) => {
+            // Nothing decided (no Retries middleware): keep the message.
+            ctx.fail(failure.to_string());
+            log_dead_letter(
+                ctx,
+                Some(&failure.to_string()),
+                retries,
+                Cause::of(bad_arguments),
+            );
+            Ending::DeadLettered
+        }
+        (_, Some(failure)) => {
+            let error = failure.to_string();
+            log_dead_letter(ctx, Some(&error), retries, Cause::of(bad_arguments));
+            Ending::DeadLettered
+        }
+        (_, None) => {
+            // The actor succeeded, then a middleware failed the message (said why).
+            log_dead_letter(ctx, None, retries, Cause::Middleware);
+            Ending::DeadLettered
+        }
+    }
+}
+
+/// Why a message is dead-lettered, for its log line.
+#[derive(Clone, Copy)]
+enum Cause {
+    ActorFailed,
+    BadArguments,
+    Skipped,
+    Middleware,
+}
+
+impl Cause {
+    fn of(bad_arguments: bool) -> Cause {
+        if bad_arguments {
+            Cause::BadArguments
+        } else {
+            Cause::ActorFailed
+        }
+    }
+}
+
+/// The one error line of a message dead-lettered for good.
+fn log_dead_letter(ctx: &MessageContext, error: Option<&str>, retries: u32, cause: Cause) {
+    let error = truncate(error.unwrap_or_default()).into_owned();
+    let reason = truncate(ctx.failure_reason().unwrap_or_default()).into_owned();
+    let (message_id, actor, queue) = (
+        truncate(&ctx.message.message_id).into_owned(),
+        ctx.actor().name,
+        ctx.queue().to_owned(),
+    );
+    match cause {
+        Cause::ActorFailed => {
+            tracing::error!(%message_id, actor, %queue, %error, retries, reason, "actor failed; dead-lettering the message")
+        }
+        Cause::BadArguments => {
+            tracing::error!(%message_id, actor, %queue, %error, retries, reason, "bad arguments; dead-lettering the message")
+        }
+        Cause::Skipped => {
+            tracing::error!(%message_id, actor, %queue, retries, reason, "dead-lettering the message unrun")
+        }
+        Cause::Middleware => {
+            tracing::error!(%message_id, actor, %queue, retries, reason, "dead-lettering the message after it ran")
+        }
     }
 }

@@ -6,11 +6,11 @@
 //! per successful run, `INCR {ns}:poison_runs` per poison attempt, `HSET {ns}:blobs <id> <len>`
 //! per blob.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use actor_runtime::worker::wait_for_signal;
-use actor_runtime::{actor, RedisBroker, Worker};
+use actor_runtime::{actor, Broker, Worker};
 use redis::AsyncCommands;
 
 fn namespace() -> String {
@@ -89,7 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let broker = Arc::new(RedisBroker::from_env()?);
+    let broker = Broker::redis(actor_runtime::broker::RedisConfig::from_env()?)?;
     let worker = Worker::new(broker.clone())
         .threads(env_usize("WORKER_THREADS", 4))
         .prefetch(env_usize("WORKER_PREFETCH", 8))
@@ -99,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .queues(["faults"])
         .start()
         .await?;
-    println!("ready {}", broker.worker_id());
+    println!("ready {}", broker.worker_id().unwrap_or_default());
     let signal = wait_for_signal().await?;
     eprintln!("received {signal}");
     let report = worker.stop().await?;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use actor_runtime::{actor, Broker, Message, StubBroker, Worker};
+use actor_runtime::{actor, Broker, Message, Worker};
 use tokio::sync::Semaphore;
 
 use super::cli::{alive, pid_of, ready_workers};
@@ -85,7 +85,7 @@ fn quick(n: u32) -> u32 {
     n
 }
 
-async fn send_stuck(broker: &Arc<dyn Broker>, key: &str) {
+async fn send_stuck(broker: &Broker, key: &str) {
     stuck::message(key.to_owned())
         .broker(broker.clone())
         .send()
@@ -108,7 +108,7 @@ async fn asked_to_stop(worker: &actor_runtime::worker::RunningWorker) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fn_actors_keep_running_while_abandoned_calls_hold_their_threads() {
-    let broker: Arc<dyn Broker> = Arc::new(StubBroker::new());
+    let broker: Broker = Broker::stub();
     let k = key();
     let state = stuck_state(&k);
     let worker = Worker::new(broker.clone())
@@ -152,7 +152,7 @@ async fn fn_actors_keep_running_while_abandoned_calls_hold_their_threads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_threads_past_the_cap_make_the_worker_ask_to_stop() {
-    let broker: Arc<dyn Broker> = Arc::new(StubBroker::new());
+    let broker: Broker = Broker::stub();
     let k = key();
     let state = stuck_state(&k);
     let (threads, max) = (2, 2);

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use actor_runtime::{Broker, Message};
+use actor_runtime::Message;
 use serde_json::{json, Value};
 
 use super::cli::{kill, ready_workers, Proc, WORKER};
@@ -95,7 +95,7 @@ async fn a_second_signal_cancels_and_requeues_running_messages_before_any_kill()
         .as_array()
         .unwrap()
         .iter()
-        .filter(|w| w["id"] != f.broker.worker_id())
+        .filter(|w| w["id"] != f.broker.worker_id().unwrap())
         .collect();
     assert!(others.is_empty(), "{queues}");
     f.cleanup().await;

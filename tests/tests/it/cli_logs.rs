@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use actor_runtime::{Broker, Message};
+use actor_runtime::Message;
 
 use super::cli::{kill, ready_workers, Proc, WORKER};
 use super::cli_redis::Fixture;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use actor_runtime::{Broker, Message};
+use actor_runtime::Message;
 use serde_json::json;
 
 use super::cli_redis::Fixture;

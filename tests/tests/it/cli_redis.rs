@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actor_runtime::{Broker, Message, QueueStats, RedisBroker, RedisConfig};
+use actor_runtime::broker::QueueStats;
+use actor_runtime::broker::RedisConfig;
+use actor_runtime::{Broker, Message};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
@@ -19,13 +21,13 @@ pub(super) struct Fixture {
     pub(super) url: String,
     pub(super) ns: String,
     out: std::path::PathBuf,
-    pub(super) broker: Arc<RedisBroker>,
+    pub(super) broker: Broker,
 }
 
 impl Fixture {
     pub(super) fn new() -> Fixture {
         let (url, ns) = (redis_url(), namespace());
-        let broker = Arc::new(RedisBroker::new(RedisConfig::new(&url).namespace(&ns)).unwrap());
+        let broker = Broker::redis(RedisConfig::new(&url).namespace(&ns)).unwrap();
         Fixture {
             out: std::env::temp_dir().join(format!("{ns}.jsonl")),
             url,

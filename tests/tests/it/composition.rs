@@ -8,7 +8,7 @@ use actor_runtime::rate_limits::{
     RateLimiterBackend, RedisRateLimiterBackend, StubRateLimiterBackend,
 };
 use actor_runtime::results::{ResultError, Results, StubResultBackend};
-use actor_runtime::{actor, Broker, Error, Message, StubBroker, Worker};
+use actor_runtime::{actor, Broker, Error, Message, Worker};
 use serde_json::json;
 
 use crate::common::redis_url;
@@ -49,15 +49,15 @@ async fn c_group_done(key: String) {
     record(&key, json!("group done"));
 }
 
-fn broker() -> Arc<StubBroker> {
-    let broker = Arc::new(StubBroker::new());
+fn broker() -> Broker {
+    let broker = Broker::stub();
     broker
         .middleware()
         .add(Arc::new(Results::new(StubResultBackend::new())));
     broker
 }
 
-fn with_group_callbacks(backend: Arc<dyn RateLimiterBackend>) -> Arc<StubBroker> {
+fn with_group_callbacks(backend: Arc<dyn RateLimiterBackend>) -> Broker {
     let broker = broker();
     broker.middleware().add(Arc::new(
         GroupCallbacks::new(backend).with_barrier_ttl(Duration::from_secs(60)),
@@ -65,7 +65,7 @@ fn with_group_callbacks(backend: Arc<dyn RateLimiterBackend>) -> Arc<StubBroker>
     broker
 }
 
-async fn worker(broker: &Arc<StubBroker>) -> actor_runtime::worker::RunningWorker {
+async fn worker(broker: &Broker) -> actor_runtime::worker::RunningWorker {
     Worker::new(broker.clone())
         .threads(4)
         .queues([Q])

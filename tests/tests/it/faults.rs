@@ -2,10 +2,10 @@
 //! Redis: SIGKILL mid-batch, SIGTERM with work in flight, a poison message, Redis restarting.
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use actor_runtime::{Broker, Message, RedisBroker, RedisConfig};
+use actor_runtime::broker::RedisConfig;
+use actor_runtime::{Broker, Message};
 use redis::AsyncCommands;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -81,12 +81,12 @@ async fn done(conn: &mut redis::aio::MultiplexedConnection, ns: &str) -> u64 {
     conn.scard(format!("{ns}:done")).await.unwrap()
 }
 
-pub(crate) fn producer(url: &str, ns: &str) -> Arc<RedisBroker> {
+pub(crate) fn producer(url: &str, ns: &str) -> Broker {
     let config = RedisConfig::new(url).namespace(ns);
-    Arc::new(RedisBroker::new(config).unwrap())
+    Broker::redis(config).unwrap()
 }
 
-async fn send_work(broker: &RedisBroker, ids: std::ops::Range<u64>, millis: u64) {
+async fn send_work(broker: &Broker, ids: std::ops::Range<u64>, millis: u64) {
     for id in ids {
         let message = Message::new(QUEUE, "work", vec![id.into(), millis.into()]);
         broker.enqueue(message, None).await.unwrap();

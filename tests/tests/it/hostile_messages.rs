@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actor_runtime::composition::pipeline;
+use actor_runtime::message::MAX_DELAY;
 use actor_runtime::middleware::Prometheus;
-use actor_runtime::{actor, Broker, Error, Message, StubBroker, Worker, MAX_DELAY};
+use actor_runtime::{actor, Broker, Error, Message, Worker};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
@@ -215,7 +216,7 @@ async fn control_characters_cannot_forge_text_log_lines() {
 }
 
 /// Every broker refuses a delay over 100 years, or one that does not fit an eta at all.
-async fn refuses_absurd_delays(broker: Arc<dyn Broker>) {
+async fn refuses_absurd_delays(broker: Broker) {
     let century = Duration::from_secs(36_525 * 86_400);
     assert_eq!(MAX_DELAY, century);
     for delay in [
@@ -265,7 +266,7 @@ async fn refuses_absurd_delays(broker: Arc<dyn Broker>) {
 
 #[tokio::test]
 async fn absurd_delays_are_refused_at_enqueue() {
-    refuses_absurd_delays(Arc::new(StubBroker::new())).await;
+    refuses_absurd_delays(Broker::stub()).await;
     let redis = broker(config(&namespace()));
     refuses_absurd_delays(redis.clone()).await;
     cleanup(&redis, 0).await;
@@ -353,7 +354,7 @@ hostile_step.send_with_options(args=(KEY, 2), delay=10**30)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_timeouts_do_not_panic() {
-    let stub = Arc::new(StubBroker::new());
+    let stub = Broker::stub();
     stub.declare_queue("hostile_timeouts").await.unwrap();
     stub.join("hostile_timeouts", Some(Duration::MAX), true)
         .await
@@ -364,7 +365,7 @@ async fn huge_timeouts_do_not_panic() {
         .join("hostile_timeouts", Some(Duration::MAX), true)
         .await
         .unwrap();
-    for broker in [stub as Arc<dyn Broker>, redis.clone()] {
+    for broker in [stub as Broker, redis.clone()] {
         let worker = Worker::new(broker)
             .queues(["hostile_timeouts"])
             .shutdown_timeout(Duration::MAX)

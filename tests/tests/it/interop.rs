@@ -10,7 +10,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actor_runtime::{actor, current_message, Broker, Consumer, Message, Worker};
+use actor_runtime::broker::Consumer;
+use actor_runtime::{actor, current_message, Message, Worker};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 

@@ -9,7 +9,7 @@ use actor_runtime::rate_limits::{
     Barrier, BucketRateLimiter, ConcurrentRateLimiter, RateLimitExceeded, RateLimiterBackend,
     RedisRateLimiterBackend, StubRateLimiterBackend, WindowRateLimiter,
 };
-use actor_runtime::{actor, Broker, StubBroker, Worker};
+use actor_runtime::{actor, Broker, Worker};
 
 use crate::common::{namespace, redis_url};
 use crate::results_support::delete_keys;
@@ -109,9 +109,9 @@ async fn bucket_limiter_allows_at_most_limit_per_bucket_on_redis() {
             let (limiter, granted) = (limiter.clone(), granted.clone());
             tokio::spawn(async move {
                 for _ in 0..40 {
-                    let before = actor_runtime::now_ms();
+                    let before = actor_runtime::message::now_ms();
                     if limiter.try_acquire().await.is_some() {
-                        let after = actor_runtime::now_ms();
+                        let after = actor_runtime::message::now_ms();
                         // Attribute the grant to its bucket only when the call did not
                         // straddle two buckets.
                         if before / 200 == after / 200 {
@@ -146,9 +146,9 @@ async fn window_limiter_allows_at_most_limit_per_sliding_window_on_redis() {
         .map(|_| {
             let (limiter, grants) = (limiter.clone(), grants.clone());
             tokio::spawn(async move {
-                let end = actor_runtime::now_ms() + 2_500;
-                while actor_runtime::now_ms() < end {
-                    let before = actor_runtime::now_ms() / 1000;
+                let end = actor_runtime::message::now_ms() + 2_500;
+                while actor_runtime::message::now_ms() < end {
+                    let before = actor_runtime::message::now_ms() / 1000;
                     if limiter.try_acquire().await.is_some() {
                         grants.lock().unwrap().push(before);
                     }
@@ -248,7 +248,7 @@ async fn workers_sharing_a_redis_limiter_never_exceed_it() {
         .lock()
         .unwrap()
         .insert(key.clone(), state.clone());
-    let broker = Arc::new(StubBroker::new());
+    let broker = Broker::stub();
     let workers = [
         Worker::new(broker.clone())
             .threads(4)

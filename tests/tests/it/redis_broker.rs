@@ -5,9 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actor_runtime::{
-    actor, Broker, Consumer, Delivery, Error, Message, RedisBroker, RedisConfig, Worker,
-};
+use actor_runtime::broker::Consumer;
+use actor_runtime::broker::Delivery;
+use actor_runtime::broker::RedisConfig;
+use actor_runtime::{actor, Broker, Error, Message, Worker};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
@@ -58,16 +59,16 @@ pub(crate) mod support {
         RedisConfig::new(redis_url()).namespace(ns)
     }
 
-    pub(crate) fn broker(config: RedisConfig) -> Arc<RedisBroker> {
-        Arc::new(RedisBroker::new(config).expect("valid config"))
+    pub(crate) fn broker(config: RedisConfig) -> Broker {
+        Broker::redis(config).expect("valid config")
     }
 
     /// Deletes every key of the namespace and closes the broker.
-    pub(crate) async fn cleanup(broker: &RedisBroker, db: i64) {
+    pub(crate) async fn cleanup(broker: &Broker, db: i64) {
         broker.close().await;
         let mut conn = raw_db(db).await;
         let keys: Vec<String> = conn
-            .keys(format!("{}:*", broker.namespace()))
+            .keys(format!("{}:*", broker.describe().namespace.unwrap()))
             .await
             .unwrap_or_default();
         if !keys.is_empty() {
@@ -100,7 +101,7 @@ pub(crate) mod support {
     }
 
     pub(crate) fn now_ms() -> u64 {
-        actor_runtime::now_ms()
+        actor_runtime::message::now_ms()
     }
 }
 
@@ -210,7 +211,7 @@ async fn enqueue_writes_dramatiqs_layout() {
     ));
 
     // The heartbeat of this process is in Dramatiq's zset.
-    let wid = broker.worker_id().to_owned();
+    let wid = broker.worker_id().unwrap().to_owned();
     eventually(Duration::from_secs(5), "heartbeat", || {
         let mut conn = conn.clone();
         let (ns, wid) = (ns.clone(), wid.clone());
@@ -275,7 +276,7 @@ async fn fetch_ack_nack_and_requeue_use_the_ack_set() {
         args(&batch),
         [json!(1), json!(2), json!(3), json!(4), json!(5)]
     );
-    let acks_key = format!("{ns}:__acks__.{}.work", broker.worker_id());
+    let acks_key = format!("{ns}:__acks__.{}.work", broker.worker_id().unwrap());
     let mut in_acks: Vec<String> = conn.smembers(&acks_key).await.unwrap();
     in_acks.sort();
     let mut fetched = ids(&batch);
@@ -371,7 +372,7 @@ async fn delayed_message_surfaces_only_when_due_and_moves_atomically() {
         .unwrap();
     assert!(early.is_empty(), "a delayed message surfaced early");
     // Held in this worker's delay ack set meanwhile, and still counted as delayed.
-    let dq_acks = format!("{ns}:__acks__.{}.later.DQ", broker.worker_id());
+    let dq_acks = format!("{ns}:__acks__.{}.later.DQ", broker.worker_id().unwrap());
     let held: Vec<String> = conn.smembers(&dq_acks).await.unwrap();
     assert_eq!(held, [old_rid.as_str()]);
     assert_eq!(broker.stats("later").await.unwrap().delayed, 1);
@@ -434,7 +435,7 @@ async fn close_returns_held_delayed_messages_to_the_delay_queue() {
         .await
         .unwrap()
         .is_empty());
-    let dq_acks = format!("{ns}:__acks__.{}.held.DQ", broker.worker_id());
+    let dq_acks = format!("{ns}:__acks__.{}.held.DQ", broker.worker_id().unwrap());
     let held: u64 = conn.scard(&dq_acks).await.unwrap();
     assert_eq!(held, 1);
     consumer.close().await.unwrap();
@@ -458,7 +459,10 @@ async fn missing_payload_is_skipped_and_cleaned() {
     let batch = fetch_n(&*consumer, 1).await;
     assert_eq!(args(&batch), [json!(1)]);
     let acks: Vec<String> = conn
-        .smembers(format!("{ns}:__acks__.{}.ghosts", broker.worker_id()))
+        .smembers(format!(
+            "{ns}:__acks__.{}.ghosts",
+            broker.worker_id().unwrap()
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -789,7 +793,7 @@ async fn dropped_fetches_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_redis_is_a_connection_error_in_bounded_time() {
-    let broker = RedisBroker::new(
+    let broker = Broker::redis(
         RedisConfig::new("redis://127.0.0.1:1/0")
             .connect_timeout(Duration::from_millis(300))
             .retry_timeout(Duration::from_millis(800)),
@@ -813,7 +817,7 @@ async fn unreachable_redis_is_a_connection_error_in_bounded_time() {
     ));
 
     // Wrong credentials are not worth retrying: a prompt, clear error.
-    let broker = RedisBroker::new(RedisConfig::new(format!(
+    let broker = Broker::redis(RedisConfig::new(format!(
         "redis://nobody:wrong@{}",
         url_with_db(0).trim_start_matches("redis://")
     )))
@@ -833,7 +837,7 @@ async fn unreachable_redis_is_a_connection_error_in_bounded_time() {
     broker.close().await;
 
     // rediss:// without the `tls` feature is refused up front, saying why.
-    if let Err(err) = RedisBroker::new(RedisConfig::new("rediss://127.0.0.1:6380")) {
+    if let Err(err) = Broker::redis(RedisConfig::new("rediss://127.0.0.1:6380")) {
         assert!(
             matches!(&err, Error::Config(m) if m.contains("`tls` feature")),
             "{err}"
@@ -950,7 +954,10 @@ async fn killed_connections_lose_nothing_and_ack_nothing_twice() {
         .unwrap();
     let mut conn = raw_db(DB).await;
     let acks: u64 = conn
-        .scard(format!("{ns}:__acks__.{}.flaky", broker.worker_id()))
+        .scard(format!(
+            "{ns}:__acks__.{}.flaky",
+            broker.worker_id().unwrap()
+        ))
         .await
         .unwrap();
     assert_eq!(acks, 0);
@@ -1176,7 +1183,7 @@ fn a_broker_keeps_working_across_runtimes() {
             .unwrap()
     };
     let heartbeat = |rt: &tokio::runtime::Runtime| {
-        let (ns, wid) = (ns.clone(), broker.worker_id().to_owned());
+        let (ns, wid) = (ns.clone(), broker.worker_id().unwrap().to_owned());
         rt.block_on(async move {
             let mut conn = raw().await;
             let score: Option<f64> = conn

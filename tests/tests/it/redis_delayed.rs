@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actor_runtime::{actor, current_message, Broker, Message, Worker};
+use actor_runtime::{actor, current_message, Message, Worker};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -111,7 +111,7 @@ async fn a_worker_claims_no_more_delayed_messages_than_its_delay_prefetch() {
         let batch = consumer.fetch(10, Duration::from_millis(50)).await.unwrap();
         assert!(batch.is_empty());
     }
-    let dq_acks = format!("{ns}:__acks__.{}.{q}.DQ", broker.worker_id());
+    let dq_acks = format!("{ns}:__acks__.{}.{q}.DQ", broker.worker_id().unwrap());
     let held: u64 = conn.scard(&dq_acks).await.unwrap();
     let left: u64 = conn.llen(format!("{ns}:{q}.DQ")).await.unwrap();
     assert_eq!((held, left), (5, 7));
@@ -209,7 +209,7 @@ async fn delayed_messages_run_once_in_eta_order_with_payloads_intact() {
         assert!(blob == sent_blob, "message {n} arrived intact");
     }
     let mut conn = raw().await;
-    let dq_acks = format!("{ns}:__acks__.{}.{q}.DQ", broker.worker_id());
+    let dq_acks = format!("{ns}:__acks__.{}.{q}.DQ", broker.worker_id().unwrap());
     let (dq, dq_msgs, held, msgs): (u64, u64, u64, u64) = redis::pipe()
         .llen(format!("{ns}:{q}.DQ"))
         .hlen(format!("{ns}:{q}.DQ.msgs"))
@@ -328,7 +328,7 @@ async fn undecodable_delayed_payloads_are_dead_lettered_with_their_reason() {
     assert!(reasons[0].contains("extra"), "{reasons:?}");
     assert_eq!(letters[1].id, "not-json");
     assert!(reasons[1].starts_with("undecodable message"), "{reasons:?}");
-    let dq_acks = format!("{ns}:__acks__.{}.{q}.DQ", broker.worker_id());
+    let dq_acks = format!("{ns}:__acks__.{}.{q}.DQ", broker.worker_id().unwrap());
     let held: u64 = conn.scard(&dq_acks).await.unwrap();
     let stored: u64 = conn.hlen(format!("{ns}:{q}.DQ.msgs")).await.unwrap();
     assert_eq!((held, stored), (0, 0));

@@ -3,10 +3,11 @@
 //! dead-letter reasons whose dead letters were deleted by someone else (Python's flush or
 //! TTL).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use actor_runtime::{actor, Broker, Error, RedisBroker, RedisConfig, Worker};
+use actor_runtime::broker::RedisConfig;
+use actor_runtime::{actor, Broker, Error, Worker};
 use redis::AsyncCommands;
 use tokio::sync::Semaphore;
 
@@ -43,7 +44,7 @@ async fn fail_when_released() -> Result<(), String> {
     Err("failed while the server was down".into())
 }
 
-fn private_broker(url: &str, ns: &str) -> Arc<RedisBroker> {
+fn private_broker(url: &str, ns: &str) -> Broker {
     broker(
         RedisConfig::new(url)
             .namespace(ns)
@@ -107,7 +108,7 @@ async fn workers_drain_and_dead_letter_on_a_redis_that_is_out_of_memory() {
     assert!(stderr.contains("out of memory"), "{stderr}");
 
     // A worker drains the full server: fetching, acking and dead-lettering all write.
-    let worker = Worker::new(producer.clone() as Arc<dyn Broker>)
+    let worker = Worker::new(producer.clone() as Broker)
         .threads(2)
         .queues(["pressure"])
         .start()
@@ -138,7 +139,7 @@ async fn a_dead_letter_is_retried_until_the_server_takes_it() {
     let mut redis = PrivateRedis::fresh(&[]).await;
     let ns = namespace();
     let broker = private_broker(&redis.url(), &ns);
-    let worker = Worker::new(broker.clone() as Arc<dyn Broker>)
+    let worker = Worker::new(broker.clone() as Broker)
         .threads(1)
         .queues(["pressure_gone"])
         .start()
@@ -170,7 +171,7 @@ async fn a_dead_letter_is_retried_until_the_server_takes_it() {
 async fn reasons_of_dead_letters_deleted_elsewhere_are_swept() {
     let ns = namespace();
     let broker = broker(config(&ns));
-    let worker = Worker::new(broker.clone() as Arc<dyn Broker>)
+    let worker = Worker::new(broker.clone() as Broker)
         .threads(1)
         .queues(["pressure"])
         .start()
@@ -184,7 +185,7 @@ async fn reasons_of_dead_letters_deleted_elsewhere_are_swept() {
         broker.enqueue(message, None).await.unwrap();
     }
     // The second queue's dead letter needs a worker of its own.
-    let flushed_worker = Worker::new(broker.clone() as Arc<dyn Broker>)
+    let flushed_worker = Worker::new(broker.clone() as Broker)
         .threads(1)
         .queues(["pressure_flushed"])
         .start()
@@ -214,7 +215,12 @@ async fn reasons_of_dead_letters_deleted_elsewhere_are_swept() {
         .unwrap();
     assert_eq!(before, 1);
 
-    broker.run_maintenance().await.unwrap();
+    broker
+        .backend_as::<actor_runtime::broker::RedisBackend>()
+        .unwrap()
+        .run_maintenance()
+        .await
+        .unwrap();
     let orphans: usize = conn
         .hlen(format!("{ns}:pressure_flushed.XQ.reasons"))
         .await

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actor_runtime::middleware::MessageContext;
+use actor_runtime::middleware::Skip;
 use actor_runtime::results::{
     get_result, result_handle, RedisResultBackend, ResultBackend, ResultError, Results,
     StubResultBackend,
 };
-use actor_runtime::{
-    actor, current_message, Broker, MessageContext, Middleware, Skip, StubBroker, Worker,
-};
+use actor_runtime::{actor, current_message, Broker, Middleware, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -75,9 +75,13 @@ async fn skipped_by_test() -> u8 {
 /// Skips `skipped_by_test` without failing it.
 struct SkipIt;
 
-#[actor_runtime::async_trait]
+#[actor_runtime::middleware::async_trait]
 impl Middleware for SkipIt {
-    async fn before_process_message(&self, ctx: &mut MessageContext) -> Result<(), Skip> {
+    async fn before_process_message(
+        &self,
+        _: &Broker,
+        ctx: &mut MessageContext,
+    ) -> Result<(), Skip> {
         if ctx.message.actor_name == "skipped_by_test" {
             return Err(Skip);
         }
@@ -85,13 +89,13 @@ impl Middleware for SkipIt {
     }
 }
 
-fn broker_with(backend: impl ResultBackend) -> Arc<StubBroker> {
-    let broker = Arc::new(StubBroker::new());
+fn broker_with(backend: impl ResultBackend) -> Broker {
+    let broker = Broker::stub();
     broker.middleware().add(Arc::new(Results::new(backend)));
     broker
 }
 
-async fn worker(broker: &Arc<StubBroker>) -> actor_runtime::worker::RunningWorker {
+async fn worker(broker: &Broker) -> actor_runtime::worker::RunningWorker {
     Worker::new(broker.clone())
         .threads(4)
         .queues(["results_q"])
@@ -159,7 +163,7 @@ async fn typed_results_round_trip(backend: impl ResultBackend) {
         by_id.get_result(false, Duration::ZERO).await.unwrap().cents,
         1250
     );
-    let untyped = get_result(broker.as_ref(), invoice.message(), false, Duration::ZERO)
+    let untyped = get_result(&broker, invoice.message(), false, Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(untyped, json!({"id": 7, "cents": 1250}));
@@ -282,7 +286,7 @@ async fn skipped_message_stores_null() {
         .send()
         .await
         .unwrap();
-    let value = get_result(broker.as_ref(), sent.message(), true, WAIT)
+    let value = get_result(&broker, sent.message(), true, WAIT)
         .await
         .unwrap();
     assert!(value.is_null());
@@ -291,7 +295,7 @@ async fn skipped_message_stores_null() {
 
 #[tokio::test]
 async fn without_results_middleware_get_result_says_so() {
-    let broker = Arc::new(StubBroker::new());
+    let broker = Broker::stub();
     let sent = make_invoice::message(1, 1)
         .broker(broker.clone())
         .send()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actor_runtime::rate_limits::{ConcurrentRateLimiter, RedisRateLimiterBackend};
 use actor_runtime::results::{result_handle, RedisResultBackend, ResultError, ResultKeys, Results};
-use actor_runtime::{actor, Broker, Message, StubBroker, Worker};
+use actor_runtime::{actor, Broker, Message, Worker};
 use serde_json::json;
 
 use crate::common::{namespace, redis_url};
@@ -58,7 +58,7 @@ async fn python_reads_results_a_rust_actor_stored() {
         .await
         .unwrap()
         .namespace(ns.clone());
-    let broker = Arc::new(StubBroker::new());
+    let broker = Broker::stub();
     broker.middleware().add(Arc::new(Results::new(backend)));
     let worker = Worker::new(broker.clone())
         .queues(["interop_results_q"])
@@ -123,7 +123,7 @@ async fn rust_reads_results_python_stored() {
         .await
         .unwrap()
         .namespace(ns.clone());
-    let broker = Arc::new(StubBroker::new());
+    let broker = Broker::stub();
     broker.middleware().add(Arc::new(Results::new(backend)));
 
     // A message Python sent (or will): known to Rust by its id only.
@@ -247,14 +247,14 @@ impl Drop for PythonWorker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pipelines_and_groups_cross_between_rust_and_python_workers() {
+    use actor_runtime::broker::RedisConfig;
     use actor_runtime::composition::{Group, GroupCallbacks, Pipeline};
-    use actor_runtime::{RedisBroker, RedisConfig};
+    use actor_runtime::Broker;
 
     let Some(python) = python() else { return };
     let ns = namespace();
     let results_ns = format!("{ns}-results");
-    let broker =
-        Arc::new(RedisBroker::new(RedisConfig::new(redis_url()).namespace(ns.as_str())).unwrap());
+    let broker = Broker::redis(RedisConfig::new(redis_url()).namespace(ns.as_str())).unwrap();
     let backend = RedisResultBackend::connect(&redis_url())
         .await
         .unwrap()

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actor_runtime::broker::RedisConfig;
 use actor_runtime::composition::{Group, GroupCallbacks, TypedPipeline};
 use actor_runtime::rate_limits::RedisRateLimiterBackend;
 use actor_runtime::results::{RedisResultBackend, ResultError, Results};
-use actor_runtime::{actor, Broker, RedisBroker, RedisConfig, Worker};
+use actor_runtime::{actor, Broker, Worker};
 use serde_json::json;
 
 use crate::common::{namespace, redis_url};
@@ -32,8 +33,8 @@ async fn rr_done(key: String) {
     record(&key, json!("done"));
 }
 
-async fn setup(ns: &str) -> Arc<RedisBroker> {
-    let broker = Arc::new(RedisBroker::new(RedisConfig::new(redis_url()).namespace(ns)).unwrap());
+async fn setup(ns: &str) -> Broker {
+    let broker = Broker::redis(RedisConfig::new(redis_url()).namespace(ns)).unwrap();
     let results = RedisResultBackend::connect(&redis_url())
         .await
         .unwrap()

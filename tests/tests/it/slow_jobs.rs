@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use actor_runtime::{Broker, Message};
+use actor_runtime::Message;
 use redis::AsyncCommands;
 use serde_json::json;
 

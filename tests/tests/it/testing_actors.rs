@@ -4,13 +4,10 @@
 //! under `cargo test` while every test shared the global broker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use actor_runtime::testing::TestBroker;
-use actor_runtime::{
-    actor, get_broker, set_broker, with_broker, Broker, Error, StubBroker, Worker,
-};
+use actor_runtime::{actor, get_broker, set_broker, with_broker, Broker, Error, Worker};
 
 const JOIN: Option<Duration> = Some(Duration::from_secs(10));
 
@@ -46,7 +43,7 @@ async fn ship_parcel(parcel: u64) {
 
 #[tokio::test]
 async fn send_then_start_a_worker_then_join_runs_exactly_its_50() {
-    with_broker(Arc::new(StubBroker::new()), async {
+    with_broker(Broker::stub(), async {
         for order in 0..50 {
             tally_order::send(order).await.unwrap();
         }
@@ -62,7 +59,7 @@ async fn send_then_start_a_worker_then_join_runs_exactly_its_50() {
 
 #[tokio::test]
 async fn worker_first_then_send_then_join_runs_exactly_its_50() {
-    with_broker(Arc::new(StubBroker::new()), async {
+    with_broker(Broker::stub(), async {
         let broker = get_broker().unwrap();
         let worker = Worker::new(broker.clone())
             .threads(4)
@@ -82,7 +79,7 @@ async fn worker_first_then_send_then_join_runs_exactly_its_50() {
 
 #[tokio::test]
 async fn messages_an_actor_sends_stay_in_the_scope() {
-    with_broker(Arc::new(StubBroker::new()), async {
+    with_broker(Broker::stub(), async {
         let broker = get_broker().unwrap();
         let worker = Worker::new(broker.clone()).start().await.unwrap();
         for parcel in 0..50 {
@@ -105,10 +102,10 @@ async fn scoped_only(n: u64) {
 #[tokio::test]
 async fn send_inside_a_scope_never_reaches_the_global_broker() {
     // The only test of this binary that touches the global broker.
-    let global = Arc::new(StubBroker::new());
+    let global = Broker::stub();
     set_broker(global.clone());
-    let global_dyn: Arc<dyn Broker> = global.clone();
-    let scoped = Arc::new(StubBroker::new());
+    let global_dyn: Broker = global.clone();
+    let scoped = Broker::stub();
     with_broker(scoped.clone(), async {
         for n in 0..10 {
             scoped_only::send(n).await.unwrap();
@@ -123,10 +120,9 @@ async fn send_inside_a_scope_never_reaches_the_global_broker() {
             10
         );
         // A spawned task is outside the scope (tokio task-locals do not propagate) ...
-        let outside = tokio::spawn(async { address(&get_broker().unwrap()) });
-        assert_eq!(
-            outside.await.unwrap(),
-            address(&global_dyn),
+        let outside = tokio::spawn(async { get_broker().unwrap() });
+        assert!(
+            outside.await.unwrap().same(&global_dyn),
             "the global broker"
         );
         // ... unless it is wrapped in one.
@@ -143,11 +139,6 @@ async fn send_inside_a_scope_never_reaches_the_global_broker() {
     );
 }
 
-/// Which broker an `Arc` points to, comparable across tasks.
-fn address(broker: &Arc<dyn Broker>) -> usize {
-    Arc::as_ptr(broker).cast::<()>() as usize
-}
-
 #[actor(queue_name = "two_brokers")]
 async fn count_on_either(n: u64) {
     let _ = n;
@@ -155,7 +146,7 @@ async fn count_on_either(n: u64) {
 
 #[tokio::test]
 async fn a_worker_started_in_a_scope_consumes_only_its_broker() {
-    let (mine, other) = (Arc::new(StubBroker::new()), Arc::new(StubBroker::new()));
+    let (mine, other) = (Broker::stub(), Broker::stub());
     for n in 0..20 {
         count_on_either::message(n)
             .broker(other.clone())
@@ -180,13 +171,13 @@ async fn a_worker_started_in_a_scope_consumes_only_its_broker() {
     );
 }
 
-static SEEN_BY_FN: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+static SEEN_BY_FN: std::sync::Mutex<Vec<Broker>> = std::sync::Mutex::new(Vec::new());
 
 /// A plain `fn` runs on the worker's own threads: the scope goes with it.
 #[actor(queue_name = "fn_scope")]
 fn note_broker() {
     let broker = get_broker().unwrap();
-    SEEN_BY_FN.lock().unwrap().push(address(&broker));
+    SEEN_BY_FN.lock().unwrap().push(broker);
 }
 
 #[tokio::test]
@@ -200,7 +191,8 @@ async fn a_plain_fn_actor_runs_inside_its_workers_scope() {
     .await;
     test.drain().await.unwrap().assert_no_dead_letters();
     let seen = SEEN_BY_FN.lock().unwrap().clone();
-    assert_eq!(seen, vec![address(&test.broker()); 5]);
+    assert_eq!(seen.len(), 5);
+    assert!(seen.iter().all(|broker| broker.same(&test.broker())));
 }
 
 #[actor(queue_name = "harness")]

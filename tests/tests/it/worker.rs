@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actor_runtime::broker::StubBackend;
 use actor_runtime::worker::RunningWorker;
-use actor_runtime::{actor, current_message, Broker, Error, Message, StubBroker, Worker};
+use actor_runtime::{actor, current_message, Broker, Error, Message, Worker};
 
 use crate::common::namespace;
 use crate::redis_broker::support::{broker as redis_broker, cleanup, config};
@@ -178,7 +179,7 @@ async fn interruptible(key: String) {
     tokio::time::sleep(Duration::from_secs(60)).await;
 }
 
-/// Runs each named scenario `async fn name(broker: Arc<dyn Broker>)` as two tests: on a fresh
+/// Runs each named scenario `async fn name(broker: Broker)` as two tests: on a fresh
 /// stub broker, and on Redis in a fresh namespace (deleted afterwards).
 macro_rules! on_both_brokers {
     ($($name:ident),* $(,)?) => {
@@ -186,7 +187,7 @@ macro_rules! on_both_brokers {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(std::sync::Arc::new(actor_runtime::StubBroker::new())).await;
+                    super::$name(actor_runtime::Broker::stub()).await;
                 }
             )*
         }
@@ -221,7 +222,7 @@ on_both_brokers!(
     notify_shutdown_actors_are_interrupted_and_retried_later,
 );
 
-async fn worker(broker: &Arc<dyn Broker>, queue: &str) -> RunningWorker {
+async fn worker(broker: &Broker, queue: &str) -> RunningWorker {
     Worker::new(broker.clone())
         .threads(4)
         .queues([queue])
@@ -230,7 +231,7 @@ async fn worker(broker: &Arc<dyn Broker>, queue: &str) -> RunningWorker {
         .unwrap()
 }
 
-async fn runs_actors_with_positional_keyword_and_default_arguments(broker: Arc<dyn Broker>) {
+async fn runs_actors_with_positional_keyword_and_default_arguments(broker: Broker) {
     let k = key();
     let w = worker(&broker, "stub_basic").await;
     let sent = add_and_record::message(k.clone(), 1, Some(2))
@@ -255,7 +256,7 @@ async fn runs_actors_with_positional_keyword_and_default_arguments(broker: Arc<d
     assert_eq!(report.succeeded, 2);
 }
 
-async fn plain_fn_actors_run_on_the_workers_thread_pool(broker: Arc<dyn Broker>) {
+async fn plain_fn_actors_run_on_the_workers_thread_pool(broker: Broker) {
     let k = key();
     let w = worker(&broker, "stub_basic").await;
     blocking_record::message(k.clone(), 3)
@@ -281,10 +282,12 @@ async fn plain_fn_actors_run_on_the_workers_thread_pool(broker: Arc<dyn Broker>)
 
 #[tokio::test]
 async fn bad_messages_are_dead_lettered_and_the_worker_goes_on() {
-    let broker = Arc::new(StubBroker::new());
+    let broker = Broker::stub();
     let k = key();
-    let w = worker(&(broker.clone() as Arc<dyn Broker>), "stub_basic").await;
+    let w = worker(&(broker.clone() as Broker), "stub_basic").await;
     broker
+        .backend_as::<StubBackend>()
+        .unwrap()
         .enqueue_bytes("stub_basic", b"not json at all".to_vec())
         .unwrap();
     broker
@@ -334,7 +337,7 @@ async fn bad_messages_are_dead_lettered_and_the_worker_goes_on() {
     assert_eq!(report.dead_lettered, 4);
 }
 
-async fn join_fail_fast_surfaces_the_actors_error(broker: Arc<dyn Broker>) {
+async fn join_fail_fast_surfaces_the_actors_error(broker: Broker) {
     let k = key();
     let w = worker(&broker, "stub_fail").await;
     throws_fatal::message(k.clone())
@@ -357,7 +360,7 @@ async fn join_fail_fast_surfaces_the_actors_error(broker: Arc<dyn Broker>) {
     assert_eq!(recorded(&k).len(), 1, "`throws` errors are not retried");
 }
 
-async fn failures_are_retried_with_backoff_then_succeed(broker: Arc<dyn Broker>) {
+async fn failures_are_retried_with_backoff_then_succeed(broker: Broker) {
     let k = key();
     let w = worker(&broker, "stub_fail").await;
     flaky::message(k.clone(), 2)
@@ -378,7 +381,7 @@ async fn failures_are_retried_with_backoff_then_succeed(broker: Arc<dyn Broker>)
     );
 }
 
-async fn exhausted_retries_dead_letter_the_message_with_its_error(broker: Arc<dyn Broker>) {
+async fn exhausted_retries_dead_letter_the_message_with_its_error(broker: Broker) {
     let k = key();
     let w = worker(&broker, "stub_fail").await;
     flaky::message(k.clone(), 100)
@@ -404,9 +407,7 @@ async fn exhausted_retries_dead_letter_the_message_with_its_error(broker: Arc<dy
     assert_eq!(message.retries(), 3);
 }
 
-async fn a_panicking_actor_is_retried_then_dead_lettered_and_the_worker_survives(
-    broker: Arc<dyn Broker>,
-) {
+async fn a_panicking_actor_is_retried_then_dead_lettered_and_the_worker_survives(broker: Broker) {
     let k = key();
     let k2 = key();
     let w = worker(&broker, "stub_fail").await;
@@ -445,7 +446,7 @@ async fn a_panicking_actor_is_retried_then_dead_lettered_and_the_worker_survives
     );
 }
 
-async fn time_limit_cancels_the_actor(broker: Arc<dyn Broker>) {
+async fn time_limit_cancels_the_actor(broker: Broker) {
     let k = key();
     let w = worker(&broker, "stub_fail").await;
     too_slow::message(k.clone())
@@ -462,7 +463,7 @@ async fn time_limit_cancels_the_actor(broker: Arc<dyn Broker>) {
     assert!(err.to_string().contains("TimeLimitExceeded"), "{err}");
 }
 
-async fn messages_older_than_max_age_are_dead_lettered_unrun(broker: Arc<dyn Broker>) {
+async fn messages_older_than_max_age_are_dead_lettered_unrun(broker: Broker) {
     let k = key();
     let w = worker(&broker, "stub_fail").await;
     let mut old = perishable::message(k.clone()).build().unwrap();
@@ -477,7 +478,7 @@ async fn messages_older_than_max_age_are_dead_lettered_unrun(broker: Arc<dyn Bro
     assert!(err.to_string().contains("AgeLimitExceeded"), "{err}");
 }
 
-async fn callbacks_receive_the_message_and_the_result_or_error(broker: Arc<dyn Broker>) {
+async fn callbacks_receive_the_message_and_the_result_or_error(broker: Broker) {
     let w = worker(&broker, "stub_callbacks").await;
     let mut ids = Vec::new();
     for fail in [false, true] {
@@ -505,7 +506,7 @@ async fn callbacks_receive_the_message_and_the_result_or_error(broker: Arc<dyn B
     );
 }
 
-async fn prefetched_messages_run_by_priority(broker: Arc<dyn Broker>) {
+async fn prefetched_messages_run_by_priority(broker: Broker) {
     let k = key();
     for _ in 0..3 {
         low_priority::message(k.clone())
@@ -536,7 +537,7 @@ async fn prefetched_messages_run_by_priority(broker: Arc<dyn Broker>) {
 }
 
 /// `slow(key, millis)` messages on `queue` instead of the actor's own.
-async fn send_slow_to(broker: &Arc<dyn Broker>, queue: &str, key: &str, millis: u64, n: usize) {
+async fn send_slow_to(broker: &Broker, queue: &str, key: &str, millis: u64, n: usize) {
     for _ in 0..n {
         let mut message = slow::message(key.to_owned(), millis).build().unwrap();
         message.queue_name = queue.to_owned();
@@ -544,7 +545,7 @@ async fn send_slow_to(broker: &Arc<dyn Broker>, queue: &str, key: &str, millis: 
     }
 }
 
-async fn a_worker_holds_at_most_its_prefetch_across_all_its_queues(broker: Arc<dyn Broker>) {
+async fn a_worker_holds_at_most_its_prefetch_across_all_its_queues(broker: Broker) {
     let k = key();
     let queues = ["stub_budget_a", "stub_budget_b"];
     for queue in queues {
@@ -580,7 +581,7 @@ async fn a_worker_holds_at_most_its_prefetch_across_all_its_queues(broker: Arc<d
     assert!(most_held <= 2, "held {most_held} with a prefetch of 2");
 }
 
-async fn an_idle_queue_never_keeps_a_busy_one_waiting(broker: Arc<dyn Broker>) {
+async fn an_idle_queue_never_keeps_a_busy_one_waiting(broker: Broker) {
     let k = key();
     let w = Worker::new(broker.clone())
         .threads(1)
@@ -598,9 +599,7 @@ async fn an_idle_queue_never_keeps_a_busy_one_waiting(broker: Arc<dyn Broker>) {
     assert_eq!(recorded(&k).len(), 4);
 }
 
-async fn graceful_shutdown_finishes_running_and_returns_prefetched_messages(
-    broker: Arc<dyn Broker>,
-) {
+async fn graceful_shutdown_finishes_running_and_returns_prefetched_messages(broker: Broker) {
     let k = key();
     let total = 20;
     for _ in 0..total {
@@ -633,7 +632,7 @@ async fn graceful_shutdown_finishes_running_and_returns_prefetched_messages(
     assert_eq!(report.requeued, 10 - done, "{report:?}");
 }
 
-async fn shutdown_timeout_cancels_and_requeues_running_messages(broker: Arc<dyn Broker>) {
+async fn shutdown_timeout_cancels_and_requeues_running_messages(broker: Broker) {
     let k = key();
     slow::message(k.clone(), 30_000)
         .broker(broker.clone())
@@ -654,7 +653,7 @@ async fn shutdown_timeout_cancels_and_requeues_running_messages(broker: Arc<dyn 
     assert_eq!((stats.ready, stats.in_flight), (1, 0), "back in the queue");
 }
 
-async fn notify_shutdown_actors_are_interrupted_and_retried_later(broker: Arc<dyn Broker>) {
+async fn notify_shutdown_actors_are_interrupted_and_retried_later(broker: Broker) {
     let k = key();
     interruptible::message(k.clone())
         .broker(broker.clone())

@@ -42,7 +42,7 @@ fn main() {
     let message = jobs::resize::message(10, 20).build().unwrap();
     assert_eq!(message.queue_name, "images");
     assert_eq!(<jobs::r#type as Actor>::NAME, "type");
-    let registry = actor_runtime::Registry::global().unwrap();
+    let registry = actor_runtime::registry::Registry::global().unwrap();
     assert!(registry.get("from_python").is_some());
     assert!(registry.get("compiled_out").is_none());
     let rust_path = registry.get("type").unwrap().rust_path;

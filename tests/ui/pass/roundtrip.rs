@@ -2,7 +2,10 @@
 // arguments (by position or by keyword) and runs the function.
 use std::sync::Arc;
 
-use actor_runtime::{actor, ArgError, Handler, Registry, StubBroker};
+use actor_runtime::{actor, Broker};
+use actor_runtime::__private::ArgError;
+use actor_runtime::__private::Handler;
+use actor_runtime::registry::Registry;
 
 #[actor(queue_name = "math")]
 async fn add(x: i32, y: i32) -> i32 {
@@ -69,7 +72,7 @@ async fn main() {
     assert!(matches!(error, ArgError::Type { name: "y", .. }), "{error}");
 
     // `send` enqueues on the broker.
-    let broker = Arc::new(StubBroker::new());
+    let broker = Broker::stub();
     let sent = add::message(4, 5).broker(broker.clone()).send().await.unwrap();
     assert_eq!(sent.args, [4, 5]);
     actor_runtime::set_broker(broker);

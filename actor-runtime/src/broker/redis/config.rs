@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Settings of a [`RedisBroker`](super::RedisBroker), built in code or read from the
+/// Settings of a [`RedisBackend`](super::RedisBackend), built in code or read from the
 /// environment with [`RedisConfig::from_env`].
 ///
 /// | Setting | Default | Environment |
@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 ///
 /// ```
 /// use std::time::Duration;
-/// use actor_runtime::RedisConfig;
+/// use actor_runtime::broker::RedisConfig;
 ///
 /// let config = RedisConfig::new("redis://:secret@127.0.0.1:6379/2")
 ///     .namespace("myapp")
@@ -571,7 +571,7 @@ mod tests {
         ] {
             let err = match RedisConfig::new(url).validate() {
                 Err(err) => err,
-                Ok(()) => crate::broker::redis::RedisBroker::new(RedisConfig::new(url))
+                Ok(()) => crate::broker::redis::RedisBackend::new(RedisConfig::new(url))
                     .map(|_| ())
                     .unwrap_err(),
             };

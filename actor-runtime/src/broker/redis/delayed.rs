@@ -105,10 +105,10 @@ impl Extend<Held> for Delayed {
 
 /// The message as it enters `queue` from its delay queue: `queue_name` without `.DQ`, no
 /// `eta`, a new `redis_message_id` (returned with the payload). `message_id` is unchanged.
-pub(crate) fn promoted(mut message: Message, queue: &str) -> (String, Vec<u8>) {
+pub(crate) fn promoted(message: Message, queue: &str) -> (String, Vec<u8>) {
     let id = new_message_id();
+    let mut message = message.undelayed();
     message.queue_name = queue.to_owned();
-    message.options.remove("eta");
     message
         .options
         .insert("redis_message_id".into(), id.clone().into());

@@ -48,12 +48,12 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{
-    eta_for, human_duration, Broker, BrokerInfo, Consumer, DeadLetter, QueueStats, WorkerInfo,
+use super::backend::{
+    human_duration, Backend, BrokerInfo, Consumer, DeadLetter, DeadLetters, QueueStats, WorkerInfo,
+    Workers,
 };
 use crate::error::{Error, Result};
-use crate::message::{canonical_queue, delay_queue, is_valid_queue_name, new_message_id, Message};
-use crate::middleware::Middlewares;
+use crate::message::{canonical_queue, is_valid_queue_name, new_message_id, Message};
 
 pub use config::RedisConfig;
 
@@ -69,14 +69,15 @@ use notify::{Notifier, QueueSignal};
 /// [`Error::Connection`] from the first operation (after retrying for
 /// [`RedisConfig::retry_timeout`]). Background tasks (heartbeats, dead-worker recovery,
 /// dead-letter expiry, keyspace notifications) start on first use and stop on
-/// [`close`](Broker::close).
+/// [`close`](crate::Broker::close).
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use actor_runtime::{set_broker, Broker, Message, RedisBroker, RedisConfig};
+/// use actor_runtime::{set_broker, Broker, Message, RedisBackend};
+/// use actor_runtime::broker::RedisConfig;
 ///
 /// # async fn run() -> actor_runtime::Result<()> {
-/// let broker = Arc::new(RedisBroker::new(RedisConfig::new("redis://127.0.0.1:6379/0"))?);
+/// let broker = Arc::new(RedisBackend::new(RedisConfig::new("redis://127.0.0.1:6379/0"))?);
 /// set_broker(broker.clone());
 /// broker.enqueue(Message::new("default", "add", vec![1.into(), 2.into()]), None).await?;
 /// println!("{:?}", broker.stats("default").await?);
@@ -84,14 +85,13 @@ use notify::{Notifier, QueueSignal};
 /// # Ok(())
 /// # }
 /// ```
-pub struct RedisBroker {
+pub struct RedisBackend {
     shared: Arc<Shared>,
-    middleware: Middlewares,
 }
 
-impl std::fmt::Debug for RedisBroker {
+impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBroker")
+        f.debug_struct("RedisBackend")
             .field("config", &self.shared.config)
             .field("worker_id", &self.shared.worker_id)
             .finish()
@@ -163,13 +163,13 @@ impl QueueState {
     }
 }
 
-impl RedisBroker {
+impl RedisBackend {
     /// A broker for `config`. Checks the settings but does not connect.
-    pub fn new(config: RedisConfig) -> Result<RedisBroker> {
+    pub fn new(config: RedisConfig) -> Result<RedisBackend> {
         config.validate()?;
         let conn = Arc::new(Conn::new(&config)?);
         let keys = Keys::new(&config.namespace);
-        Ok(RedisBroker {
+        Ok(RedisBackend {
             shared: Arc::new(Shared {
                 config,
                 conn,
@@ -185,13 +185,12 @@ impl RedisBroker {
                 tasks: TaskTracker::new(),
                 closed: AtomicBool::new(false),
             }),
-            middleware: Middlewares::default(),
         })
     }
 
-    /// [`RedisBroker::new`] with [`RedisConfig::from_env`].
-    pub fn from_env() -> Result<RedisBroker> {
-        RedisBroker::new(RedisConfig::from_env()?)
+    /// [`RedisBackend::new`] with [`RedisConfig::from_env`].
+    pub fn from_env() -> Result<RedisBackend> {
+        RedisBackend::new(RedisConfig::from_env()?)
     }
 
     /// This process's worker id, as it appears in `__heartbeats__` and ack-set names.
@@ -350,7 +349,7 @@ fn checked_queue(queue: &str) -> Result<&str> {
 }
 
 #[async_trait]
-impl Broker for RedisBroker {
+impl Backend for RedisBackend {
     fn kind(&self) -> &'static str {
         "redis"
     }
@@ -402,10 +401,6 @@ impl Broker for RedisBroker {
         self.shared.conn.ping().await
     }
 
-    fn middleware(&self) -> &Middlewares {
-        &self.middleware
-    }
-
     async fn declare_queue(&self, queue: &str) -> Result<()> {
         self.shared.declare(checked_queue(queue)?)?;
         Ok(())
@@ -420,36 +415,15 @@ impl Broker for RedisBroker {
         declared.iter().cloned().collect()
     }
 
-    async fn enqueue_raw(&self, message: Message, delay: Option<Duration>) -> Result<Message> {
-        let mut stored = self.enqueue_batch_raw(vec![message], delay).await?;
-        Ok(stored.pop().expect("a batch of one stores one message"))
-    }
-
-    async fn enqueue_batch_raw(
-        &self,
-        messages: Vec<Message>,
-        delay: Option<Duration>,
-    ) -> Result<Vec<Message>> {
+    async fn enqueue(&self, messages: Vec<Message>) -> Result<Vec<Message>> {
         self.shared.start()?;
-        let eta = match (delay, messages.first()) {
-            (Some(delay), Some(first)) => Some(eta_for(first, delay)?),
-            _ => None,
-        };
         let mut prepared = Vec::with_capacity(messages.len());
         for mut message in messages {
-            let queue = checked_queue(&message.queue_name)?.to_owned();
-            self.shared.declare(&queue)?;
+            self.shared.declare(checked_queue(&message.queue_name)?)?;
             let id = new_message_id();
             message
                 .options
                 .insert("redis_message_id".into(), id.clone().into());
-            message.queue_name = match eta {
-                Some(eta) => {
-                    message.options.insert("eta".into(), eta.into());
-                    delay_queue(&queue)
-                }
-                None => queue,
-            };
             let payload = message.encode();
             prepared.push((id, payload, message));
         }
@@ -511,41 +485,12 @@ impl Broker for RedisBroker {
         admin::stats(&self.shared, checked_queue(queue)?).await
     }
 
-    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.shared.start()?;
-        admin::dead_letters(&self.shared, checked_queue(queue)?, limit).await
+    fn dead_letters(&self) -> Option<&dyn DeadLetters> {
+        Some(self)
     }
 
-    async fn requeue_dead_letters(&self, queue: &str, ids: Option<&[String]>) -> Result<usize> {
-        self.shared.start()?;
-        admin::requeue_dead_letters(&self.shared, checked_queue(queue)?, ids).await
-    }
-
-    async fn purge_dead_letters(&self, queue: &str) -> Result<usize> {
-        self.shared.start()?;
-        admin::purge_dead_letters(&self.shared, checked_queue(queue)?).await
-    }
-
-    async fn delete_dead_letters(&self, queue: &str, ids: &[String]) -> Result<usize> {
-        self.shared.start()?;
-        admin::delete_dead_letters(&self.shared, checked_queue(queue)?, ids).await
-    }
-
-    async fn workers(&self) -> Result<Option<Vec<WorkerInfo>>> {
-        self.shared.start()?;
-        admin::workers(&self.shared).await.map(Some)
-    }
-
-    fn worker_id(&self) -> Option<&str> {
-        Some(&self.shared.worker_id)
-    }
-
-    async fn recover_worker(&self, worker_id: &str) -> Result<u64> {
-        // No timers: a supervisor recovering its dead workers is no worker itself.
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        maintenance::recover_worker(&self.shared, worker_id).await
+    fn workers(&self) -> Option<&dyn Workers> {
+        Some(self)
     }
 
     async fn close(&self) {
@@ -558,5 +503,47 @@ impl Broker for RedisBroker {
         if self.shared.conn.is_used() {
             admin::leave_heartbeats(&self.shared).await;
         }
+    }
+}
+
+#[async_trait]
+impl DeadLetters for RedisBackend {
+    async fn list(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.shared.start()?;
+        admin::dead_letters(&self.shared, checked_queue(queue)?, limit).await
+    }
+
+    async fn requeue(&self, queue: &str, ids: Option<&[String]>) -> Result<usize> {
+        self.shared.start()?;
+        admin::requeue_dead_letters(&self.shared, checked_queue(queue)?, ids).await
+    }
+
+    async fn delete(&self, queue: &str, ids: Option<&[String]>) -> Result<usize> {
+        self.shared.start()?;
+        let queue = checked_queue(queue)?;
+        match ids {
+            Some(ids) => admin::delete_dead_letters(&self.shared, queue, ids).await,
+            None => admin::purge_dead_letters(&self.shared, queue).await,
+        }
+    }
+}
+
+#[async_trait]
+impl Workers for RedisBackend {
+    async fn list(&self) -> Result<Vec<WorkerInfo>> {
+        self.shared.start()?;
+        admin::workers(&self.shared).await
+    }
+
+    fn worker_id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    async fn recover(&self, worker_id: &str) -> Result<u64> {
+        // No timers: a supervisor recovering its dead workers is no worker itself.
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        maintenance::recover_worker(&self.shared, worker_id).await
     }
 }

@@ -1,7 +1,6 @@
 //! `dead-letters list|requeue|purge`.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -11,7 +10,7 @@ use crate::cli::args::DeadLetterSelection;
 use crate::cli::{Exit, Failure};
 
 pub(super) async fn list_dead(
-    broker: &Arc<dyn Broker>,
+    broker: &Broker,
     queue: &str,
     limit: usize,
     json_output: bool,
@@ -65,7 +64,7 @@ pub(super) async fn list_dead(
 }
 
 pub(super) async fn requeue_dead(
-    broker: &Arc<dyn Broker>,
+    broker: &Broker,
     selection: DeadLetterSelection,
     out: &mut Vec<u8>,
 ) -> Result<(), Failure> {
@@ -97,7 +96,7 @@ pub(super) async fn requeue_dead(
 }
 
 pub(super) async fn purge_dead(
-    broker: &Arc<dyn Broker>,
+    broker: &Broker,
     selection: DeadLetterSelection,
     out: &mut Vec<u8>,
 ) -> Result<(), Failure> {
@@ -134,7 +133,7 @@ pub(super) async fn purge_dead(
 /// same through retries and requeues). An id that matches nothing refuses the whole command
 /// before anything changes: a script must not take a typo for success.
 async fn chosen(
-    broker: &Arc<dyn Broker>,
+    broker: &Broker,
     selection: &DeadLetterSelection,
 ) -> Result<Option<Vec<String>>, Failure> {
     if selection.ids.is_empty() {

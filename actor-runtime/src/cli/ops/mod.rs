@@ -3,7 +3,6 @@
 //! Text for people, `--json` for machines; output goes to stdout, logs to stderr.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
@@ -76,7 +75,7 @@ pub(super) fn io_failure(err: std::io::Error) -> Failure {
 
 /// Runs `command` on `broker`, writing its output to `out`.
 pub(crate) async fn execute(
-    broker: &Arc<dyn Broker>,
+    broker: &Broker,
     registry: &Registry,
     command: Command,
     out: &mut Vec<u8>,
@@ -112,7 +111,7 @@ pub(crate) async fn execute(
     }
 }
 
-pub(super) async fn declared(broker: &Arc<dyn Broker>, queue: &str) -> Result<(), Failure> {
+pub(super) async fn declared(broker: &Broker, queue: &str) -> Result<(), Failure> {
     if !is_valid_queue_name(queue) {
         return Err(Failure::usage(format!(
             "`{queue}` is not a queue name (use [a-zA-Z_][a-zA-Z0-9._-]*, without .DQ/.XQ)"
@@ -122,7 +121,7 @@ pub(super) async fn declared(broker: &Arc<dyn Broker>, queue: &str) -> Result<()
 }
 
 async fn enqueue(
-    broker: &Arc<dyn Broker>,
+    broker: &Broker,
     registry: &Registry,
     args: EnqueueArgs,
     out: &mut Vec<u8>,
@@ -245,18 +244,19 @@ mod tests {
     use super::super::args::{DeadLetterSelection, OutputArgs, QueuesArgs};
     use super::dead_letters::utc;
     use super::*;
-    use crate::StubBroker;
 
-    fn handler(_: &Message) -> Result<crate::Handler, crate::ArgError> {
-        Ok(crate::Handler::Blocking(Box::new(|| Ok(Value::Null))))
+    fn handler(_: &Message) -> Result<crate::actor::Handler, crate::args::ArgError> {
+        Ok(crate::actor::Handler::Blocking(Box::new(|| {
+            Ok(Value::Null)
+        })))
     }
 
     // What `#[actor(queue_name = "ops_test")] fn ops_probe(..)` registers.
     inventory::submit! {
-        crate::Registration {
+        crate::registry::Registration {
             name: "ops_probe",
             queue: "ops_test",
-            options: crate::ActorOptions::DEFAULT,
+            options: crate::registry::ActorOptions::DEFAULT,
             rust_path: "actor_runtime::cli::ops::tests::ops_probe",
             handler,
         }
@@ -264,29 +264,29 @@ mod tests {
 
     /// What `#[actor] fn ops_typed(n: u32)` registers: binds its one argument, and panics if
     /// the call is ever run.
-    fn typed_handler(message: &Message) -> Result<crate::Handler, crate::ArgError> {
+    fn typed_handler(message: &Message) -> Result<crate::actor::Handler, crate::args::ArgError> {
         let args = crate::args::ArgReader::new(message, "ops_typed", &["n"])?;
         let _n: u32 = args.take(0, "n")?;
-        Ok(crate::Handler::Blocking(Box::new(|| {
+        Ok(crate::actor::Handler::Blocking(Box::new(|| {
             panic!("enqueue ran the actor")
         })))
     }
 
     inventory::submit! {
-        crate::Registration {
+        crate::registry::Registration {
             name: "ops_typed",
             queue: "ops_test",
-            options: crate::ActorOptions::DEFAULT,
+            options: crate::registry::ActorOptions::DEFAULT,
             rust_path: "actor_runtime::cli::ops::tests::ops_typed",
             handler: typed_handler,
         }
     }
 
-    fn stub() -> Arc<dyn Broker> {
-        Arc::new(StubBroker::new())
+    fn stub() -> Broker {
+        Broker::stub()
     }
 
-    async fn run_to_string(broker: &Arc<dyn Broker>, command: Command) -> Result<String, Failure> {
+    async fn run_to_string(broker: &Broker, command: Command) -> Result<String, Failure> {
         let mut out = Vec::new();
         execute(broker, Registry::global().unwrap(), command, &mut out).await?;
         Ok(String::from_utf8(out).unwrap())
@@ -437,7 +437,7 @@ mod tests {
     }
 
     /// Dead-letters a message of `ops_probe` on `queue`; returns its message id.
-    async fn dead_letter(broker: &Arc<dyn Broker>, queue: &str, arg: i64) -> String {
+    async fn dead_letter(broker: &Broker, queue: &str, arg: i64) -> String {
         let message = broker
             .enqueue(Message::new(queue, "ops_probe", vec![json!(arg)]), None)
             .await

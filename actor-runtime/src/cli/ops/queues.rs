@@ -1,7 +1,6 @@
 //! `queues`: counts per queue and the workers, live or stale.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -11,7 +10,7 @@ use crate::cli::Failure;
 use crate::message::now_ms;
 
 pub(super) async fn queues(
-    broker: &Arc<dyn Broker>,
+    broker: &Broker,
     names: &[String],
     json_output: bool,
     out: &mut Vec<u8>,

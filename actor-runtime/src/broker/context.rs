@@ -7,7 +7,6 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::actor::ActorFailure;
-use crate::broker::Broker;
 use crate::message::Message;
 use crate::registry::Registration;
 
@@ -16,18 +15,42 @@ use crate::registry::Registration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Skip;
 
-/// A message being processed, with its actor and broker, as middleware sees it.
+/// What becomes of a processed message. Middleware decides it (Retries chooses between a
+/// retry and a dead letter), the worker carries it out and logs it, once.
+///
+/// ```
+/// use std::time::Duration;
+/// use actor_runtime::middleware::Fate;
+///
+/// let fate = Fate::Retry { delay: Duration::from_secs(15) };
+/// assert!(!matches!(fate, Fate::Ack));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fate {
+    /// Done: the message leaves the broker. The default, unless the actor fails.
+    #[default]
+    Ack,
+    /// Run again after `delay`: the message (with the options middleware wrote) is
+    /// enqueued to the delay queue, then this copy is acked.
+    Retry {
+        /// How long until the retry is due.
+        delay: Duration,
+    },
+    /// Failed for good: dead-lettered with this reason.
+    DeadLetter(String),
+}
+
+/// A message being processed, with its actor, as middleware sees it.
 ///
 /// Middleware may change the message's options (Retries writes `retries` and `traceback`),
-/// mark it failed (it is then dead-lettered), or set the time limit.
+/// decide its [`Fate`] (a retry, or a dead letter), or set the time limit.
 pub struct MessageContext {
     /// The message (middleware may edit its options; retries re-enqueue this copy).
     pub message: Message,
     queue: Arc<str>,
-    broker: Arc<dyn Broker>,
     actor: &'static Registration,
-    failed: Option<String>,
-    retry_scheduled: bool,
+    fate: Fate,
     time_limit: Option<Duration>,
     interrupt_on_shutdown: bool,
     shutdown: CancellationToken,
@@ -40,8 +63,7 @@ impl std::fmt::Debug for MessageContext {
         f.debug_struct("MessageContext")
             .field("message_id", &self.message.message_id)
             .field("actor", &self.actor.name)
-            .field("failed", &self.failed)
-            .field("retry_scheduled", &self.retry_scheduled)
+            .field("fate", &self.fate)
             .finish()
     }
 }
@@ -50,17 +72,14 @@ impl MessageContext {
     pub(crate) fn new(
         message: Message,
         queue: Arc<str>,
-        broker: Arc<dyn Broker>,
         actor: &'static Registration,
         shutdown: CancellationToken,
     ) -> Self {
         MessageContext {
             message,
             queue,
-            broker,
             actor,
-            failed: None,
-            retry_scheduled: false,
+            fate: Fate::Ack,
             time_limit: None,
             interrupt_on_shutdown: false,
             shutdown,
@@ -77,11 +96,6 @@ impl MessageContext {
         crate::message::canonical_queue(&self.queue)
     }
 
-    /// The broker the message came from (to enqueue follow-up messages).
-    pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.broker
-    }
-
     /// The actor that runs the message.
     pub fn actor(&self) -> &'static Registration {
         self.actor
@@ -90,28 +104,33 @@ impl MessageContext {
     /// Marks the message failed for good: it is dead-lettered with `reason`, cut to about
     /// 1 KB (it may quote a producer's data, such as an argument serde could not read).
     pub fn fail(&mut self, reason: impl Into<String>) {
-        self.failed = Some(crate::truncate::truncated(reason.into()));
+        self.fate = Fate::DeadLetter(crate::truncate::truncated(reason.into()));
+    }
+
+    /// Schedules the message to run again after `delay` (with the options as middleware
+    /// left them), unless it already failed for good.
+    pub fn retry_in(&mut self, delay: Duration) {
+        if !self.is_failed() {
+            self.fate = Fate::Retry { delay };
+        }
+    }
+
+    /// What becomes of the message, as decided so far.
+    pub fn fate(&self) -> &Fate {
+        &self.fate
     }
 
     /// Whether the message failed for good.
     pub fn is_failed(&self) -> bool {
-        self.failed.is_some()
+        matches!(self.fate, Fate::DeadLetter(_))
     }
 
     /// Why it failed for good.
     pub fn failure_reason(&self) -> Option<&str> {
-        self.failed.as_deref()
-    }
-
-    /// Records that a failure was handled by scheduling a retry: the message is then acked
-    /// rather than dead-lettered.
-    pub fn mark_retry_scheduled(&mut self) {
-        self.retry_scheduled = true;
-    }
-
-    /// Whether a retry was scheduled.
-    pub fn retry_scheduled(&self) -> bool {
-        self.retry_scheduled
+        match &self.fate {
+            Fate::DeadLetter(reason) => Some(reason),
+            _ => None,
+        }
     }
 
     /// Cancels the actor after `limit` (`None`: no limit).
