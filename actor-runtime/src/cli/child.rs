@@ -12,7 +12,6 @@ use tokio::process::{Child, ChildStdout};
 use tokio::sync::mpsc;
 
 use super::run::READY;
-use super::supervisor::Event;
 use super::Exit;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -86,6 +85,25 @@ impl Slot {
             }
         }
     }
+}
+
+/// What a worker process's watcher, or its restart timer, tells the supervisor.
+pub(super) enum Event {
+    Ready {
+        index: usize,
+        generation: u64,
+        metrics: Option<std::net::SocketAddr>,
+        worker_id: Option<String>,
+    },
+    Exited {
+        index: usize,
+        generation: u64,
+        status: std::io::Result<ExitStatus>,
+    },
+    Respawn {
+        index: usize,
+        generation: u64,
+    },
 }
 
 /// Longest stdout line forwarded as one; longer ones are forwarded in pieces.

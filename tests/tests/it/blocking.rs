@@ -11,8 +11,7 @@ use std::time::Duration;
 use actor_runtime::{actor, Broker, Message, Worker};
 use tokio::sync::Semaphore;
 
-use super::cli::{alive, pid_of, ready_workers};
-use super::cli_redis::Fixture;
+use crate::support::cli::{alive, pid_of, ready_workers, Fixture};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -268,7 +267,7 @@ async fn a_worker_with_too_many_stuck_threads_is_replaced_by_its_supervisor() {
         supervisor.dump()
     );
 
-    crate::cli::kill("TERM", supervisor.pid());
+    crate::support::cli::kill("TERM", supervisor.pid());
     assert_eq!(
         supervisor.exit().await.code(),
         Some(0),
@@ -324,7 +323,7 @@ async fn an_async_actor_blocking_its_runtime_thread_is_reported() {
     let blocked = returned["blocked_ms"].as_u64().unwrap();
     assert!((1_700..=2_600).contains(&blocked), "{returned}");
 
-    crate::cli::kill("TERM", worker.pid());
+    crate::support::cli::kill("TERM", worker.pid());
     assert_eq!(worker.exit().await.code(), Some(0), "{}", worker.dump());
     assert_eq!(f.recorded().get("b"), Some(&1));
     f.cleanup().await;

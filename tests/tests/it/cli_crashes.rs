@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use actor_runtime::Message;
 use serde_json::{json, Value};
 
-use super::cli::{kill, ready_workers, Proc, WORKER};
-use super::cli_redis::Fixture;
+use crate::support::cli::{kill, ready_workers, Fixture, Proc, WORKER};
 
 /// Enqueues `n` messages of `cli_sleep` that sleep `ms` each.
 async fn sleepers(f: &Fixture, n: usize, ms: u64) {

@@ -6,8 +6,7 @@ use serde_json::{json, Value};
 
 use actor_runtime::Message;
 
-use super::cli::{kill, ready_workers, Proc, WORKER};
-use super::cli_redis::Fixture;
+use crate::support::cli::{kill, ready_workers, Fixture, Proc, WORKER};
 
 const SECRET: &str = "S3cretPw";
 

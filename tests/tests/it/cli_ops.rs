@@ -6,7 +6,7 @@ use std::time::Duration;
 use actor_runtime::Message;
 use serde_json::json;
 
-use super::cli_redis::Fixture;
+use crate::support::cli::Fixture;
 
 /// Dead-letters one message per argument of `cli_fail`; returns their message ids.
 async fn dead_letters(f: &Fixture, keys: &[&str]) -> Vec<String> {

@@ -1,7 +1,7 @@
 //! The CLI's settings through the real binary: one validation pass, one error style,
 //! `--help`, `--version`, and an unreachable broker at start-up.
 
-use super::cli::{Proc, WORKER};
+use crate::support::cli::{Proc, WORKER};
 
 #[tokio::test]
 async fn worker_and_broker_settings_are_checked_in_one_pass() {

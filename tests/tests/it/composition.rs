@@ -11,8 +11,8 @@ use actor_runtime::results::{ResultError, Results, StubResultBackend};
 use actor_runtime::{actor, Broker, Error, Message, Worker};
 use serde_json::json;
 
-use crate::common::redis_url;
-use crate::results_support::{key, record, recorded};
+use crate::support::redis_url;
+use crate::support::results::{key, record, recorded};
 
 const Q: &str = "compose_q";
 const WAIT: Duration = Duration::from_secs(10);

@@ -1,77 +1,14 @@
 //! Delivery guarantees under faults, with real worker processes (`fault_worker`) on a real
 //! Redis: SIGKILL mid-batch, SIGTERM with work in flight, a poison message, Redis restarting.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use actor_runtime::broker::RedisConfig;
 use actor_runtime::{Broker, Message};
 use redis::AsyncCommands;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::common::{namespace, redis_url};
-use crate::redis_broker::support::eventually;
-
-pub(crate) const QUEUE: &str = "faults";
-
-/// A running `fault_worker` process.
-pub(crate) struct WorkerProcess {
-    pub(crate) child: Child,
-    pub(crate) worker_id: String,
-}
-
-impl WorkerProcess {
-    pub(crate) async fn start(url: &str, ns: &str, extra: &[(&str, &str)]) -> WorkerProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fault_worker"));
-        command
-            .env("REDIS_URL", url)
-            .env("DRAMATIQ_NAMESPACE", ns)
-            .env("HEARTBEAT_TIMEOUT_MS", "1500")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, value) in extra {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("spawn fault_worker");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("worker ready in time")
-            .expect("read stdout")
-            .expect("a ready line");
-        let worker_id = ready.strip_prefix("ready ").expect("ready line").to_owned();
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        WorkerProcess { child, worker_id }
-    }
-
-    pub(crate) fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    pub(crate) async fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("worker exits in time")
-            .expect("wait")
-    }
-}
-
-pub(crate) async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
+use crate::support::fault_worker::{producer, WorkerProcess, QUEUE};
+use crate::support::redis::{connection, PrivateRedis};
+use crate::support::{eventually, namespace, redis_url};
 
 async fn count(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
     conn.get::<_, Option<u64>>(key).await.unwrap().unwrap_or(0)
@@ -79,11 +16,6 @@ async fn count(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
 
 async fn done(conn: &mut redis::aio::MultiplexedConnection, ns: &str) -> u64 {
     conn.scard(format!("{ns}:done")).await.unwrap()
-}
-
-pub(crate) fn producer(url: &str, ns: &str) -> Broker {
-    let config = RedisConfig::new(url).namespace(ns);
-    Broker::redis(config).unwrap()
 }
 
 async fn send_work(broker: &Broker, ids: std::ops::Range<u64>, millis: u64) {
@@ -231,94 +163,6 @@ async fn poison_message_is_retried_then_dead_lettered_and_the_worker_survives() 
     worker.signal("-TERM");
     assert!(worker.wait(Duration::from_secs(10)).await.success());
     cleanup(&url, &ns).await;
-}
-
-/// A private Redis server (with an append-only file, so a restart keeps the data).
-pub(crate) struct PrivateRedis {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl PrivateRedis {
-    /// On a free port, its files in a fresh temporary directory, with `extra` settings.
-    pub(crate) async fn fresh(extra: &[&str]) -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("private-redis-{}", uuid::Uuid::new_v4()));
-        PrivateRedis::start_with(port, dir, extra).await
-    }
-
-    async fn start(port: u16, dir: std::path::PathBuf) -> PrivateRedis {
-        PrivateRedis::start_with(port, dir, &[]).await
-    }
-
-    async fn start_with(port: u16, dir: std::path::PathBuf, extra: &[&str]) -> PrivateRedis {
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed");
-        let url = format!("redis://127.0.0.1:{port}/0");
-        eventually(Duration::from_secs(10), "redis-server to listen", || {
-            let url = url.clone();
-            async move {
-                match redis::Client::open(url)
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                {
-                    Ok(mut conn) => redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
-        PrivateRedis { child, port, dir }
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Kills the server (SIGKILL: nothing is saved but what the append-only file has).
-    pub(crate) async fn kill(&mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    /// Starts the server again on its port and files, once it was killed.
-    pub(crate) async fn start_again(&self) -> PrivateRedis {
-        PrivateRedis::start(self.port, self.dir.clone()).await
-    }
-
-    async fn restart(mut self) -> PrivateRedis {
-        let pid = self.child.id().unwrap().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-        PrivateRedis::start(self.port, self.dir.clone()).await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

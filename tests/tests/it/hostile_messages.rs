@@ -14,11 +14,10 @@ use actor_runtime::{actor, Broker, Error, Message, Worker};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use crate::cli::kill;
-use crate::cli_redis::Fixture;
-use crate::common::namespace;
-use crate::interop::python;
-use crate::redis_broker::support::{broker, cleanup, config, eventually, raw};
+use crate::support::cli::{kill, Fixture};
+use crate::support::python::python;
+use crate::support::redis::{broker, cleanup, config, raw};
+use crate::support::{eventually, namespace};
 
 /// Runs of each test key, by actor.
 fn runs() -> &'static Mutex<HashMap<String, usize>> {
@@ -176,7 +175,7 @@ async fn a_huge_wrong_typed_argument_leaves_short_reasons_and_log_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_characters_cannot_forge_text_log_lines() {
     let fx = Fixture::new();
-    let mut child = tokio::process::Command::new(crate::cli::WORKER)
+    let mut child = tokio::process::Command::new(crate::support::cli::WORKER)
         .args(["-p", "1", "-Q", "cli", "--log-format", "text"])
         .env_remove("RUST_LOG")
         .env_remove("APP_ENV")
@@ -305,7 +304,7 @@ hostile_step.send_with_options(args=(KEY, 2), delay=10**30)
 "#;
     let output = tokio::process::Command::new(python())
         .args(["-c", script])
-        .env("REDIS_URL", crate::common::redis_url())
+        .env("REDIS_URL", crate::support::redis_url())
         .env("DRAMATIQ_NAMESPACE", &ns)
         .env("HOSTILE_KEY", &key)
         .output()

@@ -5,7 +5,7 @@
 //! The Python side lives in `tests/python/`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,41 +15,9 @@ use actor_runtime::{actor, current_message, Message, Worker};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use crate::common::{namespace, redis_url};
-use crate::redis_broker::support::{broker, cleanup, config, eventually, raw};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .to_owned()
-}
-
-fn python_dir() -> PathBuf {
-    workspace().join("tests").join("python")
-}
-
-/// The Python with Dramatiq 2.2.1, or a failure that says how to get one.
-pub(crate) fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("DRAMATIQ_PYTHON").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(
-            path.exists(),
-            "DRAMATIQ_PYTHON={} does not exist",
-            path.display()
-        );
-        return path;
-    }
-    let venv = workspace().join(".venv").join("bin").join("python");
-    assert!(
-        venv.exists(),
-        "the interop tests need Python Dramatiq 2.2.1: set DRAMATIQ_PYTHON to a python with \
-         `dramatiq[redis]==2.2.1`, or create {} (`.ci/run` does: python3 -m venv .venv && \
-         .venv/bin/pip install 'dramatiq[redis]==2.2.1')",
-        venv.display()
-    );
-    venv
-}
+use crate::support::python::{python, python_dir};
+use crate::support::redis::{broker, cleanup, config, raw};
+use crate::support::{eventually, namespace, redis_url};
 
 /// A Python process in its own process group, killed with its children when dropped.
 struct Py {

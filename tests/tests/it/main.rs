@@ -1,4 +1,4 @@
-//! Integration tests: one binary, one module per feature.
+//! Integration tests: one binary, one module per feature; the helpers they share in `support`.
 
 mod blocking;
 mod cli;
@@ -7,20 +7,24 @@ mod cli_logs;
 mod cli_ops;
 mod cli_redis;
 mod cli_settings;
-mod common;
 mod composition;
 mod faults;
 mod hostile_messages;
 mod interop;
 mod rate_limits;
-mod redis_broker;
+mod redis_connections;
+mod redis_consume;
 mod redis_delayed;
+mod redis_enqueue;
+mod redis_maintenance;
 mod redis_pressure;
+mod redis_wakeups;
+mod redis_worker;
 mod results;
 mod results_interop;
 mod results_on_redis_broker;
-mod results_support;
 mod slow_jobs;
+mod support;
 mod testing_actors;
 mod wire_values;
 mod worker;

@@ -11,8 +11,8 @@ use actor_runtime::rate_limits::{
 };
 use actor_runtime::{actor, Broker, Worker};
 
-use crate::common::{namespace, redis_url};
-use crate::results_support::delete_keys;
+use crate::support::results::delete_keys;
+use crate::support::{namespace, redis_url};
 
 async fn redis_backend() -> Arc<dyn RateLimiterBackend> {
     Arc::new(
@@ -84,7 +84,7 @@ async fn concurrent_limiter_holds_under_contention_in_memory() {
 async fn concurrent_limiter_holds_under_contention_on_redis() {
     let key = namespace();
     hammer_concurrent(redis_backend().await, &key).await;
-    let mut conn = crate::results_support::redis().await;
+    let mut conn = crate::support::results::redis().await;
     let left: Option<i64> = redis::cmd("GET")
         .arg(&key)
         .query_async(&mut conn)

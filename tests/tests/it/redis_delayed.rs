@@ -1,6 +1,7 @@
-//! Delayed messages on Redis cost a worker memory by count, not by size: it holds ids and due
-//! times, reads payloads when they are due, and still runs (or dead-letters, with a reason)
-//! whatever a Python or Rust producer put in the delay queue.
+//! Delayed messages on Redis surface only when due, moved to their queue in one step, and go
+//! back to the delay queue when their consumer closes. They cost a worker memory by count, not
+//! by size: it holds ids and due times, reads payloads when they are due, and still runs (or
+//! dead-letters, with a reason) whatever a Python or Rust producer put in the delay queue.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,9 +11,9 @@ use actor_runtime::{actor, current_message, Message, Worker};
 use redis::AsyncCommands;
 use serde_json::json;
 
-use crate::common::{namespace, redis_url, resident_mb};
-use crate::faults::{producer, WorkerProcess, QUEUE};
-use crate::redis_broker::support::{broker, cleanup, config, eventually, now_ms, raw};
+use crate::support::fault_worker::{producer, WorkerProcess, QUEUE};
+use crate::support::redis::{args, broker, cleanup, config, fetch_n, msg, raw};
+use crate::support::{eventually, namespace, now_ms, redis_url, resident_mb};
 
 /// Deletes a namespace's keys even when the test fails: 300 MB should not outlive it.
 struct FlushOnDrop(String, String);
@@ -35,6 +36,100 @@ impl Drop for FlushOnDrop {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_message_surfaces_only_when_due_and_moves_atomically() {
+    let ns = namespace();
+    let broker = broker(config(&ns));
+    let mut conn = raw().await;
+    let consumer = broker.consume("later", 10).await.unwrap();
+    let sent = broker
+        .enqueue(msg("later", 7), Some(Duration::from_millis(400)))
+        .await
+        .unwrap();
+    let old_rid = sent.options["redis_message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = Instant::now();
+    let early = consumer
+        .fetch(10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "a delayed message surfaced early");
+    // Held in this worker's delay ack set meanwhile, and still counted as delayed.
+    let dq_acks = format!("{ns}:__acks__.{}.later.DQ", broker.worker_id().unwrap());
+    let held: Vec<String> = conn.smembers(&dq_acks).await.unwrap();
+    assert_eq!(held, [old_rid.as_str()]);
+    assert_eq!(broker.stats("later").await.unwrap().delayed, 1);
+
+    let batch = fetch_n(&*consumer, 1).await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        start.elapsed()
+    );
+    let m = batch[0].message.as_ref().unwrap();
+    assert_eq!(m.message_id, sent.message_id);
+    assert_eq!(m.queue_name, "later");
+    assert!(m.options.get("eta").is_none());
+    assert_ne!(batch[0].tag.id, old_rid);
+    assert_eq!(m.options["redis_message_id"], batch[0].tag.id.as_str());
+    assert_eq!(&*batch[0].tag.queue, "later");
+    // The delay queue and its ack set are empty: the move was one step.
+    let dq_len: u64 = conn.llen(format!("{ns}:later.DQ")).await.unwrap();
+    let dq_msgs: u64 = conn.hlen(format!("{ns}:later.DQ.msgs")).await.unwrap();
+    let held: Vec<String> = conn.smembers(&dq_acks).await.unwrap();
+    assert_eq!((dq_len, dq_msgs, held.len()), (0, 0, 0));
+    consumer.ack(&[batch[0].tag.clone()]).await.unwrap();
+
+    // A `.DQ` message without eta (or one already due) runs at once.
+    let mut raw_msg = msg("later.DQ", 8);
+    raw_msg
+        .options
+        .insert("redis_message_id".into(), "no-eta".into());
+    let _: () = conn
+        .hset(format!("{ns}:later.DQ.msgs"), "no-eta", raw_msg.encode())
+        .await
+        .unwrap();
+    let _: () = conn
+        .rpush(format!("{ns}:later.DQ"), "no-eta")
+        .await
+        .unwrap();
+    let batch = fetch_n(&*consumer, 1).await;
+    assert_eq!(args(&batch), [json!(8)]);
+    consumer.ack(&[batch[0].tag.clone()]).await.unwrap();
+    broker
+        .join("later", Some(Duration::from_secs(5)), true)
+        .await
+        .unwrap();
+    cleanup(&broker, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_returns_held_delayed_messages_to_the_delay_queue() {
+    let ns = namespace();
+    let broker = broker(config(&ns));
+    let mut conn = raw().await;
+    let consumer = broker.consume("held", 10).await.unwrap();
+    broker
+        .enqueue(msg("held", 1), Some(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert!(consumer
+        .fetch(10, Duration::from_millis(50))
+        .await
+        .unwrap()
+        .is_empty());
+    let dq_acks = format!("{ns}:__acks__.{}.held.DQ", broker.worker_id().unwrap());
+    let held: u64 = conn.scard(&dq_acks).await.unwrap();
+    assert_eq!(held, 1);
+    consumer.close().await.unwrap();
+    let held: u64 = conn.scard(&dq_acks).await.unwrap();
+    let dq: u64 = conn.llen(format!("{ns}:held.DQ")).await.unwrap();
+    assert_eq!((held, dq), (0, 1));
+    cleanup(&broker, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_worker_holding_300_delayed_1mb_messages_stays_under_50mb() {
     let (url, ns) = (redis_url(), namespace());
     let _flush = FlushOnDrop(url.clone(), ns.clone());
@@ -51,7 +146,7 @@ async fn an_idle_worker_holding_300_delayed_1mb_messages_stays_under_50mb() {
             .unwrap();
     }
     drop(data);
-    let mut conn = crate::faults::connection(&url).await;
+    let mut conn = crate::support::redis::connection(&url).await;
     let started = Instant::now();
     let mut worker = WorkerProcess::start(&url, &ns, &[]).await;
     let dq_acks = format!("{ns}:__acks__.{}.{QUEUE}.DQ", worker.worker_id);

@@ -11,9 +11,8 @@ use actor_runtime::{actor, Broker, Error, Worker};
 use redis::AsyncCommands;
 use tokio::sync::Semaphore;
 
-use crate::common::{namespace, resident_mb};
-use crate::faults::PrivateRedis;
-use crate::redis_broker::support::{broker, cleanup, config, raw};
+use crate::support::redis::{broker, cleanup, config, raw, PrivateRedis};
+use crate::support::{namespace, resident_mb};
 
 #[actor(queue_name = "pressure")]
 async fn pressure_ok(blob: String) {
@@ -89,7 +88,7 @@ async fn workers_drain_and_dead_letter_on_a_redis_that_is_out_of_memory() {
         assert!(matches!(refusal, Error::OutOfMemory(_)), "{refusal}");
         assert!(refusal.to_string().contains("out of memory"), "{refusal}");
 
-        let output = tokio::process::Command::new(crate::cli::WORKER)
+        let output = tokio::process::Command::new(crate::support::cli::WORKER)
             .args(["enqueue", "cli_record", "--args", r#"["k"]"#])
             .env("REDIS_URL", redis.url())
             .env("DRAMATIQ_NAMESPACE", &ns)
@@ -235,7 +234,7 @@ async fn reasons_of_dead_letters_deleted_elsewhere_are_swept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_large_messages_waits_in_redis_not_in_the_worker() {
-    let f = crate::cli_redis::Fixture::new();
+    let f = crate::support::cli::Fixture::new();
     let blob = "x".repeat(2 << 20);
     let total = 150;
     for chunk in 0..total / 10 {
@@ -256,7 +255,11 @@ async fn a_burst_of_large_messages_waits_in_redis_not_in_the_worker() {
     drop(blob);
     let mut env = f.env();
     env.push(("WORKER_PREFETCH_MB", "32"));
-    let mut worker = crate::cli::Proc::spawn(crate::cli::WORKER, &["-p", "1", "-t", "1"], &env);
+    let mut worker = crate::support::cli::Proc::spawn(
+        crate::support::cli::WORKER,
+        &["-p", "1", "-t", "1"],
+        &env,
+    );
     worker.wait_message("worker started").await;
     let pid = worker.pid();
     let mut peak = 0;
@@ -273,7 +276,7 @@ async fn a_burst_of_large_messages_waits_in_redis_not_in_the_worker() {
     // 300 MB of messages, a 32 MB budget: about 70 MB at the peak, where the worker without
     // a byte budget took what it could fetch (176 MB here, 427 MB in a bigger burst).
     assert!(peak < 110, "the worker peaked at {peak} MB");
-    crate::cli::kill("TERM", pid);
+    crate::support::cli::kill("TERM", pid);
     worker.exit().await;
     f.cleanup().await;
 }

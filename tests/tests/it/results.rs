@@ -14,8 +14,8 @@ use actor_runtime::{actor, current_message, Broker, Middleware, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::common::{namespace, redis_url};
-use crate::results_support::{delete_keys, key, record, recorded};
+use crate::support::results::{delete_keys, key, record, recorded};
+use crate::support::{namespace, redis_url};
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Invoice {
@@ -320,7 +320,7 @@ async fn redis_layout_is_dramatiqs_md5_list_with_ttl() {
         .store(&message, &Ok(json!(30)), Duration::from_secs(60))
         .await
         .unwrap();
-    let mut conn = crate::results_support::redis().await;
+    let mut conn = crate::support::results::redis().await;
     let (kind, items, ttl): (String, Vec<String>, i64) = redis::pipe()
         .cmd("TYPE")
         .arg(key)

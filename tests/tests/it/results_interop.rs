@@ -9,8 +9,8 @@ use actor_runtime::results::{result_handle, RedisResultBackend, ResultError, Res
 use actor_runtime::{actor, Broker, Message, Worker};
 use serde_json::json;
 
-use crate::common::{namespace, redis_url};
-use crate::results_support::{delete_keys, python, run_python};
+use crate::support::results::{delete_keys, python, run_python};
+use crate::support::{namespace, redis_url};
 
 #[actor(queue_name = "interop_results_q", store_results = true)]
 async fn rust_total(prices: Vec<u32>) -> u64 {
@@ -196,7 +196,7 @@ async fn rr_py_add(x: i64, y: i64) -> i64 {
 
 #[actor(queue_name = "results_rs_q")]
 async fn rr_py_done(key: String) {
-    crate::results_support::record(&key, json!("group done"));
+    crate::support::results::record(&key, json!("group done"));
 }
 
 /// `python -m dramatiq results_app` on `results_py_q`, stopped (SIGTERM) on drop.
@@ -293,7 +293,7 @@ async fn pipelines_and_groups_cross_between_rust_and_python_workers() {
     );
 
     // One member runs in Python, one in Rust; whichever finishes last sends the callback.
-    let k = crate::results_support::key();
+    let k = crate::support::results::key();
     let members = Group::new()
         .member(Message::new(
             "results_py_q",
@@ -310,7 +310,7 @@ async fn pipelines_and_groups_cross_between_rust_and_python_workers() {
     );
     broker.join("results_rs_q", Some(wait), true).await.unwrap();
     assert_eq!(
-        crate::results_support::recorded(&k),
+        crate::support::results::recorded(&k),
         vec![json!("group done")]
     );
 
@@ -328,6 +328,6 @@ async fn pipelines_and_groups_cross_between_rust_and_python_workers() {
             delete_keys(&keys.key(message)).await;
         }
     }
-    crate::redis_broker::support::cleanup(&broker, 0).await;
+    crate::support::redis::cleanup(&broker, 0).await;
     let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{ns}.log")));
 }

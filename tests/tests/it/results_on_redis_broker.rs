@@ -11,9 +11,9 @@ use actor_runtime::results::{RedisResultBackend, ResultError, Results};
 use actor_runtime::{actor, Broker, Worker};
 use serde_json::json;
 
-use crate::common::{namespace, redis_url};
-use crate::redis_broker::support::cleanup;
-use crate::results_support::{delete_keys, key, record, recorded};
+use crate::support::redis::cleanup;
+use crate::support::results::{delete_keys, key, record, recorded};
+use crate::support::{namespace, redis_url};
 
 const Q: &str = "redis_results_q";
 const WAIT: Duration = Duration::from_secs(20);

@@ -9,8 +9,7 @@ use actor_runtime::Message;
 use redis::AsyncCommands;
 use serde_json::json;
 
-use super::cli::ready_workers;
-use super::cli_redis::Fixture;
+use crate::support::cli::{ready_workers, Fixture};
 
 /// `n` messages of `cli_sleep` (`ms` each), keys `{prefix}{i}`, in one batch.
 fn sleeps(prefix: &str, n: usize, ms: u64) -> Vec<Message> {
@@ -108,8 +107,8 @@ async fn an_actor_blocking_past_the_heartbeat_timeout_runs_once_and_its_worker_s
     // Without heartbeats of its own, the blocked worker would count as dead after 1 s and
     // the other worker would run its message again.
     env.push(("HEARTBEAT_TIMEOUT_MS", "1000"));
-    let mut supervisor = super::cli::Proc::spawn(
-        super::cli::WORKER,
+    let mut supervisor = crate::support::cli::Proc::spawn(
+        crate::support::cli::WORKER,
         &["-p", "2", "-t", "1", "-Q", "cli"],
         &env,
     );
@@ -134,7 +133,7 @@ async fn an_actor_blocking_past_the_heartbeat_timeout_runs_once_and_its_worker_s
         .await
         .unwrap();
     assert_eq!(beating, 2, "both workers still count as alive");
-    super::cli::kill("TERM", supervisor.pid());
+    crate::support::cli::kill("TERM", supervisor.pid());
     supervisor.exit().await;
     assert!(
         !supervisor

@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::Value;
 
-use crate::results_support::python;
+use crate::support::results::python;
 
 /// A value as Python holds it.
 #[derive(Clone, Debug)]

@@ -10,8 +10,8 @@ use actor_runtime::broker::StubBackend;
 use actor_runtime::worker::RunningWorker;
 use actor_runtime::{actor, current_message, Broker, Error, Message, Worker};
 
-use crate::common::namespace;
-use crate::redis_broker::support::{broker as redis_broker, cleanup, config};
+use crate::support::namespace;
+use crate::support::redis::{broker as redis_broker, cleanup, config};
 use serde_json::{json, Value};
 
 /// What actors recorded, by test key.

@@ -16,17 +16,12 @@ use tokio::time::Instant;
 
 use super::conn::evalsha;
 use super::delayed::{promote_due, refill_delayed};
-use super::scripts::{ACK, FETCH, NACK, REQUEUE};
+use super::scripts::{ACK, FETCH, FETCH_CHUNK, NACK, REQUEUE, SCRIPT_CHUNK};
 use super::{QueueState, Shared};
 use crate::broker::{deadline_after, later, Consumer, Delivery, DeliveryTag};
 use crate::error::{Error, Result};
 use crate::message::{now_ms, Message};
 use crate::truncate::truncate;
-
-/// Most ids one fetch script call pops.
-pub(super) const FETCH_CHUNK: usize = 1000;
-/// Most ids per ack, requeue or promote call.
-pub(super) const SCRIPT_CHUNK: usize = 1000;
 
 /// A consumer of one queue (and, internally, its delay queue).
 pub(crate) struct RedisConsumer {

@@ -20,8 +20,7 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use super::conn::evalsha;
-use super::consumer::{FETCH_CHUNK, SCRIPT_CHUNK};
-use super::scripts::{CLAIM_DELAYED, NACK, PROMOTE};
+use super::scripts::{CLAIM_DELAYED, FETCH_CHUNK, NACK, PROMOTE, SCRIPT_CHUNK};
 use super::{DqPoll, QueueState, Shared};
 use crate::error::Result;
 use crate::message::{eta_too_far, new_message_id, now_ms, Message};

@@ -1,9 +1,14 @@
 //! Our Lua scripts, one per operation (see `lua/`), each loaded once per server and called by
-//! SHA (redis-rs' `Script` reloads it on `NOSCRIPT`).
+//! SHA (redis-rs' `Script` reloads it on `NOSCRIPT`), and how many ids one call takes.
 
 use std::sync::LazyLock;
 
 use redis::Script;
+
+/// Most ids one fetch script call pops.
+pub(super) const FETCH_CHUNK: usize = 1000;
+/// Most ids per ack, requeue or promote call.
+pub(super) const SCRIPT_CHUNK: usize = 1000;
 
 macro_rules! script {
     ($name:ident, $file:literal) => {

@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
-use crate::common::redis_url;
+use super::redis_url;
 
 /// Values recorded by actors, by test key.
 pub fn record(key: &str, value: Value) {

@@ -5,6 +5,9 @@
 //! A worker says it is ready once, on a pipe of its own that it gets as stdin (see
 //! `run::announce_ready`), so nothing an actor prints can pass for a report; the supervisor
 //! forwards the workers' stdout. Worker logs go to stderr or `--log-file` directly.
+//!
+//! Stopping (signals, kill timers) is in `stop`; replacing running workers one at a time
+//! (SIGHUP, `--max-memory`) in `replace`.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -14,13 +17,12 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-use super::child::{backoff, describe, meaning, resident_mb, watch, Intent, Slot, State};
+use super::child::{backoff, describe, meaning, watch, Event, Intent, Slot, State};
 use super::metrics::{self, Source};
 use super::run::current_exe;
 use super::settings::WorkerSettings;
@@ -29,13 +31,11 @@ use crate::broker::get_broker;
 use crate::log_fields;
 use crate::registry::Registry;
 
+mod replace;
+mod stop;
+
 /// A worker that lived this long before dying is restarted without delay.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// After the shutdown timeout, how long a worker may take to exit before it is killed.
-const KILL_GRACE: Duration = Duration::from_secs(10);
-/// After a second stop signal, how long a worker may take to cancel and requeue its running
-/// messages before it is killed.
-const FORCE_GRACE: Duration = Duration::from_secs(3);
 /// How long the supervisor waits, at its exit, for dead workers' messages to be requeued.
 const RECOVERY_WAIT: Duration = Duration::from_secs(10);
 
@@ -62,24 +62,6 @@ pub(crate) fn run(settings: &WorkerSettings) -> Exit {
     });
     runtime.shutdown_timeout(Duration::from_millis(50));
     exit
-}
-
-pub(super) enum Event {
-    Ready {
-        index: usize,
-        generation: u64,
-        metrics: Option<SocketAddr>,
-        worker_id: Option<String>,
-    },
-    Exited {
-        index: usize,
-        generation: u64,
-        status: std::io::Result<ExitStatus>,
-    },
-    Respawn {
-        index: usize,
-        generation: u64,
-    },
 }
 
 struct Supervisor {
@@ -414,133 +396,8 @@ impl Supervisor {
         });
     }
 
-    /// The first signal stops gracefully; the second is forwarded (a worker then cancels its
-    /// running messages, which go back to their queues) and kills those still running after
-    /// [`FORCE_GRACE`]; a third kills at once.
-    fn on_stop_signal(&mut self, signal: &str) {
-        self.stop_signals += 1;
-        if !self.stopping {
-            tracing::info!(%signal, "stopping worker processes gracefully");
-            self.begin_stop();
-            return;
-        }
-        self.forced = true;
-        if self.stop_signals > 2 {
-            tracing::warn!(%signal, "third signal: killing worker processes");
-            for slot in &self.slots {
-                slot.send(Signal::SIGKILL);
-            }
-            return;
-        }
-        tracing::warn!(%signal, grace = ?FORCE_GRACE, "second signal: worker processes cancel their running messages, and are killed if still running after the grace");
-        let now = Instant::now();
-        for slot in &mut self.slots {
-            if slot.running() {
-                slot.send(Signal::SIGTERM);
-                slot.forced_at = Some(now);
-            }
-        }
-    }
-
-    fn begin_stop(&mut self) {
-        self.stopping = true;
-        self.rolling.clear();
-        for slot in &mut self.slots {
-            match slot.state {
-                State::Running { .. } => slot.terminate(Intent::Shutdown),
-                State::Waiting => slot.state = State::Idle,
-                State::Idle => {}
-            }
-        }
-    }
-
-    fn on_hangup(&mut self) {
-        if self.stopping {
-            return;
-        }
-        tracing::info!("SIGHUP: restarting worker processes one by one");
-        self.rolling = (0..self.slots.len()).collect();
-        for slot in &mut self.slots {
-            slot.rolled = false;
-        }
-        self.advance_rolling();
-    }
-
-    /// Stops the next worker of a rolling restart; its replacement's readiness moves on.
-    fn advance_rolling(&mut self) {
-        while let Some(&index) = self.rolling.front() {
-            let slot = &mut self.slots[index];
-            match (&slot.state, slot.intent) {
-                (State::Running { .. }, None) => {
-                    slot.terminate(Intent::Rolling);
-                    return;
-                }
-                // Already being replaced: its replacement's readiness moves on.
-                (State::Running { .. }, Some(_)) => {
-                    slot.rolled = true;
-                    return;
-                }
-                // Not running: the restart already scheduled will run the new code.
-                (State::Waiting | State::Idle, _) => {
-                    self.rolling.pop_front();
-                }
-            }
-        }
-        tracing::info!("rolling restart done");
-    }
-
     fn on_tick(&mut self) {
-        let kill_after = self.settings.shutdown_timeout.saturating_add(KILL_GRACE);
-        for slot in &mut self.slots {
-            if slot.forced_at.is_some_and(|at| at.elapsed() >= FORCE_GRACE) {
-                tracing::warn!(
-                    worker = slot.index,
-                    pid = slot.pid(),
-                    "worker process did not stop within the grace after the second signal; killing it"
-                );
-                slot.send(Signal::SIGKILL);
-                slot.forced_at = None;
-            }
-            if slot.term_sent.is_some_and(|at| at.elapsed() > kill_after) {
-                tracing::warn!(
-                    worker = slot.index,
-                    pid = slot.pid(),
-                    "worker process did not stop in time; killing it"
-                );
-                slot.send(Signal::SIGKILL);
-                slot.term_sent = None;
-                if self.stopping {
-                    self.forced = true;
-                }
-            }
-        }
-        let Some(limit) = self.settings.max_memory_mb else {
-            return;
-        };
-        // One replacement at a time, so capacity never drops by more than one worker.
-        if self.stopping || self.slots.iter().any(|s| s.intent.is_some()) {
-            return;
-        }
-        for slot in &mut self.slots {
-            let State::Running { pid } = slot.state else {
-                continue;
-            };
-            if !slot.ready {
-                continue;
-            }
-            if let Some(rss) = resident_mb(pid) {
-                if rss > limit {
-                    tracing::warn!(
-                        worker = slot.index,
-                        worker_pid = pid,
-                        rss_mb = rss,
-                        max_memory_mb = limit,
-                        "worker process is over --max-memory; recycling it"
-                    );
-                    slot.terminate(Intent::Recycle);
-                    return;
-                }
-            }
-        }
+        self.kill_overdue();
+        self.recycle_over_memory();
     }
 }
