@@ -77,6 +77,7 @@ pub use async_trait::async_trait;
 
 mod actor;
 mod args;
+mod backoff;
 pub mod broker;
 mod builder;
 #[cfg(all(feature = "cli", unix))]
@@ -90,8 +91,6 @@ mod options;
 #[cfg(test)]
 mod proptests;
 pub mod rate_limits;
-#[cfg(feature = "redis")]
-mod redis_conn;
 mod registry;
 pub mod results;
 pub mod testing;

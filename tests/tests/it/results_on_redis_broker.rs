@@ -33,16 +33,15 @@ async fn rr_done(key: String) {
 }
 
 async fn setup(ns: &str) -> Arc<RedisBroker> {
-    let broker = Arc::new(RedisBroker::new(RedisConfig::new(redis_url()).namespace(ns)).unwrap());
-    let results = RedisResultBackend::connect(&redis_url())
-        .await
+    let config = RedisConfig::new(redis_url()).namespace(ns);
+    let broker = Arc::new(RedisBroker::new(config.clone()).unwrap());
+    // Both ride on the broker's connections.
+    let results = RedisResultBackend::from_config(&config)
         .unwrap()
         .namespace(format!("{ns}-results"))
         .plain_keys(true);
     broker.middleware().add(Arc::new(Results::new(results)));
-    let barriers = RedisRateLimiterBackend::connect(&redis_url())
-        .await
-        .unwrap();
+    let barriers = RedisRateLimiterBackend::from_config(&config).unwrap();
     broker.middleware().add(Arc::new(
         GroupCallbacks::new(Arc::new(barriers)).with_barrier_ttl(Duration::from_secs(60)),
     ));
