@@ -76,6 +76,7 @@ pub use actor_macros::actor;
 
 mod actor;
 mod args;
+mod backoff;
 pub mod broker;
 mod builder;
 #[cfg(all(feature = "cli", unix))]
@@ -89,8 +90,6 @@ mod options;
 #[cfg(test)]
 mod proptests;
 pub mod rate_limits;
-#[cfg(feature = "redis")]
-mod redis_conn;
 pub mod registry;
 pub mod results;
 pub mod testing;

@@ -15,7 +15,7 @@ mod build;
 mod context;
 mod global;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 mod stub;
 
 use std::any::Any;

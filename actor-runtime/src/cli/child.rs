@@ -13,8 +13,7 @@ use tokio::sync::mpsc;
 
 use super::run::READY;
 use super::Exit;
-
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use crate::backoff::{Backoff, Jitter};
 
 /// Why the supervisor asked a worker to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +44,8 @@ pub(super) struct Slot {
     pub(super) generation: u64,
     pub(super) started: Instant,
     pub(super) ready: bool,
-    /// Deaths in a row without a stable run, for the backoff.
-    pub(super) failures: u32,
+    /// The delay before restarting it, growing with deaths in a row without a stable run.
+    pub(super) restarts: Backoff,
     pub(super) intent: Option<Intent>,
     /// When SIGTERM was sent, to kill a worker that does not stop.
     pub(super) term_sent: Option<Instant>,
@@ -216,10 +215,14 @@ fn is_worker_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
-/// 100 ms after the first quick death, doubling up to 30 s.
-pub(super) fn backoff(failures: u32) -> Duration {
-    let shift = failures.saturating_sub(1).min(16);
-    (Duration::from_millis(100) * (1u32 << shift)).min(MAX_BACKOFF)
+/// 100 ms after the first quick death, doubling up to 30 s. No jitter: one supervisor
+/// restarts its own workers, nobody else's.
+pub(super) fn restart_backoff() -> Backoff {
+    Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+        Jitter::None,
+    )
 }
 
 pub(super) fn describe(status: &std::io::Result<ExitStatus>) -> String {
@@ -263,10 +266,14 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_100ms_up_to_30s() {
-        assert_eq!(backoff(1), Duration::from_millis(100));
-        assert_eq!(backoff(2), Duration::from_millis(200));
-        assert_eq!(backoff(5), Duration::from_millis(1600));
-        assert_eq!(backoff(40), MAX_BACKOFF);
+        let mut backoff = restart_backoff();
+        let delays: Vec<Duration> = (0..40).map(|_| backoff.next_delay()).collect();
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert_eq!(delays[1], Duration::from_millis(200));
+        assert_eq!(delays[4], Duration::from_millis(1600));
+        assert_eq!(delays[39], Duration::from_secs(30));
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
     }
 
     #[test]

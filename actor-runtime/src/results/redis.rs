@@ -8,8 +8,10 @@ use serde_json::Value;
 
 use super::{decode_result, encode_result, ResultBackend, ResultError, ResultKeys};
 use crate::actor::ActorFailure;
+use crate::broker::redis::conn::{error_text, timeout_secs, Conn};
+use crate::broker::redis::RedisConfig;
+use crate::error::Error;
 use crate::message::Message;
-use crate::redis_conn::{timeout_secs, RedisConn};
 
 /// Results in Redis, shared with Python Dramatiq's `RedisBackend`.
 ///
@@ -18,40 +20,52 @@ use crate::redis_conn::{timeout_secs, RedisConn};
 /// `BLMOVE key key RIGHT LEFT <seconds>`, which returns as soon as the result is pushed
 /// (Redis wakes the waiter; nothing polls). Unlike Python, sub-second timeouts are honoured.
 ///
+/// Building it does no I/O: it connects on first use, and an unreachable server is a
+/// [`ResultError::Connection`] from that use (after retrying for
+/// [`RedisConfig::retry_timeout`]). Built [`from_config`](Self::from_config) with the
+/// broker's config (or a clone), it shares the broker's connections.
+///
 /// ```no_run
 /// use std::sync::Arc;
 /// use actor_runtime::results::{RedisResultBackend, Results};
 /// use actor_runtime::Broker;
+/// use actor_runtime::broker::RedisConfig;
 ///
-/// # async fn demo() -> Result<(), actor_runtime::results::ResultError> {
-/// let backend = RedisResultBackend::connect("redis://127.0.0.1:6379/0").await?;
-/// let broker = Broker::stub();
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = RedisConfig::new("redis://127.0.0.1:6379/0");
+/// let broker = Broker::redis(config.clone())?;
+/// // Rides on the broker's connections.
+/// let backend = RedisResultBackend::from_config(&config)?;
 /// broker.middleware().add(Arc::new(Results::new(backend)));
+/// // Or on connections of its own, with the default settings.
+/// let other = RedisResultBackend::new("redis://127.0.0.1:6379/1")?;
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct RedisResultBackend {
-    conn: Arc<RedisConn>,
+    conn: Arc<Conn>,
     keys: ResultKeys,
 }
 
-fn connection_error(err: redis::RedisError) -> ResultError {
-    ResultError::Connection(err.to_string())
+fn connection_error(err: Error) -> ResultError {
+    ResultError::Connection(error_text(err))
 }
 
 impl RedisResultBackend {
-    /// Connects to the Redis at `url` (`redis://host:port/db`).
-    pub async fn connect(url: &str) -> Result<Self, ResultError> {
-        let client = redis::Client::open(url).map_err(connection_error)?;
-        Self::from_client(client).await
+    /// Results in the Redis at `url` (`redis://host:port/db`, see [`RedisConfig::new`]),
+    /// with the default connection settings. Checks the URL but does not connect.
+    pub fn new(url: impl Into<String>) -> Result<Self, ResultError> {
+        Self::from_config(&RedisConfig::new(url))
     }
 
-    /// Uses an existing client.
-    pub async fn from_client(client: redis::Client) -> Result<Self, ResultError> {
-        let conn = RedisConn::connect(client).await.map_err(connection_error)?;
+    /// Results in the Redis of `config`, with its connection settings (its namespace is the
+    /// broker's and does not apply: see [`namespace`](Self::namespace)). Shares the
+    /// connections of whatever else was built from `config` or a clone of it, such as the
+    /// broker. Checks the URL but does not connect.
+    pub fn from_config(config: &RedisConfig) -> Result<Self, ResultError> {
         Ok(RedisResultBackend {
-            conn: Arc::new(conn),
+            conn: Conn::for_config(config).map_err(connection_error)?,
             keys: ResultKeys::default(),
         })
     }
@@ -85,15 +99,17 @@ impl ResultBackend for RedisResultBackend {
     ) -> Result<(), ResultError> {
         let key = self.keys.key(message);
         let ttl_ms = ttl.as_millis().max(1) as u64;
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .del(&key)
             .ignore()
             .lpush(&key, encode_result(result))
             .ignore()
             .pexpire(&key, ttl_ms as i64)
-            .ignore()
-            .query_async::<()>(&mut self.conn.shared())
+            .ignore();
+        // Idempotent: a retry after a lost reply writes the same result again.
+        self.conn
+            .pipe::<()>("store result", &pipe)
             .await
             .map_err(connection_error)
     }
@@ -112,12 +128,15 @@ impl ResultBackend for RedisResultBackend {
                 .arg("RIGHT")
                 .arg("LEFT")
                 .arg(timeout_secs(timeout));
-            self.conn.blocking(&cmd).await.map_err(connection_error)?
+            self.conn
+                .blocking("wait for result", &cmd)
+                .await
+                .map_err(connection_error)?
         } else {
-            redis::cmd("LINDEX")
-                .arg(&key)
-                .arg(0)
-                .query_async(&mut self.conn.shared())
+            let mut cmd = redis::cmd("LINDEX");
+            cmd.arg(&key).arg(0);
+            self.conn
+                .query("get result", &cmd)
                 .await
                 .map_err(connection_error)?
         };

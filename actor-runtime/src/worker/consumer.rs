@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::broker::{Consumer, Delivery, DeliveryTag};
 
 use super::budget::{Hold, BUFFERED_WORK_NS};
@@ -15,6 +16,15 @@ use super::executor::{Pending, Shared};
 /// How long an idle queue waits before fetching again anyway; wake-ups are immediate, this
 /// is only the idle re-check period.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Between retries of a failed fetch, ack or dead-lettering: 100 ms doubling up to 5 s.
+pub(crate) fn failure_backoff() -> Backoff {
+    Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        Jitter::Equal,
+    )
+}
 
 /// A consumed queue: its consumer and its ack channel.
 pub(crate) struct QueueRunner {
@@ -32,7 +42,7 @@ pub(crate) async fn fetch_loop(
     stop: CancellationToken,
 ) {
     let budget = &shared.budget;
-    let mut failures = 0u32;
+    let mut backoff = failure_backoff();
     loop {
         let room = tokio::select! {
             biased;
@@ -69,7 +79,7 @@ pub(crate) async fn fetch_loop(
         };
         match batch {
             Ok(batch) if batch.is_empty() => {
-                failures = 0;
+                backoff.reset();
                 drop(permit);
                 tokio::select! {
                     biased;
@@ -78,17 +88,16 @@ pub(crate) async fn fetch_loop(
                 }
             }
             Ok(batch) => {
-                failures = 0;
+                backoff.reset();
                 hand_over(&shared, &runner, batch, permit);
             }
             Err(err) => {
-                failures += 1;
-                let backoff = Duration::from_millis((100u64 << failures.min(6)).min(5_000));
-                tracing::error!(queue = %runner.name, error = %err, backoff_ms = backoff.as_millis() as u64, "fetch failed; retrying");
+                let delay = backoff.next_delay();
+                tracing::error!(queue = %runner.name, error = %err, backoff_ms = delay.as_millis() as u64, "fetch failed; retrying");
                 drop(permit);
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
             }
         }
@@ -161,17 +170,16 @@ pub(crate) async fn ack_loop(
         };
         if !batch.is_empty() {
             tags.extend(batch.iter().map(|(tag, _)| tag.clone()));
-            let mut failures = 0u32;
+            let mut backoff = failure_backoff();
             while let Err(err) = consumer.ack(&tags).await {
-                failures += 1;
-                if last && failures > 5 {
+                if last && backoff.failures() >= 5 {
                     // Unacked messages are redelivered (at-least-once); do not hang shutdown.
                     tracing::error!(queue = %queue, error = %err, count = tags.len(), "giving up acking at shutdown; these messages will run again");
                     break;
                 }
-                let backoff = Duration::from_millis((100u64 << failures.min(6)).min(5_000));
-                tracing::error!(queue = %queue, error = %err, count = tags.len(), backoff_ms = backoff.as_millis() as u64, "ack failed; retrying");
-                tokio::time::sleep(backoff).await;
+                let delay = backoff.next_delay();
+                tracing::error!(queue = %queue, error = %err, count = tags.len(), backoff_ms = delay.as_millis() as u64, "ack failed; retrying");
+                tokio::time::sleep(delay).await;
             }
             tags.clear();
             // Dropping the holds returns prefetch budget to the fetchers.

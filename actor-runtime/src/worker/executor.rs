@@ -304,9 +304,10 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
             // come back when this process dies. A forced stop ends the wait; the message is
             // then requeued like any running one (it is still in `in_flight`).
             let mut attempt = 0u32;
+            let mut delays = super::consumer::failure_backoff();
             while let Err(err) = runner.consumer.nack(&tag, &reason).await {
                 attempt += 1;
-                let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000));
+                let backoff = delays.next_delay();
                 tracing::error!(queue = %runner.name, id = %tag.id, error = %err, attempt, backoff_ms = backoff.as_millis() as u64, "dead-lettering failed; retrying");
                 tokio::time::sleep(backoff).await;
             }

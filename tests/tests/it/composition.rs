@@ -249,9 +249,7 @@ async fn group_completion_callback_fires_once_with_an_in_memory_barrier() {
 
 #[tokio::test]
 async fn group_completion_callback_fires_once_with_a_redis_barrier() {
-    let backend = RedisRateLimiterBackend::connect(&redis_url())
-        .await
-        .unwrap();
+    let backend = RedisRateLimiterBackend::new(redis_url()).unwrap();
     completion_callback_fires_exactly_once(Arc::new(backend)).await;
 }
 

@@ -15,11 +15,7 @@ use crate::support::results::delete_keys;
 use crate::support::{namespace, redis_url};
 
 async fn redis_backend() -> Arc<dyn RateLimiterBackend> {
-    Arc::new(
-        RedisRateLimiterBackend::connect(&redis_url())
-            .await
-            .unwrap(),
-    )
+    Arc::new(RedisRateLimiterBackend::new(redis_url()).unwrap())
 }
 
 /// Tracks how many holders run at once, and the most ever seen.

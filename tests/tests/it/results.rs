@@ -189,8 +189,7 @@ async fn typed_results_on_the_stub_backend() {
 #[tokio::test]
 async fn typed_results_on_redis() {
     let ns = namespace();
-    let backend = RedisResultBackend::connect(&redis_url())
-        .await
+    let backend = RedisResultBackend::new(redis_url())
         .unwrap()
         .namespace(ns.clone())
         .plain_keys(true);
@@ -253,8 +252,7 @@ async fn blocking_reads_on_the_stub_backend() {
 #[tokio::test]
 async fn blocking_reads_on_redis() {
     let ns = namespace();
-    let backend = RedisResultBackend::connect(&redis_url())
-        .await
+    let backend = RedisResultBackend::new(redis_url())
         .unwrap()
         .namespace(ns.clone())
         .plain_keys(true);
@@ -309,7 +307,7 @@ async fn without_results_middleware_get_result_says_so() {
 
 #[tokio::test]
 async fn redis_layout_is_dramatiqs_md5_list_with_ttl() {
-    let backend = RedisResultBackend::connect(&redis_url()).await.unwrap();
+    let backend = RedisResultBackend::new(redis_url()).unwrap();
     let mut message = actor_runtime::Message::new("default.DQ", "add", vec![]);
     // A fixed id (its key is fixed too); the key is deleted at the end.
     message.message_id = "5e1f0c8e-2b8c-4a4e-9a57-3a4c1f0f7b11".into();

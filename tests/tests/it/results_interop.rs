@@ -54,8 +54,7 @@ async fn cleanup(ns: &str, messages: &[&Message]) {
 async fn python_reads_results_a_rust_actor_stored() {
     let Some(python) = python() else { return };
     let ns = namespace();
-    let backend = RedisResultBackend::connect(&redis_url())
-        .await
+    let backend = RedisResultBackend::new(redis_url())
         .unwrap()
         .namespace(ns.clone());
     let broker = Broker::stub();
@@ -119,8 +118,7 @@ async fn python_reads_results_a_rust_actor_stored() {
 async fn rust_reads_results_python_stored() {
     let Some(python) = python() else { return };
     let ns = namespace();
-    let backend = RedisResultBackend::connect(&redis_url())
-        .await
+    let backend = RedisResultBackend::new(redis_url())
         .unwrap()
         .namespace(ns.clone());
     let broker = Broker::stub();
@@ -172,11 +170,7 @@ async fn rust_reads_results_python_stored() {
 async fn rust_and_python_limiters_on_one_key_share_the_limit() {
     let Some(python) = python() else { return };
     let key = namespace();
-    let backend = Arc::new(
-        RedisRateLimiterBackend::connect(&redis_url())
-            .await
-            .unwrap(),
-    );
+    let backend = Arc::new(RedisRateLimiterBackend::new(redis_url()).unwrap());
     let mutex = ConcurrentRateLimiter::new(backend, key.as_str(), 1);
     let guard = mutex.acquire().await.unwrap();
     let held = run_python(&python, "results_interop.py", &["limiter", &key]).await;
@@ -255,14 +249,11 @@ async fn pipelines_and_groups_cross_between_rust_and_python_workers() {
     let ns = namespace();
     let results_ns = format!("{ns}-results");
     let broker = Broker::redis(RedisConfig::new(redis_url()).namespace(ns.as_str())).unwrap();
-    let backend = RedisResultBackend::connect(&redis_url())
-        .await
+    let backend = RedisResultBackend::new(redis_url())
         .unwrap()
         .namespace(results_ns.clone());
     broker.middleware().add(Arc::new(Results::new(backend)));
-    let barriers = RedisRateLimiterBackend::connect(&redis_url())
-        .await
-        .unwrap();
+    let barriers = RedisRateLimiterBackend::new(redis_url()).unwrap();
     broker.middleware().add(Arc::new(
         GroupCallbacks::new(Arc::new(barriers)).with_barrier_ttl(Duration::from_secs(60)),
     ));

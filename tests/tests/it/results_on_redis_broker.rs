@@ -34,16 +34,15 @@ async fn rr_done(key: String) {
 }
 
 async fn setup(ns: &str) -> Broker {
-    let broker = Broker::redis(RedisConfig::new(redis_url()).namespace(ns)).unwrap();
-    let results = RedisResultBackend::connect(&redis_url())
-        .await
+    let config = RedisConfig::new(redis_url()).namespace(ns);
+    let broker = Broker::redis(config.clone()).unwrap();
+    // Both ride on the broker's connections.
+    let results = RedisResultBackend::from_config(&config)
         .unwrap()
         .namespace(format!("{ns}-results"))
         .plain_keys(true);
     broker.middleware().add(Arc::new(Results::new(results)));
-    let barriers = RedisRateLimiterBackend::connect(&redis_url())
-        .await
-        .unwrap();
+    let barriers = RedisRateLimiterBackend::from_config(&config).unwrap();
     broker.middleware().add(Arc::new(
         GroupCallbacks::new(Arc::new(barriers)).with_barrier_ttl(Duration::from_secs(60)),
     ));

@@ -4,10 +4,15 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::conn::SharedConn;
 use crate::error::{Error, Result};
 
 /// Settings of a [`RedisBackend`](super::RedisBackend), built in code or read from the
-/// environment with [`RedisConfig::from_env`].
+/// environment with [`RedisConfig::from_env`]. The connection settings (URL, pool size,
+/// timeouts, retries, keepalive) also serve the
+/// [`RedisResultBackend`](crate::results::RedisResultBackend) and the
+/// [`RedisRateLimiterBackend`](crate::rate_limits::RedisRateLimiterBackend): built from one
+/// config or its clones, they all share one pool of connections.
 ///
 /// | Setting | Default | Environment |
 /// |---|---|---|
@@ -57,6 +62,8 @@ pub struct RedisConfig {
     pub(crate) poll_interval: Duration,
     pub(crate) safety_poll_interval: Duration,
     pub(crate) delay_prefetch: usize,
+    /// The connection layer in use by whatever was built from this config or its clones.
+    pub(crate) conn: SharedConn,
 }
 
 impl RedisConfig {
@@ -79,6 +86,7 @@ impl RedisConfig {
             poll_interval: Duration::from_millis(100),
             safety_poll_interval: Duration::from_secs(1),
             delay_prefetch: 10_000,
+            conn: SharedConn::default(),
         }
     }
 
@@ -163,7 +171,7 @@ impl RedisConfig {
     /// The server URL.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
-        self
+        self.unshared()
     }
 
     /// The prefix of every key, as Dramatiq's `namespace` (default `dramatiq`): Python and
@@ -173,37 +181,38 @@ impl RedisConfig {
         self
     }
 
-    /// Multiplexed connections in the pool, used round robin (default 10). Heartbeats and
-    /// keyspace notifications use their own connection besides these.
+    /// Multiplexed connections in the pool, used round robin (default 10). Heartbeats,
+    /// keyspace notifications and blocking reads (results, barriers) use their own
+    /// connections besides these.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
-        self
+        self.unshared()
     }
 
     /// How long one connection attempt may take (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
-        self
+        self.unshared()
     }
 
     /// How long to wait for a reply before the call counts as a connection failure (default
     /// 5 s; redis-rs' own default of 500 ms is too short for a busy server).
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
-        self
+        self.unshared()
     }
 
     /// TCP keepalive idle time, so dead peers are noticed (default 30 s; `None` disables).
     pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
         self.tcp_keepalive = idle;
-        self
+        self.unshared()
     }
 
     /// How long an operation keeps retrying timeouts and dropped connections, with
     /// exponential backoff, before it fails with [`Error::Connection`] (default 5 s).
     pub fn retry_timeout(mut self, timeout: Duration) -> Self {
         self.retry_timeout = timeout;
-        self
+        self.unshared()
     }
 
     /// How often this process records its heartbeat (default a quarter of the heartbeat
@@ -270,6 +279,13 @@ impl RedisConfig {
         self
     }
 
+    /// Connection settings changed: what is built from this config from now on gets its own
+    /// connections, not those of what was built before.
+    fn unshared(mut self) -> Self {
+        self.conn = SharedConn::default();
+        self
+    }
+
     /// The heartbeat interval in effect.
     pub fn heartbeat_interval_or_default(&self) -> Duration {
         self.heartbeat_interval
@@ -302,7 +318,7 @@ fn check_namespace(ns: &str) -> std::result::Result<(), String> {
 }
 
 /// Why `url` cannot reach a Redis server, if it cannot; never shows its secrets.
-fn check_url(url: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_url(url: &str) -> std::result::Result<(), String> {
     let scheme = url.split("://").next().unwrap_or_default();
     match scheme {
         "redis" | "unix" | "redis+unix" => {}

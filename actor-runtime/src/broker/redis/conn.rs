@@ -1,19 +1,29 @@
-//! Connections: a lazily built pool of auto-reconnecting multiplexed connections, and
-//! bounded retries of timeouts and dropped connections.
+//! The one way to Redis, for the broker, the results backend and the rate limiters, all
+//! configured by [`RedisConfig`]: a lazily built pool of auto-reconnecting multiplexed
+//! connections, bounded retries of timeouts and dropped connections, scripts called by SHA
+//! and loaded on `NOSCRIPT`, and dedicated connections for blocking commands.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub};
 use redis::io::tcp::{socket2, TcpSettings};
-use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RetryMethod, Script};
-use tokio::time::Instant;
+use redis::{
+    AsyncConnectionConfig, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError,
+    RedisResult, Script,
+};
 
-use super::config::{invalid_url, redact, RedisConfig};
+use super::config::{check_url, invalid_url, redact, RedisConfig};
+use super::retry::{is_transient, Replay, Retry};
 use crate::error::{Error, Result};
 
-/// The broker's way to Redis. Building it does no I/O; connections open on first use.
+/// Idle dedicated connections kept for reuse by blocking commands.
+const MAX_IDLE_BLOCKING: usize = 16;
+
+/// The way to Redis of everything built from one [`RedisConfig`] (or its clones). Building
+/// it does no I/O; connections open on first use.
 pub(crate) struct Conn {
     client: redis::Client,
     manager_config: ConnectionManagerConfig,
@@ -22,12 +32,39 @@ pub(crate) struct Conn {
     size: usize,
     connect_timeout: Duration,
     retry_timeout: Duration,
+    /// Connections of their own for blocking commands, which would stall every command
+    /// multiplexed behind them.
+    idle_blocking: Mutex<Vec<MultiplexedConnection>>,
     /// For errors: the URL without its password.
     url: String,
 }
 
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("url", &self.url).finish()
+    }
+}
+
+/// The [`Conn`] of a [`RedisConfig`], shared by its clones while something uses it: a results
+/// backend built from the broker's config rides on the broker's pool.
+#[derive(Clone, Default)]
+pub(crate) struct SharedConn(Arc<Mutex<Weak<Conn>>>);
+
 impl Conn {
-    pub(crate) fn new(config: &RedisConfig) -> Result<Conn> {
+    /// The connection layer for `config`: the one its clones already use, or a new one.
+    /// Checks the URL but does not connect.
+    pub(crate) fn for_config(config: &RedisConfig) -> Result<Arc<Conn>> {
+        check_url(&config.url).map_err(Error::Config)?;
+        let mut shared = config.conn.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(conn) = shared.upgrade() {
+            return Ok(conn);
+        }
+        let conn = Arc::new(Conn::new(config)?);
+        *shared = Arc::downgrade(&conn);
+        Ok(conn)
+    }
+
+    fn new(config: &RedisConfig) -> Result<Conn> {
         let url = redact(&config.url);
         let invalid = |e: RedisError| Error::Config(invalid_url(&config.url, &e));
         let info = config
@@ -53,6 +90,7 @@ impl Conn {
             size: config.max_connections.max(1),
             connect_timeout: config.connect_timeout,
             retry_timeout: config.retry_timeout,
+            idle_blocking: Mutex::new(Vec::new()),
             url,
         })
     }
@@ -108,36 +146,49 @@ impl Conn {
 
     /// Runs `cmd`, retrying connection failures and timeouts within the retry bound.
     pub(crate) async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T> {
-        let mut retry = Retry::new(self.retry_timeout);
-        let mut conn = self.manager()?;
-        loop {
-            if !retry.same_connection() {
-                conn = self.manager()?;
-            }
-            match cmd.query_async(&mut conn).await {
-                Ok(value) => return Ok(value),
-                Err(err) => retry.after(&err).await.map_err(|e| self.error(what, e))?,
-            }
-        }
+        self.run(what, Replay::Safe, &mut false, |mut conn| async move {
+            cmd.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// Runs `cmd` at most once: like [`query`](Self::query), but only failures where it
+    /// certainly did not run are retried (for commands that must not count twice).
+    pub(crate) async fn query_once<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T> {
+        self.run(
+            what,
+            Replay::AtMostOnce,
+            &mut false,
+            |mut conn| async move { cmd.query_async(&mut conn).await },
+        )
+        .await
     }
 
     /// Runs `pipe` (use `.atomic()` for MULTI/EXEC), retrying like [`query`](Self::query).
     pub(crate) async fn pipe<T: FromRedisValue>(&self, what: &str, pipe: &Pipeline) -> Result<T> {
-        let mut retry = Retry::new(self.retry_timeout);
-        let mut conn = self.manager()?;
-        loop {
-            if !retry.same_connection() {
-                conn = self.manager()?;
-            }
-            match pipe.query_async(&mut conn).await {
-                Ok(value) => return Ok(value),
-                Err(err) => retry.after(&err).await.map_err(|e| self.error(what, e))?,
-            }
-        }
+        self.run(what, Replay::Safe, &mut false, |mut conn| async move {
+            pipe.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// Runs `pipe` at most once, retrying like [`query_once`](Self::query_once).
+    pub(crate) async fn pipe_once<T: FromRedisValue>(
+        &self,
+        what: &str,
+        pipe: &Pipeline,
+    ) -> Result<T> {
+        self.run(
+            what,
+            Replay::AtMostOnce,
+            &mut false,
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
     }
 
     /// Runs a script call built with [`evalsha`], loading the script on `NOSCRIPT`, retrying
-    /// like [`query`](Self::query). Every script is safe to retry (see `lua/`).
+    /// like [`query`](Self::query). Every broker script is safe to retry (see `lua/`).
     pub(crate) async fn eval<T: FromRedisValue>(
         &self,
         what: &str,
@@ -157,54 +208,102 @@ impl Conn {
         cmd: &Cmd,
         retried: &mut bool,
     ) -> Result<T> {
-        let mut retry = Retry::new(self.retry_timeout);
-        let mut conn = self.manager()?;
-        loop {
-            if !retry.same_connection() {
-                conn = self.manager()?;
-            }
-            let result = match cmd.query_async(&mut conn).await {
-                Err(err)
-                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    match script.load_async(&mut conn).await {
-                        Ok(_) => cmd.query_async(&mut conn).await,
-                        Err(err) => Err(err),
-                    }
-                }
-                other => other,
-            };
-            match result {
-                Ok(value) => return Ok(value),
-                Err(err) => {
-                    *retried = true;
-                    retry.after(&err).await.map_err(|e| self.error(what, e))?
-                }
-            }
-        }
+        self.run(what, Replay::Safe, retried, |mut conn| async move {
+            eval_loading(&mut conn, script, cmd).await
+        })
+        .await
+    }
+
+    /// A script call built with [`evalsha`], run at most once (retrying like
+    /// [`query_once`](Self::query_once)), for scripts that must not count twice.
+    pub(crate) async fn eval_once<T: FromRedisValue>(
+        &self,
+        what: &str,
+        script: &Script,
+        cmd: &Cmd,
+    ) -> Result<T> {
+        self.run(
+            what,
+            Replay::AtMostOnce,
+            &mut false,
+            |mut conn| async move { eval_loading(&mut conn, script, cmd).await },
+        )
+        .await
     }
 
     /// Runs a script call built with [`evalsha`] once on `conn`, loading the script on
     /// `NOSCRIPT`, without retrying (heartbeats).
-    pub(crate) async fn eval_once<T: FromRedisValue>(
+    pub(crate) async fn eval_on<T: FromRedisValue>(
         &self,
         what: &str,
         conn: &mut ConnectionManager,
         script: &Script,
         cmd: &Cmd,
     ) -> Result<T> {
-        let result = match cmd.query_async(conn).await {
-            Err(err)
-                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                match script.load_async(conn).await {
-                    Ok(_) => cmd.query_async(conn).await,
-                    Err(err) => Err(err),
+        eval_loading(conn, script, cmd)
+            .await
+            .map_err(|e| self.error(what, &e))
+    }
+
+    /// Runs a blocking command (`BLMOVE`) on a dedicated connection, once. Its own timeout
+    /// bounds the wait, not the read timeout. The connection is reused only after a reply:
+    /// a cancelled wait drops it, so no stale reply is ever read.
+    pub(crate) async fn blocking<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T> {
+        let pooled = self
+            .idle_blocking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(None);
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|e| self.error(what, &e))?
+            }
+        };
+        let reply = cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(what, &e))?;
+        let mut idle = self.idle_blocking.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_BLOCKING {
+            idle.push(conn);
+        }
+        Ok(reply)
+    }
+
+    /// Runs `attempt` on pooled connections until it succeeds, fails for good, or the retry
+    /// bound is spent; sets `retried` when an attempt failed.
+    async fn run<T, F, Fut>(
+        &self,
+        what: &str,
+        replay: Replay,
+        retried: &mut bool,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let mut retry = Retry::new(self.retry_timeout, replay);
+        let mut conn = self.manager()?;
+        loop {
+            match attempt(conn.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(err) => {
+                    *retried = true;
+                    retry.after(&err).await.map_err(|e| self.error(what, e))?;
+                    if !retry.same_connection() {
+                        conn = self.manager()?;
+                    }
                 }
             }
-            other => other,
-        };
-        result.map_err(|e| self.error(what, &e))
+        }
     }
 
     pub(crate) fn error(&self, what: &str, err: &RedisError) -> Error {
@@ -219,6 +318,38 @@ impl Conn {
     }
 }
 
+/// Runs `cmd`, a call of `script` by SHA, loading the script first on `NOSCRIPT`.
+async fn eval_loading<T: FromRedisValue>(
+    conn: &mut ConnectionManager,
+    script: &Script,
+    cmd: &Cmd,
+) -> RedisResult<T> {
+    match cmd.query_async(conn).await {
+        Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
+/// The text of an error of this layer, for the results and rate-limiter backends' own error
+/// types (whose names already say what failed).
+pub(crate) fn error_text(err: Error) -> String {
+    match err {
+        Error::Connection(text) | Error::Broker(text) | Error::Config(text) => text,
+        Error::OutOfMemory(text) => format!("out of memory: {text}"),
+        other => other.to_string(),
+    }
+}
+
+/// A blocking timeout as Redis reads it: seconds, with millisecond precision (Redis 6+
+/// accepts fractions). Never `0`, which would mean "forever".
+pub(crate) fn timeout_secs(timeout: Duration) -> String {
+    let ms = timeout.as_millis().max(1);
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
 /// `EVALSHA <sha> <n> keys...`; append the ARGV with `.arg(..)`.
 pub(crate) fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
@@ -226,59 +357,34 @@ pub(crate) fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
     cmd
 }
 
-/// Whether a failed call may succeed if tried again: timeouts, dropped or refused
-/// connections, and transient server states (loading, busy, failover).
-pub(crate) fn is_transient(err: &RedisError) -> bool {
-    if err.kind() == redis::ErrorKind::AuthenticationFailed {
-        return false;
-    }
-    err.is_timeout() || err.is_io_error() || !matches!(err.retry_method(), RetryMethod::NoRetry)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Exponential backoff with jitter, within a total time bound.
-pub(crate) struct Retry {
-    start: Instant,
-    bound: Duration,
-    backoff: Duration,
-    /// The last retry was the immediate one after a dropped connection.
-    just_reconnected: bool,
-}
-
-impl Retry {
-    pub(crate) fn new(bound: Duration) -> Retry {
-        Retry {
-            start: Instant::now(),
-            bound,
-            backoff: Duration::from_millis(20),
-            just_reconnected: false,
-        }
+    #[test]
+    fn clones_of_a_config_share_one_connection_layer_while_it_is_used() {
+        let config = RedisConfig::new("redis://127.0.0.1:1/0");
+        let broker = Conn::for_config(&config).unwrap();
+        let results = Conn::for_config(&config.clone().namespace("other")).unwrap();
+        assert!(Arc::ptr_eq(&broker, &results));
+        let tuned = config.clone().read_timeout(Duration::from_secs(1));
+        assert!(!Arc::ptr_eq(&broker, &Conn::for_config(&tuned).unwrap()));
+        let again = Conn::for_config(&RedisConfig::new("redis://127.0.0.1:1/0")).unwrap();
+        assert!(
+            !Arc::ptr_eq(&broker, &again),
+            "equal settings alone share nothing"
+        );
     }
 
-    /// Sleeps before the next attempt, or gives the error back when it is permanent or the
-    /// bound is spent.
-    pub(crate) async fn after<'e>(&mut self, err: &'e RedisError) -> Result<(), &'e RedisError> {
-        if !is_transient(err) {
-            return Err(err);
-        }
-        // A connection is only found dead on use, and its replacement is already on the way:
-        // retry at once, on the same pooled slot.
-        if err.is_unrecoverable_error() && !std::mem::replace(&mut self.just_reconnected, true) {
-            tracing::debug!(error = %err, "redis connection dropped; retrying on its replacement");
-            return Ok(());
-        }
-        self.just_reconnected = false;
-        let wait = self.backoff.mul_f64(1.0 + fastrand::f64());
-        if self.start.elapsed() + wait > self.bound {
-            return Err(err);
-        }
-        tracing::debug!(error = %err, wait_ms = wait.as_millis() as u64, "redis call failed; retrying");
-        tokio::time::sleep(wait).await;
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
-        Ok(())
+    #[test]
+    fn a_bad_url_fails_at_construction() {
+        let err = Conn::for_config(&RedisConfig::new("http://h")).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
     }
 
-    /// Whether the next attempt should reuse the connection that just failed.
-    pub(crate) fn same_connection(&self) -> bool {
-        self.just_reconnected
+    #[test]
+    fn blocking_timeouts_are_fractional_seconds_never_zero() {
+        assert_eq!(timeout_secs(Duration::from_millis(1500)), "1.500");
+        assert_eq!(timeout_secs(Duration::ZERO), "0.001");
     }
 }

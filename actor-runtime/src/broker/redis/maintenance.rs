@@ -38,7 +38,7 @@ pub(crate) async fn heartbeat_loop(shared: Weak<Shared>, stop: CancellationToken
         }) else {
             return;
         };
-        let beat = conn.eval_once::<i64>("heartbeat", &mut manager, &HEARTBEAT, &cmd);
+        let beat = conn.eval_on::<i64>("heartbeat", &mut manager, &HEARTBEAT, &cmd);
         let wait = match beat.await.map(drop) {
             Ok(()) => interval,
             Err(err) => {

@@ -31,12 +31,13 @@
 
 mod admin;
 mod config;
-mod conn;
+pub(crate) mod conn;
 mod consumer;
 mod delayed;
 mod keys;
 mod maintenance;
 mod notify;
+mod retry;
 mod scripts;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -167,7 +168,7 @@ impl RedisBackend {
     /// A broker for `config`. Checks the settings but does not connect.
     pub fn new(config: RedisConfig) -> Result<RedisBackend> {
         config.validate()?;
-        let conn = Arc::new(Conn::new(&config)?);
+        let conn = Conn::for_config(&config)?;
         let keys = Keys::new(&config.namespace);
         Ok(RedisBackend {
             shared: Arc::new(Shared {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::Conn;
 use super::keys::Keys;
+use crate::backoff::{Backoff, Jitter};
 use crate::broker::Wake;
 use crate::error::{Error, Result};
 
@@ -84,12 +85,17 @@ impl Notifier {
         stop: CancellationToken,
     ) {
         let mut warned = false;
-        let mut failures = 0u32;
+        // 100 ms doubling up to 5 s between lost connections.
+        let mut backoff = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+            Jitter::Equal,
+        );
         loop {
             let connected = async {
                 // Connect first: a refused CONFIG is only worth a warning on a live server.
                 let pubsub = conn.pubsub().await?;
-                failures = 0;
+                backoff.reset();
                 let enabled = enable_notifications(&conn, poll_interval, &mut warned).await;
                 self.serve(pubsub, &conn, &keys, enabled).await
             };
@@ -98,17 +104,16 @@ impl Notifier {
                 lost = connected => lost,
             };
             if let Err(err) = lost {
-                failures += 1;
                 tracing::warn!(error = %err, "keyspace notifications unavailable; consumers poll until they are back");
             }
             for (_, signal) in self.all() {
                 signal.live.store(false, Ordering::Release);
                 signal.wake(true);
             }
-            let backoff = Duration::from_millis((100u64 << failures.min(6)).min(5_000));
+            let delay = backoff.next_delay();
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
         }
     }

@@ -22,7 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-use super::child::{backoff, describe, meaning, watch, Event, Intent, Slot, State};
+use super::child::{describe, meaning, restart_backoff, watch, Event, Intent, Slot, State};
 use super::metrics::{self, Source};
 use super::run::current_exe;
 use super::settings::WorkerSettings;
@@ -104,7 +104,7 @@ impl Supervisor {
                     generation: 0,
                     started: now,
                     ready: false,
-                    failures: 0,
+                    restarts: restart_backoff(),
                     intent: None,
                     term_sent: None,
                     rolled: false,
@@ -245,21 +245,23 @@ impl Supervisor {
             }
             Err(err) => {
                 tracing::error!(worker = index, error = %err, exe = %self.exe.display(), "cannot start a worker process");
-                slot.failures += 1;
                 self.schedule_restart(index);
             }
         }
     }
 
-    fn schedule_restart(&mut self, index: usize) {
+    /// Restarts worker `index` after the backoff of its deaths in a row; returns the
+    /// delay.
+    fn schedule_restart(&mut self, index: usize) -> Duration {
         let slot = &mut self.slots[index];
         slot.state = State::Waiting;
-        let delay = backoff(slot.failures);
+        let delay = slot.restarts.next_delay();
         let (events, generation) = (self.events.clone(), slot.generation);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = events.send(Event::Respawn { index, generation });
         });
+        delay
     }
 
     fn on_event(&mut self, event: Event) {
@@ -359,13 +361,10 @@ impl Supervisor {
                     self.begin_stop();
                     return;
                 }
-                let slot = &mut self.slots[index];
-                slot.failures = if was_ready && uptime >= STABLE_AFTER {
-                    1
-                } else {
-                    slot.failures + 1
-                };
-                let delay = backoff(slot.failures);
+                if was_ready && uptime >= STABLE_AFTER {
+                    self.slots[index].restarts.reset();
+                }
+                let delay = self.schedule_restart(index);
                 tracing::error!(
                     worker = index,
                     worker_pid = pid,
@@ -374,7 +373,6 @@ impl Supervisor {
                     restart_in = ?delay,
                     "worker process exited unexpectedly; restarting it"
                 );
-                self.schedule_restart(index);
             }
         }
     }
