@@ -83,6 +83,7 @@ mod builder;
 pub mod cli;
 pub mod composition;
 mod error;
+mod failure;
 mod log_fields;
 pub mod message;
 pub mod middleware;

@@ -1,6 +1,6 @@
 //! Per-actor options, as set by `#[actor(...)]`.
 
-use crate::actor::ActorFailure;
+use crate::failure::ActorFailure;
 
 /// The options of one actor, as written in its `#[actor(...)]` attribute.
 ///

@@ -2,10 +2,12 @@
 
 mod blocking;
 mod budget;
-mod consumer;
-mod executor;
+mod dispatch;
+mod fetch;
+mod handler;
 mod process;
 mod shutdown;
+mod state;
 mod watchdog;
 
 use std::collections::HashMap;
@@ -23,8 +25,7 @@ use crate::log_fields;
 use crate::message::canonical_queue;
 use crate::registry::Registry;
 
-use consumer::QueueRunner;
-use executor::Shared;
+use state::{QueueRunner, Shared};
 
 #[cfg(all(feature = "cli", unix))]
 pub(crate) use budget::DEFAULT_PREFETCH_BYTES;
@@ -244,7 +245,7 @@ impl Worker {
                 consumer: consumer.clone(),
                 acks,
             });
-            background.spawn(consumer::ack_loop(
+            background.spawn(fetch::ack_loop(
                 runner.name.clone(),
                 consumer,
                 rx,
@@ -254,7 +255,7 @@ impl Worker {
         }
         let fetchers = TaskTracker::new();
         for runner in &runners {
-            fetchers.spawn(consumer::fetch_loop(
+            fetchers.spawn(fetch::fetch_loop(
                 shared.clone(),
                 runner.clone(),
                 fetch_stop.clone(),
@@ -262,7 +263,7 @@ impl Worker {
         }
         fetchers.close();
         let tasks = TaskTracker::new();
-        let dispatcher = tokio::spawn(executor::dispatch_loop(
+        let dispatcher = tokio::spawn(dispatch::dispatch_loop(
             shared.clone(),
             tasks.clone(),
             dispatch_stop.clone(),

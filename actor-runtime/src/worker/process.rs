@@ -14,7 +14,8 @@ use crate::message::{DecodeError, Message};
 use crate::middleware::current::Current;
 use crate::truncate::truncate;
 
-use super::executor::{run_handler, Shared};
+use super::handler::run_handler;
+use super::state::Shared;
 
 /// What happens to a message after processing.
 pub(crate) enum Outcome {

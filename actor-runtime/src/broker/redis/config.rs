@@ -1,10 +1,11 @@
 //! [`RedisConfig`]: where the Redis broker connects and how it behaves, in code or from the
 //! environment.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::conn::SharedConn;
 use crate::error::{Error, Result};
 
 /// Settings of a [`RedisBackend`](super::RedisBackend), built in code or read from the
@@ -593,5 +594,19 @@ mod tests {
             };
             assert!(!err.to_string().contains("Corr3ct"), "{url}: {err}");
         }
+    }
+}
+
+/// The connection layer of a [`RedisConfig`], shared by its clones while something uses it: a
+/// results backend built from the broker's config rides on the broker's pool. Held weakly
+/// (a config alone keeps no connection open) and type-erased: the settings know nothing of
+/// the connection layer built from them (`conn.rs` stores and downcasts it).
+#[derive(Clone)]
+pub(crate) struct SharedConn(pub(crate) Arc<Mutex<Weak<dyn Any + Send + Sync>>>);
+
+impl Default for SharedConn {
+    fn default() -> Self {
+        let none: Weak<()> = Weak::new();
+        SharedConn(Arc::new(Mutex::new(none)))
     }
 }

@@ -3,9 +3,10 @@
 //! connections, bounded retries of timeouts and dropped connections, scripts called by SHA
 //! and loaded on `NOSCRIPT`, and dedicated connections for blocking commands.
 
+use std::any::Any;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub};
@@ -45,22 +46,18 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// The [`Conn`] of a [`RedisConfig`], shared by its clones while something uses it: a results
-/// backend built from the broker's config rides on the broker's pool.
-#[derive(Clone, Default)]
-pub(crate) struct SharedConn(Arc<Mutex<Weak<Conn>>>);
-
 impl Conn {
     /// The connection layer for `config`: the one its clones already use, or a new one.
     /// Checks the URL but does not connect.
     pub(crate) fn for_config(config: &RedisConfig) -> Result<Arc<Conn>> {
         check_url(&config.url).map_err(Error::Config)?;
         let mut shared = config.conn.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(conn) = shared.upgrade() {
+        if let Some(conn) = shared.upgrade().and_then(|any| any.downcast::<Conn>().ok()) {
             return Ok(conn);
         }
         let conn = Arc::new(Conn::new(config)?);
-        *shared = Arc::downgrade(&conn);
+        let any: Arc<dyn Any + Send + Sync> = conn.clone();
+        *shared = Arc::downgrade(&any);
         Ok(conn)
     }
 

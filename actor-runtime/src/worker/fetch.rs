@@ -1,4 +1,4 @@
-//! One queue's fetch loop, the worker's prefetch budget, and ack batching.
+//! One queue's fetch loop, within the worker's prefetch budget, and ack batching.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,31 +7,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::{Backoff, Jitter};
 use crate::broker::{Consumer, Delivery, DeliveryTag};
 
 use super::budget::{Hold, BUFFERED_WORK_NS};
-use super::executor::{Pending, Shared};
+use super::state::{failure_backoff, Pending, QueueRunner, Shared};
 
 /// How long an idle queue waits before fetching again anyway; wake-ups are immediate, this
 /// is only the idle re-check period.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
-
-/// Between retries of a failed fetch, ack or dead-lettering: 100 ms doubling up to 5 s.
-pub(crate) fn failure_backoff() -> Backoff {
-    Backoff::new(
-        Duration::from_millis(100),
-        Duration::from_secs(5),
-        Jitter::Equal,
-    )
-}
-
-/// A consumed queue: its consumer and its ack channel.
-pub(crate) struct QueueRunner {
-    pub(crate) name: Arc<str>,
-    pub(crate) consumer: Arc<dyn Consumer>,
-    pub(crate) acks: mpsc::UnboundedSender<(DeliveryTag, Hold)>,
-}
 
 /// Fetches while the worker has budget, and hands messages to the dispatcher. An empty
 /// fetch gives the budget back before waiting for the queue, so an idle queue never holds
