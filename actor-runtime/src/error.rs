@@ -1,6 +1,30 @@
-//! The runtime's error type.
+//! The runtime's error type, [`Error`], and the boxed [`Source`] of a broker's errors.
 
 use std::time::Duration;
+
+/// The underlying error a broker or store reported (a client library's error), boxed so no
+/// client library's type is part of this crate's API; reach it with
+/// [`std::error::Error::source`].
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `": {source}"`, or nothing: the source's text in the message too, so a log line or a CLI
+/// error says what the server said.
+fn suffix(source: &Option<Source>) -> String {
+    source
+        .as_ref()
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default()
+}
+
+impl Error {
+    /// A [`Error::Connection`] without a source (a timeout of our own, a lost connection).
+    pub(crate) fn connection(context: impl Into<String>) -> Error {
+        Error::Connection {
+            context: context.into(),
+            source: None,
+        }
+    }
+}
 
 /// Everything that can go wrong outside an actor's own code.
 ///
@@ -88,20 +112,68 @@ pub enum Error {
         /// Why, e.g. the actor's error.
         reason: String,
     },
-    /// The broker's connection failed (after retries).
-    #[error("broker connection error: {0}")]
-    Connection(String),
+    /// The broker's server could not be reached, after retries: refused, timed out, lost, or
+    /// it refused the credentials.
+    #[error("cannot reach the broker: {context}{}", suffix(source))]
+    Connection {
+        /// What was being done, and where (`redis fetch on redis://host/0`), secrets hidden.
+        context: String,
+        /// The client library's error, where there is one.
+        #[source]
+        source: Option<Source>,
+    },
     /// The broker refused a command (a server error that is not about the connection, such as
     /// a key of the wrong type or a read-only replica).
-    #[error("broker error: {0}")]
-    Broker(String),
+    #[error("the broker refused {context}{}", suffix(source))]
+    Broker {
+        /// What was being done, and where, secrets hidden.
+        context: String,
+        /// The server's or the client library's error.
+        #[source]
+        source: Option<Source>,
+    },
     /// The broker is out of memory and refuses new data (Redis at `maxmemory` with the
     /// `noeviction` policy). Workers can still drain queues, which frees memory.
-    #[error("the broker is out of memory: {0}")]
-    OutOfMemory(String),
-    /// The broker or worker was configured wrongly.
+    #[error("the broker is out of memory: {context}{}", suffix(source))]
+    OutOfMemory {
+        /// What was being done, and where, secrets hidden.
+        context: String,
+        /// The server's error.
+        #[source]
+        source: Option<Source>,
+    },
+    /// A setting of the broker or the worker is wrong: a URL, a namespace, an environment
+    /// variable (each at fault named), a production deployment without a broker.
     #[error("configuration error: {0}")]
     Config(String),
+    /// The process cannot listen for the signals that stop a worker.
+    #[error("cannot listen for signals")]
+    Signals(#[source] std::io::Error),
+    /// A feature needs a middleware the broker does not have.
+    #[error("{needed_for} need the `{middleware}` middleware on the broker")]
+    MissingMiddleware {
+        /// The middleware's type name.
+        middleware: &'static str,
+        /// What needs it (`"group completion callbacks"`).
+        needed_for: &'static str,
+    },
+    /// A pipeline or group has no message.
+    #[error("a {0} needs at least one message")]
+    EmptyComposition(&'static str),
+    /// A member of a pipeline or group could not be built (its arguments did not encode...).
+    #[error("{composition} {index} could not be built: {source}")]
+    InvalidMember {
+        /// `"pipeline step"`, `"group member"` or `"group completion callback"`.
+        composition: &'static str,
+        /// The member's position, from 0.
+        index: usize,
+        /// Why.
+        #[source]
+        source: std::sync::Arc<Error>,
+    },
+    /// A group's barrier (the count of members still running) could not be created.
+    #[error("cannot create the group's barrier")]
+    Barrier(#[source] Source),
     /// The operation is not available on this broker.
     #[error("{what} is not supported by the {broker} broker")]
     Unsupported {

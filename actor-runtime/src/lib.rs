@@ -82,7 +82,7 @@ mod builder;
 #[cfg(all(feature = "cli", unix))]
 pub mod cli;
 pub mod composition;
-mod error;
+pub mod error;
 mod failure;
 mod log_fields;
 pub mod message;

@@ -185,8 +185,8 @@ impl Failure {
 impl From<Error> for Failure {
     fn from(err: Error) -> Failure {
         let exit = match &err {
-            Error::Connection(_) => Exit::Connection,
-            Error::OutOfMemory(_) => Exit::BrokerFull,
+            Error::Connection { .. } => Exit::Connection,
+            Error::OutOfMemory { .. } => Exit::BrokerFull,
             Error::Config(_)
             | Error::DuplicateActor { .. }
             | Error::UnknownActor(_)

@@ -1,5 +1,6 @@
 //! Groups: messages (and pipelines) run in parallel, with optional completion callbacks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -114,7 +115,8 @@ impl<A: crate::actor::Actor> IntoGroupMember for super::TypedPipeline<A> {
 pub struct Group {
     members: Vec<GroupMember>,
     callbacks: Vec<Message>,
-    error: Option<String>,
+    /// The first member or callback that could not be built: its position and why.
+    error: Option<(&'static str, usize, Arc<Error>)>,
     broker: Option<Broker>,
 }
 
@@ -162,7 +164,9 @@ impl Group {
         match member.into_member() {
             Ok(member) => self.members.push(member),
             Err(err) => {
-                self.error.get_or_insert_with(|| err.to_string());
+                let index = self.members.len();
+                self.error
+                    .get_or_insert_with(|| ("group member", index, Arc::new(err)));
             }
         }
         self
@@ -174,7 +178,10 @@ impl Group {
         match callback.into_message() {
             Ok(message) => self.callbacks.push(message),
             Err(err) => {
-                self.error.get_or_insert_with(|| err.to_string());
+                let index = self.callbacks.len();
+                let what = "group completion callback";
+                self.error
+                    .get_or_insert_with(|| (what, index, Arc::new(err)));
             }
         }
         self
@@ -205,10 +212,12 @@ impl Group {
 
     /// [`run`](Self::run), no earlier than `delay` from now.
     pub async fn run_after(&self, delay: Option<Duration>) -> Result<()> {
-        if let Some(err) = &self.error {
-            return Err(Error::Config(format!(
-                "a group member could not be built: {err}"
-            )));
+        if let Some((composition, index, err)) = &self.error {
+            return Err(Error::InvalidMember {
+                composition,
+                index: *index,
+                source: err.clone(),
+            });
         }
         let broker = self.target()?;
         let mut members: Vec<Pipeline> = self
@@ -242,17 +251,17 @@ impl Group {
     /// Creates the barrier and marks each member's last message with it.
     async fn arm_barrier(&self, broker: &Broker, members: &mut [Pipeline]) -> Result<()> {
         let Some(callbacks) = broker.find::<GroupCallbacks>() else {
-            return Err(Error::Config(
-                "group completion callbacks need the `GroupCallbacks` middleware on the broker"
-                    .into(),
-            ));
+            return Err(Error::MissingMiddleware {
+                middleware: "GroupCallbacks",
+                needed_for: "group completion callbacks",
+            });
         };
         let uuid = uuid::Uuid::new_v4().to_string();
         Barrier::new(callbacks.backend().clone(), uuid.as_str())
             .ttl(callbacks.barrier_ttl())
             .create(members.len() as u32)
             .await
-            .map_err(|err| Error::Connection(err.to_string()))?;
+            .map_err(|err| Error::Barrier(Box::new(err)))?;
         let encoded: Vec<Value> = self
             .callbacks
             .iter()

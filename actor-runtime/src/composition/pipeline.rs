@@ -37,7 +37,8 @@ use crate::results::{results_backend, ResultBackend, ResultError};
 #[derive(Default)]
 pub struct Pipeline {
     steps: Vec<Message>,
-    error: Option<String>,
+    /// The first step that could not be built: its position and why.
+    error: Option<(usize, Arc<Error>)>,
     broker: Option<Broker>,
 }
 
@@ -93,7 +94,8 @@ impl Pipeline {
         match step {
             Ok(message) => self.steps.push(message),
             Err(err) => {
-                self.error.get_or_insert_with(|| err.to_string());
+                let index = self.steps.len();
+                self.error.get_or_insert_with(|| (index, Arc::new(err)));
             }
         }
         self
@@ -112,10 +114,11 @@ impl Pipeline {
 
     /// Appends every step of `other` (Dramatiq flattens nested pipelines).
     pub fn append(mut self, other: Pipeline) -> Self {
-        self.steps.extend(other.steps);
-        if let Some(err) = other.error {
-            self.error.get_or_insert(err);
+        if let Some((index, err)) = other.error {
+            let index = self.steps.len() + index;
+            self.error.get_or_insert((index, err));
         }
+        self.steps.extend(other.steps);
         self
     }
 
@@ -142,15 +145,15 @@ impl Pipeline {
     /// The messages as they go on the wire: each with the rest of the chain nested in its
     /// `pipe_target`, after checking the steps fit together.
     pub fn messages(&self) -> Result<Vec<Message>> {
-        if let Some(err) = &self.error {
-            return Err(Error::Config(format!(
-                "a pipeline step could not be built: {err}"
-            )));
+        if let Some((index, err)) = &self.error {
+            return Err(Error::InvalidMember {
+                composition: "pipeline step",
+                index: *index,
+                source: err.clone(),
+            });
         }
         if self.steps.is_empty() {
-            return Err(Error::Config(
-                "a pipeline needs at least one message".into(),
-            ));
+            return Err(Error::EmptyComposition("pipeline"));
         }
         check::check_steps(&self.steps)?;
         let mut messages = self.steps.clone();

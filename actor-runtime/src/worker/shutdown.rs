@@ -7,9 +7,7 @@ pub async fn wait_for_signal() -> Result<&'static str> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let listen = |kind| {
-            signal(kind).map_err(|e| Error::Config(format!("cannot listen for signals: {e}")))
-        };
+        let listen = |kind| signal(kind).map_err(Error::Signals);
         let mut term = listen(SignalKind::terminate())?;
         let mut int = listen(SignalKind::interrupt())?;
         tokio::select! {
@@ -19,9 +17,7 @@ pub async fn wait_for_signal() -> Result<&'static str> {
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(|e| Error::Config(format!("cannot listen for Ctrl-C: {e}")))?;
+        tokio::signal::ctrl_c().await.map_err(Error::Signals)?;
         Ok("Ctrl-C")
     }
 }

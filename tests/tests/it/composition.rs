@@ -281,8 +281,11 @@ async fn completion_callbacks_need_the_group_callbacks_middleware() {
         .add_completion_callback(c_group_done::message(key()))
         .broker(broker.clone());
     match members.run().await {
-        Err(Error::Config(text)) => assert!(text.contains("GroupCallbacks"), "{text}"),
-        other => panic!("expected a configuration error, got {other:?}"),
+        Err(err @ Error::MissingMiddleware { middleware, .. }) => {
+            assert_eq!(middleware, "GroupCallbacks");
+            assert!(err.to_string().contains("GroupCallbacks"), "{err}");
+        }
+        other => panic!("expected a missing-middleware error, got {other:?}"),
     }
     assert!(broker.queues().is_empty());
 }

@@ -85,7 +85,7 @@ async fn workers_drain_and_dead_letter_on_a_redis_that_is_out_of_memory() {
                 "a 4 MB server took {stored} messages of 20 KB"
             );
         };
-        assert!(matches!(refusal, Error::OutOfMemory(_)), "{refusal}");
+        assert!(matches!(refusal, Error::OutOfMemory { .. }), "{refusal}");
         assert!(refusal.to_string().contains("out of memory"), "{refusal}");
 
         let output = tokio::process::Command::new(crate::support::cli::WORKER)

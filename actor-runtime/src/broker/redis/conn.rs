@@ -18,7 +18,7 @@ use redis::{
 
 use super::config::{check_url, invalid_url, redact, RedisConfig};
 use super::retry::{is_transient, Replay, Retry};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Source};
 
 /// Idle dedicated connections kept for reuse by blocking commands.
 const MAX_IDLE_BLOCKING: usize = 16;
@@ -134,7 +134,7 @@ impl Conn {
         match tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => Ok(pubsub),
             Ok(Err(e)) => Err(self.error("subscribe", &e)),
-            Err(_) => Err(Error::Connection(format!(
+            Err(_) => Err(Error::connection(format!(
                 "subscribe: no connection to {} within {:?}",
                 self.url, self.connect_timeout
             ))),
@@ -304,13 +304,14 @@ impl Conn {
     }
 
     pub(crate) fn error(&self, what: &str, err: &RedisError) -> Error {
-        let text = format!("redis {what} on {}: {err}", self.url);
+        let context = format!("redis {what} on {}", self.url);
+        let source: Option<Source> = Some(Box::new(err.clone()));
         if err.code() == Some("OOM") {
-            Error::OutOfMemory(text)
+            Error::OutOfMemory { context, source }
         } else if is_transient(err) || err.kind() == redis::ErrorKind::AuthenticationFailed {
-            Error::Connection(text)
+            Error::Connection { context, source }
         } else {
-            Error::Broker(text)
+            Error::Broker { context, source }
         }
     }
 }
@@ -334,9 +335,22 @@ async fn eval_loading<T: FromRedisValue>(
 /// types (whose names already say what failed).
 pub(crate) fn error_text(err: Error) -> String {
     match err {
-        Error::Connection(text) | Error::Broker(text) | Error::Config(text) => text,
-        Error::OutOfMemory(text) => format!("out of memory: {text}"),
+        Error::Connection { context, source } | Error::Broker { context, source } => {
+            with_source(context, &source)
+        }
+        Error::OutOfMemory { context, source } => {
+            format!("out of memory: {}", with_source(context, &source))
+        }
+        Error::Config(text) => text,
         other => other.to_string(),
+    }
+}
+
+/// `context: source`, as the error's own message says it.
+fn with_source(context: String, source: &Option<Source>) -> String {
+    match source {
+        Some(source) => format!("{context}: {source}"),
+        None => context,
     }
 }
 

@@ -55,7 +55,12 @@ impl RedisConsumer {
         ));
         let (fetched, next_eta) = match round.await {
             Ok(result) => result?,
-            Err(err) => return Err(Error::Connection(format!("fetch task failed: {err}"))),
+            Err(err) => {
+                return Err(Error::Connection {
+                    context: "the fetch task failed".into(),
+                    source: Some(Box::new(err)),
+                })
+            }
         };
         self.next_eta
             .store(next_eta.unwrap_or(0), Ordering::Release);

@@ -148,7 +148,7 @@ impl Notifier {
                     match tokio::time::timeout(KEEPALIVE, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(err)) => return Err(conn.error("ping", &err)),
-                        Err(_) => return Err(Error::Connection("keyspace notification connection: no reply to PING".into())),
+                        Err(_) => return Err(Error::connection("keyspace notification connection: no reply to PING")),
                     }
                 }
                 msg = stream.next() => match msg {
@@ -159,7 +159,7 @@ impl Notifier {
                             }
                         }
                     }
-                    None => return Err(Error::Connection("keyspace notification connection lost".into())),
+                    None => return Err(Error::connection("keyspace notification connection lost")),
                 }
             }
         }
