@@ -82,6 +82,7 @@ mod builder;
 #[cfg(all(feature = "cli", unix))]
 pub mod cli;
 pub mod composition;
+mod duration;
 mod error;
 mod log_fields;
 mod message;

@@ -4,13 +4,12 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
 use super::args::{Command, DeadLettersCommand, EnqueueArgs};
 use super::{Exit, Failure};
-use crate::broker::{get_broker, Broker};
+use crate::broker::{get_broker, human_duration, Broker};
 use crate::message::{is_valid_queue_name, Message};
 use crate::registry::Registry;
 
@@ -171,7 +170,7 @@ async fn enqueue(
         }
     }
     declared(broker, &queue).await?;
-    let delay = args.delay.map(Duration::from_millis);
+    let delay = args.delay;
     let message = broker
         .enqueue(message, delay)
         .await
@@ -191,7 +190,10 @@ async fn enqueue(
             message.actor_name,
             message.canonical_queue(),
             message.message_id,
-            delay.map_or(String::new(), |d| format!(" (due in {d:?})"))
+            delay.map_or(String::new(), |d| format!(
+                " (due in {})",
+                human_duration(d)
+            ))
         );
     }
     Ok(())
@@ -246,6 +248,7 @@ mod tests {
     use super::dead_letters::utc;
     use super::*;
     use crate::StubBroker;
+    use std::time::Duration;
 
     fn handler(_: &Message) -> Result<crate::Handler, crate::ArgError> {
         Ok(crate::Handler::Blocking(Box::new(|| Ok(Value::Null))))
@@ -324,7 +327,7 @@ mod tests {
         let mut args = enqueue_args("py_actor", "[1]");
         args.queue = Some("python".into());
         args.kwargs = Some(r#"{"k": true}"#.into());
-        args.delay = Some(60_000);
+        args.delay = Some(Duration::from_secs(60));
         run_to_string(&broker, Command::Enqueue(args))
             .await
             .unwrap();
