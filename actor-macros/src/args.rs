@@ -263,16 +263,19 @@ fn boolean(expr: &Expr, name: &str) -> syn::Result<bool> {
 
 /// A duration in milliseconds: an integer literal (ms), a string such as `"1h30m"`, or the
 /// same unquoted (`30s` lexes as the integer `30` with the suffix `s`, so it must not be
-/// read as 30 ms).
+/// read as 30 ms; `1.5s` as a float with a suffix).
 fn duration(expr: &Expr, name: &str) -> syn::Result<u64> {
-    let invalid = |span: Span, shown: String| {
+    let invalid = |span: Span, shown: String, why: String| {
         Error::new(
             span,
             format!(
-                "invalid duration `{shown}`: use milliseconds (`1500`) or a string such as \
-                 `\"15s\"`, `\"10m\"` or `\"1h30m\"` (units `ms`, `s`, `m`, `h`, `d`)"
+                "invalid duration `{shown}`: {why}; write milliseconds (`1500`) or amounts \
+                 with units, such as `\"15s\"`, `\"10m\"`, `\"1h30m\"` or `\"7d\"`"
             ),
         )
+    };
+    let parse = |text: String, span: Span| {
+        parse_duration(&text.replace('_', "")).map_err(|why| invalid(span, text, why))
     };
     match expr {
         Expr::Lit(ExprLit {
@@ -282,16 +285,20 @@ fn duration(expr: &Expr, name: &str) -> syn::Result<u64> {
                 "", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128",
                 "isize",
             ];
-            let parsed = if INTEGER_TYPES.contains(&lit.suffix()) {
-                lit.base10_parse().ok()
+            if INTEGER_TYPES.contains(&lit.suffix()) {
+                lit.base10_parse()
+                    .map_err(|_| invalid(lit.span(), lit.to_string(), "too large".to_owned()))
             } else {
-                parse_duration(&lit.to_string().replace('_', ""))
-            };
-            parsed.ok_or_else(|| invalid(lit.span(), lit.to_string()))
+                parse(lit.to_string(), lit.span())
+            }
         }
         Expr::Lit(ExprLit {
+            lit: Lit::Float(lit),
+            ..
+        }) if !matches!(lit.suffix(), "" | "f32" | "f64") => parse(lit.to_string(), lit.span()),
+        Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
-        }) => parse_duration(&lit.value()).ok_or_else(|| invalid(lit.span(), lit.value())),
+        }) => parse_duration(&lit.value()).map_err(|why| invalid(lit.span(), lit.value(), why)),
         _ => Err(Error::new_spanned(
             expr,
             format!("`{name}` expects a duration, e.g. `{name} = \"10m\"` or `{name} = 600000`"),
@@ -400,13 +407,24 @@ mod tests {
         assert_eq!(args.time_limit, Some(30_000));
         assert_eq!(args.max_age, Some(129_600_000));
         assert_eq!(args.result_ttl, Some(250));
+        let (args, error) = Args::parse(quote::quote!(
+            min_backoff = "2500",
+            max_backoff = "1h 30min",
+            time_limit = 1.5s,
+        ));
+        assert!(error.is_none());
+        assert_eq!(args.min_backoff, Some(2_500));
+        assert_eq!(args.max_backoff, Some(5_400_000));
+        assert_eq!(args.time_limit, Some(1_500));
     }
 
     #[test]
     fn an_unknown_unit_is_an_invalid_duration() {
         for tokens in [
             quote::quote!(time_limit = 5x),
-            quote::quote!(time_limit = "5 s"),
+            quote::quote!(time_limit = "5 parsecs"),
+            quote::quote!(time_limit = "1h30"),
+            quote::quote!(time_limit = 500us),
         ] {
             let (args, error) = Args::parse(tokens);
             assert_eq!(args.time_limit, None);

@@ -82,6 +82,7 @@ mod builder;
 #[cfg(all(feature = "cli", unix))]
 pub mod cli;
 pub mod composition;
+mod duration;
 pub mod error;
 mod failure;
 mod log_fields;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -34,13 +35,16 @@ once (exit 2). Run without a command to start workers; see `--help` of each comm
 Environment without a flag:
   DRAMATIQ_NAMESPACE        Redis key namespace, shared with Python workers [default: dramatiq]
   REDIS_MAX_CONNECTIONS     Redis connections per process [default: 10]
-  REDIS_CONNECT_TIMEOUT_MS  Redis connection timeout [default: 5000]
-  REDIS_READ_TIMEOUT_MS     Redis reply timeout [default: 5000]
+  REDIS_CONNECT_TIMEOUT_MS  Redis connection timeout [default: 5s]
+  REDIS_READ_TIMEOUT_MS     Redis reply timeout [default: 5s]
   REDIS_DELAY_PREFETCH      delayed messages a process holds per queue [default: 10000]
-  HEARTBEAT_TIMEOUT_MS      a worker silent this long counts as dead [default: 60000]
-  DEAD_MESSAGE_TTL_MS       how long dead letters are kept [default: 86400000]
+  HEARTBEAT_TIMEOUT_MS      a worker silent this long counts as dead [default: 60s]
+  DEAD_MESSAGE_TTL_MS       how long dead letters are kept [default: 24h]
   APP_ENV, ENVIRONMENT, ENV `production` refuses to run without REDIS_URL
   RUST_LOG                  log filter; wins over -v
+
+Durations, in flags and variables: ms (`1500`, as the `_MS` names say), or amounts with units
+(`500ms`, `30s`, `10m`, `1h30m`, `7d`).
 
 Exit codes: 0 ok, 1 killed, 2 bad argument or setting, 3 broker connection failed at
 start-up, 4 pid file in use, 5 broker out of memory.";
@@ -75,8 +79,8 @@ pub(crate) struct WorkerArgs {
     #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) prefetch_mb: Option<u32>,
 
-    /// Grace period for running messages at shutdown, in ms or with a unit (`30s`, `10m`)
-    /// [env: WORKER_SHUTDOWN_TIMEOUT] [default: 30s].
+    /// Grace period for running messages at shutdown: ms, or amounts with units (`30s`,
+    /// `10m`, `1h30m`) [env: WORKER_SHUTDOWN_TIMEOUT] [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub(crate) shutdown_timeout: Option<String>,
 
@@ -177,9 +181,9 @@ pub(crate) struct EnqueueArgs {
     /// The queue [default: the actor's].
     #[arg(long, value_name = "QUEUE")]
     pub(crate) queue: Option<String>,
-    /// Run no earlier than this many ms from now.
-    #[arg(long, value_name = "MS")]
-    pub(crate) delay: Option<u64>,
+    /// Run no earlier than this long from now: ms, or amounts with units (`90s`, `1h30m`).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
+    pub(crate) delay: Option<Duration>,
     /// Print only the message id, for scripts: `id=$(my-worker enqueue ... --id-only)`.
     #[arg(long, short = 'q', visible_alias = "quiet", conflicts_with = "json")]
     pub(crate) id_only: bool,

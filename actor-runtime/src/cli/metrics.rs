@@ -1,14 +1,16 @@
-//! The metrics endpoint: a tiny HTTP/1.x responder on a tokio `TcpListener`, serving the
-//! [`Prometheus`] text of this process, or, in a supervisor, the sum of its workers'.
-//!
-//! Hand-written: one GET, one response, connection closed; a scrape every few seconds does
-//! not need an HTTP stack.
+//! The metrics endpoint: axum serving the [`Prometheus`] text of this process, or, in a
+//! supervisor, the sum of its workers'.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -52,64 +54,33 @@ impl Source {
     }
 }
 
-/// Binds `addr` and serves `source` until the process exits; returns the bound address.
+/// Binds `addr` and serves `source` on `/metrics` (and `/`) until the process exits; returns
+/// the bound address.
 pub(crate) async fn serve(addr: SocketAddr, source: Source) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found; try /metrics\n") })
+        .with_state(source);
     tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let source = source.clone();
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(IO_TIMEOUT * 2, respond(stream, source)).await;
-                    });
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "metrics endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::warn!(error = %err, "metrics endpoint stopped");
         }
     });
     Ok(local)
 }
 
-async fn respond(mut stream: TcpStream, source: Source) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 512];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = tokio::time::timeout(IO_TIMEOUT, stream.read(&mut buf))
-            .await
-            .map_err(|_| std::io::ErrorKind::TimedOut)??;
-        if n == 0 || head.len() > 8 * 1024 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let request_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let request_line = String::from_utf8_lossy(request_line);
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics" | "/") => ("200 OK", source.text().await),
-        ("GET" | "HEAD", _) => ("404 Not Found", "not found; try /metrics\n".to_owned()),
-        _ => ("405 Method Not Allowed", "use GET\n".to_owned()),
-    };
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if method != "HEAD" {
-        response.push_str(&body);
-    }
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+async fn metrics(State(source): State<Source>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, Prometheus::CONTENT_TYPE)],
+        source.text().await,
+    )
 }
 
-/// GETs `/metrics` from a worker's endpoint.
+/// GETs `/metrics` from a worker's endpoint (a loopback port it announced): one HTTP/1.0
+/// request, read to the end, which needs no HTTP client crate.
 pub(crate) async fn scrape(addr: SocketAddr) -> std::io::Result<String> {
     let io = async {
         let mut stream = TcpStream::connect(addr).await?;
@@ -137,17 +108,39 @@ pub(crate) async fn scrape(addr: SocketAddr) -> std::io::Result<String> {
 }
 
 /// Sums expositions series by series (counters, gauges and histogram parts all add up
-/// across processes); comment lines are kept once, in first-seen order.
+/// across processes). Each series stays under its family's `# HELP`/`# TYPE`, families in
+/// first-seen order, and one `# EOF` ends the text, as OpenMetrics requires.
 pub(crate) fn merge(texts: &[String]) -> String {
-    let mut order: Vec<String> = Vec::new();
-    let mut values: HashMap<String, f64> = HashMap::new();
-    let mut seen_comments = std::collections::HashSet::new();
+    #[derive(Default)]
+    struct Family {
+        comments: Vec<String>,
+        series: Vec<String>,
+        values: HashMap<String, f64>,
+    }
+    let mut families: Vec<Family> = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut eof = false;
     for text in texts {
+        let mut current: Option<usize> = None;
         for line in text.lines() {
-            if line.starts_with('#') {
-                if seen_comments.insert(line.to_owned()) {
-                    order.push(line.to_owned());
+            if line == "# EOF" {
+                eof = true;
+                continue;
+            }
+            if let Some(comment) = line.strip_prefix("# ") {
+                // `# HELP name ...`, `# TYPE name ...`, `# UNIT name ...`
+                let Some(name) = comment.split_whitespace().nth(1) else {
+                    continue;
+                };
+                let index = *by_name.entry(name.to_owned()).or_insert_with(|| {
+                    families.push(Family::default());
+                    families.len() - 1
+                });
+                let family = &mut families[index];
+                if !family.comments.iter().any(|c| c == line) {
+                    family.comments.push(line.to_owned());
                 }
+                current = Some(index);
                 continue;
             }
             let Some((series, value)) = line.rsplit_once(' ') else {
@@ -156,27 +149,39 @@ pub(crate) fn merge(texts: &[String]) -> String {
             let Ok(value) = value.parse::<f64>() else {
                 continue;
             };
-            match values.get_mut(series) {
+            let index = *current.get_or_insert_with(|| {
+                // A series before any comment: a family of its own.
+                families.push(Family::default());
+                families.len() - 1
+            });
+            let family = &mut families[index];
+            match family.values.get_mut(series) {
                 Some(total) => *total += value,
                 None => {
-                    values.insert(series.to_owned(), value);
-                    order.push(series.to_owned());
+                    family.values.insert(series.to_owned(), value);
+                    family.series.push(series.to_owned());
                 }
             }
         }
     }
     let mut out = String::new();
-    for key in order {
-        match values.get(&key) {
-            Some(value) if value.fract() == 0.0 && value.abs() < 9e15 => {
-                out.push_str(&format!("{key} {}\n", *value as i64));
-            }
-            Some(value) => out.push_str(&format!("{key} {value}\n")),
-            None => {
-                out.push_str(&key);
-                out.push('\n');
+    for family in families {
+        for comment in &family.comments {
+            out.push_str(comment);
+            out.push('\n');
+        }
+        for series in &family.series {
+            let value = family.values[series];
+            let name = series.split('{').next().unwrap_or_default();
+            if value.fract() == 0.0 && value.abs() < 9e15 && !name.ends_with("_sum") {
+                out.push_str(&format!("{series} {}\n", value as i64));
+            } else {
+                out.push_str(&format!("{series} {value:?}\n"));
             }
         }
+    }
+    if eof {
+        out.push_str("# EOF\n");
     }
     out
 }
@@ -186,12 +191,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn merge_sums_each_series_and_keeps_comments_once() {
-        let a = "# HELP m help\n# TYPE m counter\nm{q=\"a\"} 1\nm{q=\"b\"} 2\nh_sum{q=\"a\"} 0.5\n";
-        let b = "# HELP m help\n# TYPE m counter\nm{q=\"a\"} 3\nh_sum{q=\"a\"} 0.25\n";
+    fn merge_sums_each_series_under_its_family() {
+        let a = "# HELP m help\n# TYPE m counter\nm_total{q=\"a\"} 1\nm_total{q=\"b\"} 2\n\
+                 # HELP h help\n# TYPE h histogram\nh_sum{q=\"a\"} 0.5\n# EOF\n";
+        let b = "# HELP m help\n# TYPE m counter\nm_total{q=\"a\"} 3\nm_total{q=\"c\"} 1\n\
+                 # HELP h help\n# TYPE h histogram\nh_sum{q=\"a\"} 2.5\n# EOF\n";
         assert_eq!(
             merge(&[a.into(), b.into()]),
-            "# HELP m help\n# TYPE m counter\nm{q=\"a\"} 4\nm{q=\"b\"} 2\nh_sum{q=\"a\"} 0.75\n"
+            "# HELP m help\n# TYPE m counter\nm_total{q=\"a\"} 4\nm_total{q=\"b\"} 2\n\
+             m_total{q=\"c\"} 1\n# HELP h help\n# TYPE h histogram\nh_sum{q=\"a\"} 3.0\n# EOF\n"
         );
     }
 
@@ -203,14 +211,27 @@ mod tests {
             .unwrap();
         let text = scrape(addr).await.unwrap();
         assert!(text.contains("# TYPE dramatiq_message_duration_milliseconds histogram"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
 
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /nope HTTP/1.1\r\n\r\n")
-            .await
-            .unwrap();
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).await.unwrap();
-        assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
+        let raw = |request: &'static str| async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut raw = String::new();
+            stream.read_to_string(&mut raw).await.unwrap();
+            raw
+        };
+        let ok = raw("GET /metrics HTTP/1.0\r\n\r\n").await;
+        assert!(
+            ok.contains("content-type: application/openmetrics-text; version=1.0.0"),
+            "{ok}"
+        );
+        let head = raw("HEAD /metrics HTTP/1.0\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+        assert!(!head.contains("# EOF"), "{head}");
+        let missing = raw("GET /nope HTTP/1.0\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+        assert!(missing.ends_with("not found; try /metrics\n"), "{missing}");
+        let post = raw("POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.0 405"), "{post}");
     }
 }

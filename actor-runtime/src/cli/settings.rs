@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::args::{CommonArgs, LogFormat, WorkerArgs};
+use crate::duration::{parse_duration, GRAMMAR};
 use crate::message::is_valid_queue_name;
 
 /// Sized for a 512 MB container: two single-threaded processes.
@@ -132,22 +133,19 @@ pub(crate) fn resolve(
     };
 
     let shutdown_timeout = match &args.shutdown_timeout {
-        Some(raw) => parse_duration(raw).unwrap_or_else(|| {
+        Some(raw) => Some((raw.clone(), "--shutdown-timeout")),
+        None => r
+            .var("WORKER_SHUTDOWN_TIMEOUT")
+            .map(|raw| (raw, "WORKER_SHUTDOWN_TIMEOUT")),
+    }
+    .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |(raw, source)| {
+        parse_duration(&raw).unwrap_or_else(|why| {
             r.problems.push(format!(
-                "--shutdown-timeout must be a duration in ms or with a unit (500ms, 30s, 10m, 1h), got `{raw}`"
+                "{source} must be a duration ({GRAMMAR}), got `{raw}`: {why}"
             ));
             DEFAULT_SHUTDOWN_TIMEOUT
-        }),
-        None => match r.var("WORKER_SHUTDOWN_TIMEOUT") {
-            Some(raw) => parse_duration(&raw).unwrap_or_else(|| {
-                r.problems.push(format!(
-                    "WORKER_SHUTDOWN_TIMEOUT must be a duration in ms or with a unit (500ms, 30s, 10m, 1h), got `{raw}`"
-                ));
-                DEFAULT_SHUTDOWN_TIMEOUT
-            }),
-            None => DEFAULT_SHUTDOWN_TIMEOUT,
-        },
-    };
+        })
+    });
 
     let metrics_addr = args.metrics_addr.or_else(|| {
         let raw = r.var("METRICS_ADDR")?;
@@ -269,22 +267,6 @@ fn is_production(env: &dyn Fn(&str) -> Option<String>) -> bool {
             )
         })
     })
-}
-
-/// `1500`, `1500ms`, `30s`, `10m`, `1h` (a bare number is ms, as Dramatiq's flags).
-pub(crate) fn parse_duration(raw: &str) -> Option<Duration> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let ms = match unit.trim() {
-        "" | "ms" => n,
-        "s" => n.checked_mul(1_000)?,
-        "m" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -413,15 +395,31 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1500"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("1d"), None);
-        assert_eq!(parse_duration("-1"), None);
+    fn the_shutdown_timeout_takes_the_duration_grammar() {
+        let args = WorkerArgs {
+            shutdown_timeout: Some("1h30m".into()),
+            ..WorkerArgs::default()
+        };
+        let s = resolve(&args, &env(&[("WORKER_SHUTDOWN_TIMEOUT", "x")])).unwrap();
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(5400));
+        for (raw, expected) in [("1500", 1500), ("2m 30s", 150_000), ("1.5s", 1500)] {
+            let s = resolve(
+                &WorkerArgs::default(),
+                &env(&[("WORKER_SHUTDOWN_TIMEOUT", raw)]),
+            )
+            .unwrap();
+            assert_eq!(s.shutdown_timeout, Duration::from_millis(expected), "{raw}");
+        }
+        let args = WorkerArgs {
+            shutdown_timeout: Some("1h30".into()),
+            ..WorkerArgs::default()
+        };
+        let err = resolve(&args, &env(&[])).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid setting: --shutdown-timeout must be a duration (ms, or"),
+            "{err}"
+        );
+        assert!(err.contains("got `1h30`: time unit needed"), "{err}");
     }
 
     #[test]

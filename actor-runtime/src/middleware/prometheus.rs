@@ -1,13 +1,25 @@
-//! Prometheus: Dramatiq's message metrics, rendered in the Prometheus text format.
+//! Prometheus: Dramatiq's message metrics, written in the OpenMetrics text format by
+//! `prometheus-client`.
+//!
+//! The numbers are plain atomics of our own, one set per (queue, actor) label set, which
+//! `prometheus-client` reads through a [`Collector`] at scrape time. Its `Family` and
+//! `Histogram` are not used on purpose: a `Family` takes a lock and hashes the labels on each
+//! access and cannot cap its label sets, and a `Histogram` takes a lock per observation; here
+//! a message costs one read lock to find its series and a few atomic adds, as before.
 
 use crate::broker::Broker;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use super::{MessageContext, Middleware, Skip};
@@ -50,7 +62,8 @@ pub const DURATION_BUCKETS_MS: [u64; 18] = [
 /// `queue_name="(other)",actor_name="(other)"` (a value no queue can have), with one warning.
 ///
 /// The worker CLI serves [`render`](Prometheus::render) over HTTP with `--metrics-addr`; in
-/// code, add it to the broker and serve the text yourself.
+/// code, add it to the broker and serve the text yourself, as
+/// [`CONTENT_TYPE`](Prometheus::CONTENT_TYPE).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -74,13 +87,28 @@ pub const DURATION_BUCKETS_MS: [u64; 18] = [
 /// assert!(text.contains(r#"dramatiq_messages_total{queue_name="metered",actor_name="metered"} 1"#));
 /// # });
 /// ```
-#[derive(Default)]
 pub struct Prometheus {
-    series: RwLock<Labels>,
-    /// When each running message started, by message id.
-    started: Mutex<HashMap<String, Instant>>,
+    series: Arc<RwLock<Labels>>,
+    /// Holds the [`Exposition`] of `series`, which `prometheus-client` encodes.
+    registry: Registry,
+    /// When each running message started, and its series, by message id.
+    started: Mutex<HashMap<String, (Instant, Arc<Series>)>>,
     /// Set once the label sets reached their cap (and that was logged).
     capped: AtomicBool,
+}
+
+impl Default for Prometheus {
+    fn default() -> Prometheus {
+        let series = Arc::<RwLock<Labels>>::default();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Exposition(series.clone())));
+        Prometheus {
+            series,
+            registry,
+            started: Mutex::default(),
+            capped: AtomicBool::new(false),
+        }
+    }
 }
 
 /// The most distinct `(queue_name, actor_name)` label sets one [`Prometheus`] keeps apart;
@@ -123,6 +151,14 @@ impl std::fmt::Debug for Prometheus {
     }
 }
 
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Labels")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One (queue, actor) pair's numbers.
 #[derive(Default)]
 struct Series {
@@ -146,53 +182,122 @@ impl Series {
         self.sum_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
+
+    fn encode_histogram(&self, mut metric: MetricEncoder<'_>) -> std::fmt::Result {
+        // Per bucket, not cumulative: the encoder adds them up.
+        let buckets: Vec<(f64, u64)> = DURATION_BUCKETS_MS
+            .iter()
+            .map(|&bound| bound as f64)
+            .chain([f64::INFINITY])
+            .zip(&self.buckets)
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1000.0;
+        metric.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
 }
 
-/// `(name, type, help)` of each family, in exposition order.
-const FAMILIES: [(&str, &str, &str); 7] = [
+/// What a family reads from a series.
+#[derive(Clone, Copy)]
+enum Reading {
+    Counter(fn(&Series) -> &AtomicU64),
+    Gauge(fn(&Series) -> &AtomicI64),
+    Histogram,
+}
+
+/// `(name, help, reading)` of each family, in exposition order. A counter's samples are its
+/// name with `_total`, which the encoder adds (`dramatiq_messages_total`).
+const FAMILIES: [(&str, &str, Reading); 7] = [
     (
-        "dramatiq_messages_total",
-        "counter",
+        "dramatiq_messages",
         "The total number of messages processed.",
+        Reading::Counter(|s| &s.total),
     ),
     (
-        "dramatiq_message_errors_total",
-        "counter",
+        "dramatiq_message_errors",
         "The total number of errored messages.",
+        Reading::Counter(|s| &s.errors),
     ),
     (
-        "dramatiq_message_retries_total",
-        "counter",
+        "dramatiq_message_retries",
         "The total number of retried messages.",
+        Reading::Counter(|s| &s.retries),
     ),
     (
-        "dramatiq_message_rejects_total",
-        "counter",
+        "dramatiq_message_rejects",
         "The total number of dead-lettered messages.",
+        Reading::Counter(|s| &s.rejects),
     ),
     (
         "dramatiq_messages_inprogress",
-        "gauge",
         "The number of messages in progress.",
+        Reading::Gauge(|s| &s.inprogress),
     ),
     (
         "dramatiq_delayed_messages_inprogress",
-        "gauge",
         "The number of delayed messages in memory.",
+        Reading::Gauge(|s| &s.delayed_inprogress),
     ),
     (
         "dramatiq_message_duration_milliseconds",
-        "histogram",
         "The time spent processing messages.",
+        Reading::Histogram,
     ),
 ];
+
+/// The series as `prometheus-client` reads them at scrape time.
+#[derive(Debug)]
+struct Exposition(Arc<RwLock<Labels>>);
+
+impl Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let labels = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let rows: Vec<([(&str, &str); 2], &Series)> = labels
+            .by_queue
+            .iter()
+            .flat_map(|(queue, actors)| {
+                actors.iter().map(move |(actor, series)| {
+                    (
+                        [
+                            ("queue_name", queue.as_str()),
+                            ("actor_name", actor.as_str()),
+                        ],
+                        &**series,
+                    )
+                })
+            })
+            .collect();
+        for (name, help, reading) in FAMILIES {
+            let kind = match reading {
+                Reading::Counter(_) => MetricType::Counter,
+                Reading::Gauge(_) => MetricType::Gauge,
+                Reading::Histogram => MetricType::Histogram,
+            };
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for (labels, series) in &rows {
+                let metric = family.encode_family(labels)?;
+                match reading {
+                    Reading::Counter(value) => {
+                        ConstCounter::new(value(series).load(Ordering::Relaxed)).encode(metric)?
+                    }
+                    Reading::Gauge(value) => {
+                        ConstGauge::new(value(series).load(Ordering::Relaxed)).encode(metric)?
+                    }
+                    Reading::Histogram => series.encode_histogram(metric)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 impl Prometheus {
     /// Empty metrics.
     ///
     /// ```
     /// let metrics = actor_runtime::middleware::Prometheus::new();
-    /// assert!(metrics.render().contains("# TYPE dramatiq_messages_total counter"));
+    /// assert!(metrics.render().contains("# TYPE dramatiq_messages counter"));
     /// ```
     pub fn new() -> Prometheus {
         Prometheus::default()
@@ -237,99 +342,49 @@ impl Prometheus {
         self.series(ctx.queue(), ctx.actor().name)
     }
 
-    fn started(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn started(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<Series>)>> {
         self.started.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn finish(&self, ctx: &MessageContext, failed: bool) {
-        let series = self.processing(ctx);
         let started = self.started().remove(&ctx.message.message_id);
-        // A message skipped by an earlier middleware never reached our `before` hook.
-        if let Some(started) = started {
-            series.observe(started.elapsed());
-            series.inprogress.fetch_sub(1, Ordering::Relaxed);
-        }
+        let series = match started {
+            Some((started, series)) => {
+                series.observe(started.elapsed());
+                series.inprogress.fetch_sub(1, Ordering::Relaxed);
+                series
+            }
+            // A message skipped by an earlier middleware never reached our `before` hook.
+            None => self.processing(ctx),
+        };
         series.total.fetch_add(1, Ordering::Relaxed);
         if failed {
             series.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// The metrics in the Prometheus text exposition format (version 0.0.4): `# HELP` and
-    /// `# TYPE` for every family, then one line per series, sorted by queue and actor.
+    /// The `Content-Type` of [`render`](Prometheus::render)'s text: OpenMetrics, which
+    /// Prometheus asks for first.
+    pub const CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// The metrics in the OpenMetrics text format, as `prometheus-client` writes it: `# HELP`
+    /// and `# TYPE` for every family, then one line per series, sorted by queue and actor,
+    /// then `# EOF`.
     ///
     /// ```
     /// let text = actor_runtime::middleware::Prometheus::new().render();
-    /// assert!(text.starts_with("# HELP dramatiq_messages_total "));
+    /// assert!(text.starts_with("# HELP dramatiq_messages "));
     /// assert!(text.contains("# TYPE dramatiq_message_duration_milliseconds histogram\n"));
+    /// assert!(text.ends_with("# EOF\n"));
     /// ```
     pub fn render(&self) -> String {
-        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
-        let rows: Vec<(String, &Series)> = series
-            .by_queue
-            .iter()
-            .flat_map(|(queue, actors)| {
-                actors.iter().map(move |(actor, s)| {
-                    let labels = format!(
-                        "queue_name=\"{}\",actor_name=\"{}\"",
-                        escape(queue),
-                        escape(actor)
-                    );
-                    (labels, &**s)
-                })
-            })
-            .collect();
-        let mut out = String::with_capacity(512 + rows.len() * 2048);
-        for (name, kind, help) in FAMILIES {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, s) in &rows {
-                let scalar = |value: &dyn std::fmt::Display, out: &mut String| {
-                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
-                };
-                match name {
-                    "dramatiq_messages_total" => scalar(&s.total.load(Ordering::Relaxed), &mut out),
-                    "dramatiq_message_errors_total" => {
-                        scalar(&s.errors.load(Ordering::Relaxed), &mut out)
-                    }
-                    "dramatiq_message_retries_total" => {
-                        scalar(&s.retries.load(Ordering::Relaxed), &mut out)
-                    }
-                    "dramatiq_message_rejects_total" => {
-                        scalar(&s.rejects.load(Ordering::Relaxed), &mut out)
-                    }
-                    "dramatiq_messages_inprogress" => {
-                        scalar(&s.inprogress.load(Ordering::Relaxed), &mut out)
-                    }
-                    "dramatiq_delayed_messages_inprogress" => {
-                        scalar(&s.delayed_inprogress.load(Ordering::Relaxed), &mut out)
-                    }
-                    _ => {
-                        let mut cumulative = 0;
-                        for (i, bound) in DURATION_BUCKETS_MS.iter().enumerate() {
-                            cumulative += s.buckets[i].load(Ordering::Relaxed);
-                            let _ = writeln!(
-                                out,
-                                "{name}_bucket{{{labels},le=\"{bound}.0\"}} {cumulative}"
-                            );
-                        }
-                        cumulative += s.buckets[DURATION_BUCKETS_MS.len()].load(Ordering::Relaxed);
-                        let sum = s.sum_micros.load(Ordering::Relaxed) as f64 / 1000.0;
-                        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-                        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
-                        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-                    }
-                }
-            }
-        }
+        let count = self.series.read().unwrap_or_else(|e| e.into_inner()).count;
+        let mut out = String::with_capacity(1024 + count * 2048);
+        // Writing to a `String` cannot fail, and our collector fails only when writing does.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[async_trait]
@@ -347,11 +402,10 @@ impl Middleware for Prometheus {
         _broker: &Broker,
         ctx: &mut MessageContext,
     ) -> Result<(), Skip> {
-        self.processing(ctx)
-            .inprogress
-            .fetch_add(1, Ordering::Relaxed);
+        let series = self.processing(ctx);
+        series.inprogress.fetch_add(1, Ordering::Relaxed);
         self.started()
-            .insert(ctx.message.message_id.clone(), Instant::now());
+            .insert(ctx.message.message_id.clone(), (Instant::now(), series));
         Ok(())
     }
 
@@ -385,14 +439,15 @@ mod tests {
         series.observe(Duration::from_millis(6));
         series.observe(Duration::from_secs(3600));
         let text = metrics.render();
+        // `le` comes first, as `prometheus-client` writes it (label order carries no meaning).
         let labels = r#"queue_name="q",actor_name="a\"b""#;
         for line in [
-            format!(r#"dramatiq_message_duration_milliseconds_bucket{{{labels},le="5.0"}} 1"#),
-            format!(r#"dramatiq_message_duration_milliseconds_bucket{{{labels},le="10.0"}} 2"#),
-            format!(r#"dramatiq_message_duration_milliseconds_bucket{{{labels},le="900000.0"}} 2"#),
-            format!(r#"dramatiq_message_duration_milliseconds_bucket{{{labels},le="+Inf"}} 3"#),
+            format!(r#"dramatiq_message_duration_milliseconds_bucket{{le="5.0",{labels}}} 1"#),
+            format!(r#"dramatiq_message_duration_milliseconds_bucket{{le="10.0",{labels}}} 2"#),
+            format!(r#"dramatiq_message_duration_milliseconds_bucket{{le="900000.0",{labels}}} 2"#),
+            format!(r#"dramatiq_message_duration_milliseconds_bucket{{le="+Inf",{labels}}} 3"#),
             format!(r#"dramatiq_message_duration_milliseconds_count{{{labels}}} 3"#),
-            format!(r#"dramatiq_message_duration_milliseconds_sum{{{labels}}} 3600011"#),
+            format!(r#"dramatiq_message_duration_milliseconds_sum{{{labels}}} 3600011.0"#),
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
@@ -426,9 +481,48 @@ mod tests {
     #[test]
     fn every_family_has_help_and_type() {
         let text = Prometheus::new().render();
-        for (name, kind, _) in FAMILIES {
-            assert!(text.contains(&format!("# TYPE {name} {kind}\n")));
-            assert!(text.contains(&format!("# HELP {name} ")));
+        for (name, kind) in [
+            ("dramatiq_messages", "counter"),
+            ("dramatiq_message_errors", "counter"),
+            ("dramatiq_message_retries", "counter"),
+            ("dramatiq_message_rejects", "counter"),
+            ("dramatiq_messages_inprogress", "gauge"),
+            ("dramatiq_delayed_messages_inprogress", "gauge"),
+            ("dramatiq_message_duration_milliseconds", "histogram"),
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{text}");
+            assert!(text.contains(&format!("# HELP {name} ")), "{text}");
         }
+    }
+
+    #[test]
+    fn series_keep_dramatiqs_names_and_labels() {
+        let metrics = Prometheus::new();
+        let series = metrics.series("emails", "send");
+        series.total.fetch_add(2, Ordering::Relaxed);
+        series.errors.fetch_add(1, Ordering::Relaxed);
+        series.retries.fetch_add(1, Ordering::Relaxed);
+        series.rejects.fetch_add(1, Ordering::Relaxed);
+        series.inprogress.fetch_add(3, Ordering::Relaxed);
+        let text = metrics.render();
+        let labels = r#"{queue_name="emails",actor_name="send"}"#;
+        for line in [
+            format!("dramatiq_messages_total{labels} 2"),
+            format!("dramatiq_message_errors_total{labels} 1"),
+            format!("dramatiq_message_retries_total{labels} 1"),
+            format!("dramatiq_message_rejects_total{labels} 1"),
+            format!("dramatiq_messages_inprogress{labels} 3"),
+            format!("dramatiq_delayed_messages_inprogress{labels} 0"),
+            format!("dramatiq_message_duration_milliseconds_count{labels} 0"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        let buckets: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("dramatiq_message_duration_milliseconds_bucket{"))
+            .collect();
+        assert_eq!(buckets.len(), DURATION_BUCKETS_MS.len() + 1);
+        assert!(buckets[0].contains(r#"le="5.0""#), "{}", buckets[0]);
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

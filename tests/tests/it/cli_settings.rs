@@ -114,3 +114,78 @@ async fn a_closed_redis_port_is_exit_3_at_once_without_heartbeat_warnings() {
         );
     }
 }
+
+/// Runs the worker binary without a broker in the environment; returns (code, stdout, stderr).
+async fn run_without_broker(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(WORKER)
+        .args(args)
+        .env_remove("REDIS_URL")
+        .env_remove("APP_ENV")
+        .env_remove("WORKER_SHUTDOWN_TIMEOUT")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run the CLI");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn durations_take_one_grammar_in_flags_and_environment() {
+    let shutdown_timeout = |args: &'static [&'static str], env: &'static [(&str, &str)]| async move {
+        let (code, stdout, stderr) = run_without_broker(args, env).await;
+        assert_eq!(code, 0, "{args:?}: {stdout}\n{stderr}");
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        report["worker"]["shutdown_timeout"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let flag = shutdown_timeout(&["check", "--json", "--shutdown-timeout", "1h30m"], &[]).await;
+    assert_eq!(flag, "90m");
+    let variable = shutdown_timeout(
+        &["check", "--json"],
+        &[("WORKER_SHUTDOWN_TIMEOUT", "2m 30s")],
+    )
+    .await;
+    assert_eq!(variable, "150s");
+    let ms = shutdown_timeout(&["check", "--json", "--shutdown-timeout", "1500"], &[]).await;
+    assert_eq!(ms, "1500ms");
+
+    // `enqueue --delay` reads the same grammar (and then wants a broker, which is not set).
+    let enqueue = |delay: &'static str| async move {
+        run_without_broker(
+            &[
+                "enqueue",
+                "cli_record",
+                "--args",
+                r#"["k"]"#,
+                "--delay",
+                delay,
+            ],
+            &[],
+        )
+        .await
+    };
+    let (code, _, stderr) = enqueue("1h30m").await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!stderr.contains("invalid value"), "{stderr}");
+    assert!(stderr.contains("set REDIS_URL"), "{stderr}");
+    let (code, _, stderr) = enqueue("soon").await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'soon' for '--delay <DURATION>'"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run_without_broker(&["check", "--shutdown-timeout", "1h30"], &[]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--shutdown-timeout must be a duration (ms, or amounts with units"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("got `1h30`: time unit needed"), "{stderr}");
+}

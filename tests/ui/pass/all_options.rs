@@ -34,7 +34,7 @@ async fn charged(order: u64) {
     time_limit = 60_000,
     max_age = 7d,
     store_results = true,
-    result_ttl = "10m",
+    result_ttl = "2h 5min",
     notify_shutdown = true,
     pipe_ignore = false,
     on_success = charged,
@@ -61,7 +61,7 @@ fn main() {
     assert_eq!(o.time_limit, Some(60_000));
     assert_eq!(o.max_age, Some(7 * 86_400_000));
     assert_eq!(o.store_results, Some(true));
-    assert_eq!(o.result_ttl, Some(600_000));
+    assert_eq!(o.result_ttl, Some(7_500_000));
     assert_eq!(o.notify_shutdown, Some(true));
     assert_eq!(o.pipe_ignore, Some(false));
     assert_eq!(o.on_success, Some("charged"));

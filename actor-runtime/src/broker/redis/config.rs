@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::duration::{parse_duration, GRAMMAR};
 use crate::error::{Error, Result};
 
 /// Settings of a [`RedisBackend`](super::RedisBackend), built in code or read from the
@@ -94,6 +95,7 @@ impl RedisConfig {
     /// Reads `REDIS_URL` (required), `DRAMATIQ_NAMESPACE`, `REDIS_MAX_CONNECTIONS`,
     /// `REDIS_CONNECT_TIMEOUT_MS`, `REDIS_READ_TIMEOUT_MS`, `HEARTBEAT_TIMEOUT_MS`,
     /// `DEAD_MESSAGE_TTL_MS` and `REDIS_DELAY_PREFETCH`; unset variables keep their defaults.
+    /// The `_MS` variables take ms (`5000`) or amounts with units (`5s`, `1h30m`, `7d`).
     /// Values that do not parse are one [`Error::Config`] naming each variable at fault.
     pub fn from_env() -> Result<RedisConfig> {
         RedisConfig::from_lookup(|key| std::env::var(key).ok())
@@ -129,7 +131,7 @@ impl RedisConfig {
                 Err(why) => problems.push(format!("DRAMATIQ_NAMESPACE: {why}")),
             }
         }
-        let mut positive = |key: &str| -> Option<u64> {
+        let positive = |key: &str, problems: &mut Vec<String>| -> Option<u64> {
             let raw = get(key)?;
             match raw.parse::<u64>() {
                 Ok(n) if n >= 1 => Some(n),
@@ -139,29 +141,46 @@ impl RedisConfig {
                 }
             }
         };
-        let max_connections = positive("REDIS_MAX_CONNECTIONS");
-        let connect_timeout = positive("REDIS_CONNECT_TIMEOUT_MS");
-        let read_timeout = positive("REDIS_READ_TIMEOUT_MS");
-        let heartbeat_timeout = positive("HEARTBEAT_TIMEOUT_MS");
-        let dead_message_ttl = positive("DEAD_MESSAGE_TTL_MS");
-        let delay_prefetch = positive("REDIS_DELAY_PREFETCH");
+        // A bare number is ms, as the names say; `5s` or `1h30m` work too.
+        let duration = |key: &str, problems: &mut Vec<String>| -> Option<Duration> {
+            let raw = get(key)?;
+            match parse_duration(&raw) {
+                Ok(d) if d >= Duration::from_millis(1) => Some(d),
+                Ok(_) => {
+                    problems.push(format!("{key} must be at least 1ms, got `{raw}`"));
+                    None
+                }
+                Err(why) => {
+                    problems.push(format!(
+                        "{key} must be a duration ({GRAMMAR}), got `{raw}`: {why}"
+                    ));
+                    None
+                }
+            }
+        };
+        let max_connections = positive("REDIS_MAX_CONNECTIONS", &mut problems);
+        let connect_timeout = duration("REDIS_CONNECT_TIMEOUT_MS", &mut problems);
+        let read_timeout = duration("REDIS_READ_TIMEOUT_MS", &mut problems);
+        let heartbeat_timeout = duration("HEARTBEAT_TIMEOUT_MS", &mut problems);
+        let dead_message_ttl = duration("DEAD_MESSAGE_TTL_MS", &mut problems);
+        let delay_prefetch = positive("REDIS_DELAY_PREFETCH", &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
         if let Some(n) = max_connections {
             config.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
         }
-        if let Some(ms) = connect_timeout {
-            config.connect_timeout = Duration::from_millis(ms);
+        if let Some(d) = connect_timeout {
+            config.connect_timeout = d;
         }
-        if let Some(ms) = read_timeout {
-            config.read_timeout = Duration::from_millis(ms);
+        if let Some(d) = read_timeout {
+            config.read_timeout = d;
         }
-        if let Some(ms) = heartbeat_timeout {
-            config.heartbeat_timeout = Duration::from_millis(ms);
+        if let Some(d) = heartbeat_timeout {
+            config.heartbeat_timeout = d;
         }
-        if let Some(ms) = dead_message_ttl {
-            config.dead_message_ttl = Duration::from_millis(ms);
+        if let Some(d) = dead_message_ttl {
+            config.dead_message_ttl = d;
         }
         if let Some(n) = delay_prefetch {
             config.delay_prefetch = usize::try_from(n).unwrap_or(usize::MAX);
@@ -454,6 +473,22 @@ mod tests {
     }
 
     #[test]
+    fn durations_take_ms_or_units() {
+        let config = RedisConfig::from_lookup(env(&[
+            ("REDIS_URL", "redis://h"),
+            ("REDIS_CONNECT_TIMEOUT_MS", "1500"),
+            ("REDIS_READ_TIMEOUT_MS", "2s"),
+            ("HEARTBEAT_TIMEOUT_MS", "1m30s"),
+            ("DEAD_MESSAGE_TTL_MS", "7d"),
+        ]))
+        .unwrap();
+        assert_eq!(config.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(config.read_timeout, Duration::from_secs(2));
+        assert_eq!(config.heartbeat_timeout, Duration::from_secs(90));
+        assert_eq!(config.dead_message_ttl, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
     fn defaults_match_the_documentation() {
         let config = RedisConfig::from_lookup(env(&[("REDIS_URL", "redis://h")])).unwrap();
         assert_eq!(config.namespace, "dramatiq");
@@ -471,10 +506,16 @@ mod tests {
     fn a_bad_value_names_its_variable() {
         let err = RedisConfig::from_lookup(env(&[
             ("REDIS_URL", "redis://h"),
-            ("REDIS_READ_TIMEOUT_MS", "5s"),
+            ("REDIS_READ_TIMEOUT_MS", "5 parsecs"),
         ]))
         .unwrap_err();
-        assert!(err.to_string().contains("REDIS_READ_TIMEOUT_MS"), "{err}");
+        assert!(
+            err.to_string().contains(
+                "REDIS_READ_TIMEOUT_MS must be a duration (ms, or amounts with units such as \
+                 500ms, 30s, 10m, 1h30m, 7d), got `5 parsecs`: unknown time unit"
+            ),
+            "{err}"
+        );
         let err = RedisConfig::from_lookup(env(&[
             ("REDIS_URL", "redis://h"),
             ("REDIS_MAX_CONNECTIONS", "0"),
@@ -501,9 +542,9 @@ mod tests {
             ("DRAMATIQ_NAMESPACE", "my app"),
             ("REDIS_MAX_CONNECTIONS", "lots"),
             ("REDIS_CONNECT_TIMEOUT_MS", "0"),
-            ("REDIS_READ_TIMEOUT_MS", "5s"),
+            ("REDIS_READ_TIMEOUT_MS", "soon"),
             ("HEARTBEAT_TIMEOUT_MS", "-1"),
-            ("DEAD_MESSAGE_TTL_MS", "1d"),
+            ("DEAD_MESSAGE_TTL_MS", "1dd"),
             ("REDIS_DELAY_PREFETCH", "1e4"),
         ]))
         .unwrap_err();

@@ -3,13 +3,12 @@
 //! Text for people, `--json` for machines; output goes to stdout, logs to stderr.
 
 use std::io::Write;
-use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
 use super::args::{Command, DeadLettersCommand, EnqueueArgs};
 use super::{Exit, Failure};
-use crate::broker::{get_broker, Broker};
+use crate::broker::{get_broker, human_duration, Broker};
 use crate::message::{is_valid_queue_name, Message};
 use crate::registry::Registry;
 
@@ -170,7 +169,7 @@ async fn enqueue(
         }
     }
     declared(broker, &queue).await?;
-    let delay = args.delay.map(Duration::from_millis);
+    let delay = args.delay;
     let message = broker
         .enqueue(message, delay)
         .await
@@ -190,7 +189,10 @@ async fn enqueue(
             message.actor_name,
             message.canonical_queue(),
             message.message_id,
-            delay.map_or(String::new(), |d| format!(" (due in {d:?})"))
+            delay.map_or(String::new(), |d| format!(
+                " (due in {})",
+                human_duration(d)
+            ))
         );
     }
     Ok(())
@@ -244,6 +246,7 @@ mod tests {
     use super::super::args::{DeadLetterSelection, OutputArgs, QueuesArgs};
     use super::dead_letters::utc;
     use super::*;
+    use std::time::Duration;
 
     fn handler(_: &Message) -> Result<crate::actor::Handler, crate::args::ArgError> {
         Ok(crate::actor::Handler::Blocking(Box::new(|| {
@@ -324,7 +327,7 @@ mod tests {
         let mut args = enqueue_args("py_actor", "[1]");
         args.queue = Some("python".into());
         args.kwargs = Some(r#"{"k": true}"#.into());
-        args.delay = Some(60_000);
+        args.delay = Some(Duration::from_secs(60));
         run_to_string(&broker, Command::Enqueue(args))
             .await
             .unwrap();
