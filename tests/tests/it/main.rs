@@ -14,6 +14,7 @@ mod hostile_messages;
 mod interop;
 mod rate_limits;
 mod redis_broker;
+mod redis_coalesce;
 mod redis_delayed;
 mod redis_pressure;
 mod results;
