@@ -38,6 +38,8 @@ struct State<T, E> {
     waiting: VecDeque<Entry<T, E>>,
     /// A flusher (a caller or a spawned task) holds the role: at most one flush at a time.
     flushing: bool,
+    /// The last flush carried several items: senders are concurrent.
+    busy: bool,
 }
 
 struct Entry<T, E> {
@@ -76,6 +78,7 @@ where
                 state: Mutex::new(State {
                     waiting: VecDeque::new(),
                     flushing: false,
+                    busy: false,
                 }),
             }),
         }
@@ -85,17 +88,20 @@ where
     /// `cap` items, in arrival order), and returns the result of the call that took it.
     pub(crate) async fn submit(&self, item: T, flush: impl Flush<T, E>) -> Result<(), E> {
         let (reply, mut rx) = oneshot::channel();
-        let lead = {
+        let (lead, busy) = {
             let mut state = self.inner.state();
             state.waiting.push_back(Entry { item, reply });
-            !std::mem::replace(&mut state.flushing, true)
+            (!std::mem::replace(&mut state.flushing, true), state.busy)
         };
         if !lead {
             return rx.await.unwrap_or_else(|_| Err((self.inner.lost)()));
         }
         let mut flusher = Flusher::new(self.inner.clone(), flush, true);
-        // Let the tasks woken with this one (the senders of the last batch) join in.
-        tokio::task::yield_now().await;
+        if busy {
+            // Let the tasks woken with this one (the senders of the last batch) join in. A
+            // lone sender skips this trip through the scheduler.
+            tokio::task::yield_now().await;
+        }
         loop {
             if let Ok(result) = rx.try_recv() {
                 flusher.step_down();
@@ -158,6 +164,7 @@ where
             if n == 0 {
                 return false;
             }
+            state.busy = n > 1;
             let (items, replies): (Vec<T>, Vec<_>) = state
                 .waiting
                 .drain(..n)
