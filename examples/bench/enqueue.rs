@@ -1,6 +1,11 @@
 //! The benchmark's enqueue client: sends `BENCH_N` no-op messages one at a time, each send
 //! awaited (as Python's `noop.send()` loop does), and prints `enqueue_seconds: X`.
 //! `BENCH_BATCH=1` also times the batch API (`Broker::enqueue_batch`) on another queue.
+//!
+//! `BENCH_SENDERS=1,64,256` instead compares, in one run against one Redis, the batch API
+//! with that many concurrent tasks each awaiting one send at a time (a web server's
+//! handlers), `BENCH_ROUNDS` times (default 3), and prints msg/s and the ratio to the batch
+//! API. `BENCH_THREADS=N` runs them on a multi-thread runtime of N workers.
 
 use std::time::Instant;
 
@@ -10,15 +15,44 @@ use actor_runtime::Broker;
 #[path = "actors.rs"]
 mod actors;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = std::env::var("BENCH_N")
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), BoxError> {
+    let threads: usize = env_or("BENCH_THREADS", 1);
+    let runtime = if threads > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run())
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(default)
+}
+
+async fn run() -> Result<(), BoxError> {
+    let n: usize = env_or("BENCH_N", 20_000);
     let broker: Broker = Broker::redis(RedisConfig::new(actors::redis_url()))?;
     // Connect and load the scripts outside the timed loop, as the Python client's imports are.
     broker.declare_queue("default").await?;
+    if let Ok(senders) = std::env::var("BENCH_SENDERS") {
+        let senders = senders
+            .split(',')
+            .map(|s| s.trim().parse::<usize>().map(|c| c.max(1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = compare_senders(&broker, n, &senders, env_or("BENCH_ROUNDS", 3)).await;
+        broker.close().await;
+        return result;
+    }
 
     let cpu0 = cpu_seconds();
     let start = Instant::now();
@@ -52,6 +86,86 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     broker.close().await;
     Ok(())
+}
+
+/// The queue of `compare_senders`, flushed after each measurement.
+const COMPARE_QUEUE: &str = "bench_coalesce";
+
+/// msg/s of the batch API and of `senders` concurrent senders, `rounds` times.
+async fn compare_senders(
+    broker: &Broker,
+    n: usize,
+    senders: &[usize],
+    rounds: usize,
+) -> Result<(), BoxError> {
+    let message = || -> Result<actor_runtime::Message, BoxError> {
+        let mut message = actors::noop::message().build()?;
+        message.queue_name = COMPARE_QUEUE.into();
+        Ok(message)
+    };
+    broker.flush(COMPARE_QUEUE).await?;
+    // rates[i]: senders[i]'s msg/s, one per round.
+    let mut batch_rates = Vec::new();
+    let mut rates = vec![Vec::new(); senders.len()];
+    for round in 1..=rounds.max(1) {
+        let start = Instant::now();
+        let messages = (0..n).map(|_| message()).collect::<Result<Vec<_>, _>>()?;
+        broker.enqueue_batch(messages, None).await?;
+        let batch = n as f64 / start.elapsed().as_secs_f64();
+        broker.flush(COMPARE_QUEUE).await?;
+        batch_rates.push(batch);
+        let mut line = format!("round {round}: enqueue_batch {batch:.0} msg/s");
+        for (i, &c) in senders.iter().enumerate() {
+            let each = n.div_ceil(c);
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..c)
+                .map(|_| {
+                    let broker = broker.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..each {
+                            broker.enqueue(message()?, None).await?;
+                        }
+                        Ok::<_, BoxError>(())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await??;
+            }
+            let rate = (each * c) as f64 / start.elapsed().as_secs_f64();
+            broker.flush(COMPARE_QUEUE).await?;
+            rates[i].push(rate);
+            line += &format!(
+                " | {c} sender{} {rate:.0} ({:.2})",
+                if c == 1 { "" } else { "s" },
+                rate / batch
+            );
+        }
+        println!("{line}");
+    }
+    let (median_batch, _) = median_spread(&batch_rates);
+    println!("enqueue_batch_msgs_per_s: {median_batch:.0}");
+    for (&c, rates) in senders.iter().zip(&rates) {
+        let ratios: Vec<f64> = rates.iter().zip(&batch_rates).map(|(r, b)| r / b).collect();
+        let (rate, _) = median_spread(rates);
+        let (ratio, (low, high)) = median_spread(&ratios);
+        println!(
+            "senders_{c}_msgs_per_s: {rate:.0}  ratio to enqueue_batch: {ratio:.2} [{low:.2}-{high:.2}]"
+        );
+    }
+    Ok(())
+}
+
+/// The median of `values`, and their min and max.
+fn median_spread(values: &[f64]) -> (f64, (f64, f64)) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let spread = (
+        sorted.first().copied().unwrap_or(0.0),
+        sorted.last().copied().unwrap_or(0.0),
+    );
+    (median, spread)
 }
 
 /// This process's user + system CPU time, from /proc (Linux).

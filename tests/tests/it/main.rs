@@ -12,6 +12,7 @@ mod faults;
 mod hostile_messages;
 mod interop;
 mod rate_limits;
+mod redis_coalesce;
 mod redis_connections;
 mod redis_consume;
 mod redis_delayed;

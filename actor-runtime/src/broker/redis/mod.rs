@@ -30,10 +30,12 @@
 //!   [`RedisConfig::retry_timeout`], then surface as [`Error::Connection`].
 
 mod admin;
+mod coalesce;
 mod config;
 pub(crate) mod conn;
 mod consumer;
 mod delayed;
+mod enqueue;
 mod keys;
 mod maintenance;
 mod notify;
@@ -54,11 +56,11 @@ use super::backend::{
     Workers,
 };
 use crate::error::{Error, Result};
-use crate::message::{canonical_queue, is_valid_queue_name, new_message_id, Message};
+use crate::message::{canonical_queue, is_valid_queue_name, Message};
 
 pub use config::RedisConfig;
 
-use conn::{evalsha, Conn};
+use conn::Conn;
 use delayed::Delayed;
 use keys::{Keys, QueueKeys};
 use notify::{Notifier, QueueSignal};
@@ -109,6 +111,8 @@ pub(crate) struct Shared {
     declared: Mutex<BTreeSet<String>>,
     queues: Mutex<HashMap<String, Arc<QueueState>>>,
     notifier: Arc<Notifier>,
+    /// Concurrent single enqueues, sharing script calls.
+    enqueues: enqueue::Enqueues,
     /// Set while each background task runs.
     heartbeat_running: Arc<AtomicBool>,
     maintenance_running: Arc<AtomicBool>,
@@ -179,6 +183,7 @@ impl RedisBackend {
                 declared: Mutex::new(BTreeSet::new()),
                 queues: Mutex::new(HashMap::new()),
                 notifier: Arc::new(Notifier::default()),
+                enqueues: enqueue::coalescer(),
                 heartbeat_running: Arc::new(AtomicBool::new(false)),
                 maintenance_running: Arc::new(AtomicBool::new(false)),
                 notifier_running: Arc::new(AtomicBool::new(false)),
@@ -417,45 +422,7 @@ impl Backend for RedisBackend {
     }
 
     async fn enqueue(&self, messages: Vec<Message>) -> Result<Vec<Message>> {
-        self.shared.start()?;
-        let mut prepared = Vec::with_capacity(messages.len());
-        for mut message in messages {
-            self.shared.declare(checked_queue(&message.queue_name)?)?;
-            let id = new_message_id();
-            message
-                .options
-                .insert("redis_message_id".into(), id.clone().into());
-            let payload = message.encode();
-            prepared.push((id, payload, message));
-        }
-        // One script call per run of messages to the same queue, at most 1000 each.
-        let mut start = 0;
-        while start < prepared.len() {
-            let target = prepared[start].2.queue_name.clone();
-            let mut end = start;
-            while end < prepared.len() && end - start < 1000 && prepared[end].2.queue_name == target
-            {
-                end += 1;
-            }
-            let (list, msgs) = (
-                self.shared.keys.list(&target),
-                self.shared.keys.msgs(&target),
-            );
-            let mut cmd = evalsha(&scripts::ENQUEUE, &[&list, &msgs]);
-            for (id, payload, _) in &prepared[start..end] {
-                cmd.arg(id).arg(payload);
-            }
-            let _: i64 = self
-                .shared
-                .conn
-                .eval("enqueue", &scripts::ENQUEUE, &cmd)
-                .await?;
-            start = end;
-        }
-        Ok(prepared
-            .into_iter()
-            .map(|(_, _, message)| message)
-            .collect())
+        enqueue::enqueue(&self.shared, messages).await
     }
 
     async fn consume(&self, queue: &str, _prefetch: usize) -> Result<Box<dyn Consumer>> {
