@@ -69,7 +69,7 @@ where
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let backend = StubResultBackend::new();
-    /// let handle = result_handle::<answer>("4b1f...", std::sync::Broker::stub());
+    /// let handle = result_handle::<answer>("4b1f...", Broker::stub());
     /// backend.store(handle.message(), &Ok(42.into()), Duration::from_secs(60)).await.unwrap();
     /// assert_eq!(handle.get_result_from(&backend, false, Duration::ZERO).await.unwrap(), 42);
     /// # });

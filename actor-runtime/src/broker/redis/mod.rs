@@ -75,12 +75,12 @@ use notify::{Notifier, QueueSignal};
 /// [`close`](crate::Broker::close).
 ///
 /// ```no_run
-/// use std::sync::Arc;
-/// use actor_runtime::{set_broker, Broker, Message, RedisBackend};
-/// use actor_runtime::broker::RedisConfig;
+/// use actor_runtime::broker::{RedisBackend, RedisConfig};
+/// use actor_runtime::{set_broker, Broker, Message};
 ///
 /// # async fn run() -> actor_runtime::Result<()> {
-/// let broker = Arc::new(RedisBackend::new(RedisConfig::new("redis://127.0.0.1:6379/0"))?);
+/// let backend = RedisBackend::new(RedisConfig::new("redis://127.0.0.1:6379/0"))?;
+/// let broker = Broker::new(backend); // or Broker::redis(config)
 /// set_broker(broker.clone());
 /// broker.enqueue(Message::new("default", "add", vec![1.into(), 2.into()]), None).await?;
 /// println!("{:?}", broker.stats("default").await?);
