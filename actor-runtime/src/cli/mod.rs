@@ -49,9 +49,11 @@ mod supervisor;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use clap::{CommandFactory, FromArgMatches};
 
+use crate::broker::{get_broker, Broker};
 use crate::error::Error;
 use crate::registry::Registry;
 
@@ -72,7 +74,7 @@ const WORKER_ENV: &str = "ACTOR_RUNTIME_WORKER_INDEX";
 /// }
 /// ```
 pub fn main() -> ExitCode {
-    run(std::env::args_os(), None)
+    App::new().run()
 }
 
 /// [`main`], with your app's version for `--version` (`my-app-worker 1.4.2`); `env!` reads
@@ -84,7 +86,7 @@ pub fn main() -> ExitCode {
 /// }
 /// ```
 pub fn run_with_version(version: &'static str) -> ExitCode {
-    run(std::env::args_os(), Some(version))
+    App::new().version(version).run()
 }
 
 /// [`main`] with explicit arguments (the first is the program name), for programs that wrap
@@ -105,6 +107,118 @@ where
     T: Into<OsString> + Clone,
 {
     run(args, None)
+}
+
+/// A change to the broker the CLI builds from the environment: add middleware (results,
+/// your own), before any worker or operator command uses it. An error stops the program
+/// with exit 2 and the error's text.
+pub type Configure = Box<
+    dyn Fn(&Broker) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>
+        + Send
+        + Sync,
+>;
+
+/// The worker command of your app, configured: its version and what to add to the broker.
+/// [`main`] is `App::new().run()`.
+///
+/// The CLI builds the broker from the environment itself (in every worker process it starts),
+/// so middleware is added here, not with [`set_broker`](crate::set_broker) before `main`:
+///
+/// ```no_run
+/// use actor_runtime::cli::App;
+/// use actor_runtime::results::{RedisResultBackend, Results};
+///
+/// #[actor_runtime::actor(store_results = true)]
+/// async fn word_count(text: String) -> usize {
+///     text.split_whitespace().count()
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     App::new()
+///         .version(env!("CARGO_PKG_VERSION"))
+///         .configure(|broker| {
+///             // Results next to the queues; connects on first use.
+///             let url = std::env::var("REDIS_URL")?;
+///             broker.add_middleware(Results::new(RedisResultBackend::new(url)?));
+///             Ok(())
+///         })
+///         .run()
+/// }
+/// ```
+#[derive(Default)]
+pub struct App {
+    version: Option<&'static str>,
+    configure: Vec<Configure>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("version", &self.version)
+            .field("configure", &self.configure.len())
+            .finish()
+    }
+}
+
+impl App {
+    /// The worker command with the library's version and the default broker.
+    pub fn new() -> App {
+        App::default()
+    }
+
+    /// What `--version` prints (`my-app-worker 1.4.2`): give `env!("CARGO_PKG_VERSION")`.
+    pub fn version(mut self, version: &'static str) -> App {
+        self.version = Some(version);
+        self
+    }
+
+    /// Runs `configure` on the broker once it is built from the environment, before it is
+    /// used (after earlier `configure` calls, in order).
+    pub fn configure<F>(mut self, configure: F) -> App
+    where
+        F: Fn(&Broker) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.configure.push(Box::new(configure));
+        self
+    }
+
+    /// Runs the command line of this process (see [`main`]).
+    pub fn run(self) -> ExitCode {
+        self.run_from(std::env::args_os())
+    }
+
+    /// [`run`](Self::run) with explicit arguments (the first is the program name).
+    pub fn run_from<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let _ = CONFIGURE.set(self.configure);
+        run(args, self.version)
+    }
+}
+
+/// The app's broker configuration, set once by [`App::run`].
+static CONFIGURE: OnceLock<Vec<Configure>> = OnceLock::new();
+
+/// The broker from the environment with the app's configuration applied (once per process):
+/// what every command of the CLI uses.
+pub(crate) fn broker() -> Result<Broker, Failure> {
+    static APPLIED: OnceLock<Result<(), String>> = OnceLock::new();
+    let broker = get_broker().map_err(Failure::from)?;
+    let applied = APPLIED.get_or_init(|| {
+        for configure in CONFIGURE.get().into_iter().flatten() {
+            configure(&broker).map_err(|err| format!("configuring the broker failed: {err}"))?;
+        }
+        Ok(())
+    });
+    match applied {
+        Ok(()) => Ok(broker),
+        Err(message) => Err(Failure::usage(message.clone())),
+    }
 }
 
 /// What `--version` says when the app did not give its own.

@@ -9,7 +9,6 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use super::metrics::{self, Source};
 use super::settings::WorkerSettings;
 use super::{Exit, Failure};
-use crate::broker::get_broker;
 use crate::middleware::Prometheus;
 use crate::worker::Worker;
 
@@ -114,7 +113,7 @@ impl Signals {
 
 async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure> {
     let mut signals = Signals::new()?;
-    let broker = get_broker().map_err(Failure::from)?;
+    let broker = crate::cli::broker()?;
     // Once, before anything starts (the broker's heartbeat thread would warn about every
     // failed beat): an unreachable broker is exit 3 at once.
     broker.ping().await.map_err(Failure::from)?;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use actor_runtime::actor;
+use actor_runtime::cli::App;
+use actor_runtime::results::{RedisResultBackend, Results};
 use serde_json::{json, Value};
 
 fn record(event: Value) {
@@ -101,6 +103,27 @@ async fn cli_fail_retried(key: String) -> Result<(), String> {
     Err(format!("{key} always fails"))
 }
 
+/// Squares `x`; its result is stored when the worker runs with `CLI_TEST_RESULTS`.
+#[actor(queue_name = "cli", store_results = true)]
+async fn cli_square(x: i64) -> i64 {
+    x * x
+}
+
 fn main() -> ExitCode {
-    actor_runtime::cli::run_with_version(env!("CARGO_PKG_VERSION"))
+    App::new()
+        .version(env!("CARGO_PKG_VERSION"))
+        .configure(|broker| {
+            // Results in Redis, in the namespace `CLI_TEST_RESULTS` names: the documented
+            // way to add middleware to a CLI worker.
+            if let Ok(namespace) = std::env::var("CLI_TEST_RESULTS") {
+                let url = std::env::var("REDIS_URL")?;
+                let backend = RedisResultBackend::new(url)?.namespace(namespace);
+                broker.add_middleware(Results::new(backend));
+            }
+            if std::env::var("CLI_TEST_BAD_CONFIGURE").is_ok() {
+                return Err("no results store at the given address".into());
+            }
+            Ok(())
+        })
+        .run()
 }

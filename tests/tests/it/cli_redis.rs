@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actor_runtime::results::{RedisResultBackend, ResultBackend};
 use actor_runtime::Message;
 use serde_json::json;
 
@@ -293,6 +294,48 @@ async fn what_an_actor_prints_can_neither_break_nor_fool_the_supervisor() {
         Some(0),
         "{}",
         supervisor.dump()
+    );
+    f.cleanup().await;
+}
+
+/// A CLI worker (`cli::App`) adds the Results middleware in `configure`: what its actors
+/// return is stored in Redis, where any producer reads it. A failing `configure` stops the
+/// program with exit 2 and its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_worker_configured_with_results_stores_what_its_actors_return() {
+    let f = Fixture::new();
+    let results_ns = format!("{}:results", f.ns);
+    let mut env = f.env();
+    env.push(("CLI_TEST_RESULTS", results_ns.as_str()));
+    let mut worker = Proc::spawn(WORKER, &["-p", "1", "-Q", "cli"], &env);
+    worker.wait_message("worker started").await;
+
+    let message = Message::new("cli", "cli_square", vec![json!(7)]);
+    let message = f.broker.enqueue(message, None).await.unwrap();
+    let backend = RedisResultBackend::new(f.url.clone())
+        .unwrap()
+        .namespace(results_ns.clone());
+    let value = backend
+        .get(&message, true, Duration::from_secs(10))
+        .await
+        .expect("the worker stored the result");
+    assert_eq!(value, json!(49));
+    kill("TERM", worker.pid());
+    assert_eq!(worker.exit().await.code(), Some(0), "{}", worker.dump());
+
+    let output = tokio::process::Command::new(WORKER)
+        .arg("check")
+        .env_remove("RUST_LOG")
+        .envs(f.env())
+        .env("CLI_TEST_BAD_CONFIGURE", "1")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("configuring the broker failed: no results store at the given address"),
+        "{stderr}"
     );
     f.cleanup().await;
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use crate::broker::{get_broker, human_duration, BrokerInfo};
+use crate::broker::{human_duration, BrokerInfo};
 use crate::cli::args::CheckArgs;
 use crate::cli::settings::{self, WorkerSettings};
 use crate::cli::{consumed, env_var, Exit, Failure, NO_ACTORS};
@@ -25,7 +25,7 @@ pub(super) fn check(args: CheckArgs, registry: &Registry) -> Result<Exit, Failur
     if registry.is_empty() {
         return Err(Failure::usage(NO_ACTORS));
     }
-    let broker = get_broker().map_err(Failure::from)?;
+    let broker = crate::cli::broker()?;
     let info = broker.describe();
     let runtime = super::runtime()?;
     let connection = runtime.block_on(async {

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::args::{Command, DeadLettersCommand, EnqueueArgs};
 use super::{Exit, Failure};
-use crate::broker::{get_broker, human_duration, Broker};
+use crate::broker::{human_duration, Broker};
 use crate::message::{is_valid_queue_name, Message};
 use crate::registry::Registry;
 
@@ -34,7 +34,7 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
     }
     let runtime = runtime()?;
     runtime.block_on(async {
-        let broker = get_broker().map_err(Failure::from)?;
+        let broker = crate::cli::broker()?;
         if broker.kind() == "stub" {
             return Err(Failure::usage(
                 "operator commands need the broker your workers use: set REDIS_URL (without \
