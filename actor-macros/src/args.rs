@@ -333,7 +333,7 @@ fn is_valid_queue_name(name: &str) -> bool {
 }
 
 fn unknown_option(key: &Ident, name: &str) -> Error {
-    let message = match suggest(name) {
+    let message = match suggest(name, OPTION_NAMES) {
         Some(near) => format!("unknown option `{name}`: did you mean `{near}`?"),
         None => {
             let valid: Vec<String> = OPTION_NAMES.iter().map(|o| format!("`{o}`")).collect();

@@ -1,7 +1,5 @@
 //! The hint for a misspelt option: "did you mean `max_retries`?".
 
-use crate::args::OPTION_NAMES;
-
 /// Names other libraries use for an option, so the hint names ours.
 const ALIASES: &[(&str, &str)] = &[
     ("name", "actor_name"),
@@ -11,19 +9,19 @@ const ALIASES: &[(&str, &str)] = &[
     ("ttl", "result_ttl"),
 ];
 
-/// The option a misspelt `name` most likely meant: a known alias, the same letters in
-/// another case or separator, or a name within a few typos.
-pub(crate) fn suggest(name: &str) -> Option<&'static str> {
+/// The option of `options` a misspelt `name` most likely meant: a known alias, the same
+/// letters in another case or separator, or a name within a few typos.
+pub(crate) fn suggest(name: &str, options: &[&'static str]) -> Option<&'static str> {
     let lower = name.to_ascii_lowercase();
     if let Some((_, option)) = ALIASES.iter().find(|(alias, _)| *alias == lower) {
         return Some(option);
     }
     let squash = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
-    if let Some(option) = OPTION_NAMES.iter().find(|o| squash(o) == squash(name)) {
+    if let Some(option) = options.iter().find(|o| squash(o) == squash(name)) {
         return Some(option);
     }
     let budget = (name.chars().count() / 3).clamp(1, 3);
-    OPTION_NAMES
+    options
         .iter()
         .map(|option| (edit_distance(&lower, option), *option))
         .filter(|(distance, _)| *distance <= budget)
@@ -56,23 +54,33 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    /// Options of the attribute, as `args.rs` lists them (the ones these cases need).
+    const OPTIONS: &[&str] = &[
+        "actor_name",
+        "queue_name",
+        "priority",
+        "max_retries",
+        "time_limit",
+        "on_success",
+        "result_ttl",
+    ];
     use super::*;
 
     #[test]
     fn near_misses_suggest_the_option() {
-        assert_eq!(suggest("max_retry"), Some("max_retries"));
-        assert_eq!(suggest("max_retires"), Some("max_retries"));
-        assert_eq!(suggest("maxRetries"), Some("max_retries"));
-        assert_eq!(suggest("queue"), Some("queue_name"));
-        assert_eq!(suggest("timeout"), Some("time_limit"));
-        assert_eq!(suggest("priorty"), Some("priority"));
-        assert_eq!(suggest("on_sucess"), Some("on_success"));
+        assert_eq!(suggest("max_retry", OPTIONS), Some("max_retries"));
+        assert_eq!(suggest("max_retires", OPTIONS), Some("max_retries"));
+        assert_eq!(suggest("maxRetries", OPTIONS), Some("max_retries"));
+        assert_eq!(suggest("queue", OPTIONS), Some("queue_name"));
+        assert_eq!(suggest("timeout", OPTIONS), Some("time_limit"));
+        assert_eq!(suggest("priorty", OPTIONS), Some("priority"));
+        assert_eq!(suggest("on_sucess", OPTIONS), Some("on_success"));
     }
 
     #[test]
     fn far_misses_suggest_nothing() {
-        assert_eq!(suggest("color"), None);
-        assert_eq!(suggest("x"), None);
-        assert_eq!(suggest("delay"), None);
+        assert_eq!(suggest("color", OPTIONS), None);
+        assert_eq!(suggest("x", OPTIONS), None);
+        assert_eq!(suggest("delay", OPTIONS), None);
     }
 }

@@ -135,14 +135,18 @@ pub fn get_broker() -> Result<Broker> {
 /// # }
 /// ```
 pub fn environment_is_production() -> bool {
+    is_production(&|key| std::env::var(key).ok())
+}
+
+/// [`environment_is_production`] over the variables `env` gives: the one production check,
+/// for the process's environment and the CLI's settings alike.
+pub(crate) fn is_production(env: &dyn Fn(&str) -> Option<String>) -> bool {
     ["APP_ENV", "ENVIRONMENT", "ENV"].iter().any(|key| {
-        std::env::var(key)
-            .map(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "production" | "prod"
-                )
-            })
-            .unwrap_or(false)
+        env(key).is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "production" | "prod"
+            )
+        })
     })
 }

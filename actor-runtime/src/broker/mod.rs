@@ -36,7 +36,7 @@ pub use backend::{
     WorkerInfo, Workers,
 };
 pub use context::{Fate, MessageContext, Skip};
-pub(crate) use global::{enter_scope, enter_scope_sync, scoped};
+pub(crate) use global::{enter_scope, enter_scope_sync, is_production, scoped};
 pub use global::{environment_is_production, get_broker, set_broker, with_broker};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};

@@ -243,7 +243,7 @@ pub(crate) fn check_broker_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(
         Some(_) => problems.push(
             "REDIS_URL is set but actor-runtime was built without its `redis` feature".into(),
         ),
-        None if is_production(env) => problems.push(
+        None if crate::broker::is_production(env) => problems.push(
             "REDIS_URL is not set but the environment is production; the in-memory stub \
              broker would lose every message"
                 .into(),
@@ -255,18 +255,6 @@ pub(crate) fn check_broker_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(
     } else {
         Err(SettingsError(problems))
     }
-}
-
-/// [`crate::broker::environment_is_production`] over `env`.
-fn is_production(env: &dyn Fn(&str) -> Option<String>) -> bool {
-    ["APP_ENV", "ENVIRONMENT", "ENV"].iter().any(|key| {
-        env(key).is_some_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "production" | "prod"
-            )
-        })
-    })
 }
 
 #[cfg(test)]
