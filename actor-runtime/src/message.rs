@@ -120,7 +120,8 @@ impl Message {
     /// The message as it enters its queue once due: `queue_name` canonical (no `.DQ`), no
     /// `eta`. What a consumer hands out, and what a retry or a requeue starts from.
     pub fn undelayed(mut self) -> Message {
-        self.queue_name = canonical_queue(&self.queue_name).to_owned();
+        let canonical = canonical_queue(&self.queue_name).len();
+        self.queue_name.truncate(canonical);
         self.options.remove("eta");
         self
     }

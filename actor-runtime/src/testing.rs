@@ -332,6 +332,10 @@ impl Recorder {
 
 #[async_trait]
 impl Middleware for Recorder {
+    fn hooks_enqueue(&self) -> bool {
+        false
+    }
+
     async fn after_process_message(
         &self,
         _broker: &Broker,

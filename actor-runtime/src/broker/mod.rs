@@ -230,7 +230,7 @@ impl Broker {
         mut messages: Vec<Message>,
         delay: Option<Duration>,
     ) -> Result<Vec<Message>> {
-        let middleware = self.inner.middleware.snapshot();
+        let middleware = self.inner.middleware.with_enqueue_hooks();
         if !middleware.is_empty() {
             for message in &mut messages {
                 for m in middleware.iter() {
@@ -468,6 +468,14 @@ pub trait Middleware: Any + Send + Sync {
         let _ = (broker, message, delay);
     }
 
+    /// Whether this middleware has enqueue hooks (`before_enqueue`, `after_enqueue`). The
+    /// broker calls those of every middleware that says yes (the default) on every send;
+    /// return `false` when you implement neither, so sends skip this middleware (most act
+    /// only around processing).
+    fn hooks_enqueue(&self) -> bool {
+        true
+    }
+
     /// Called before the actor runs; `Err(Skip)` skips the message (it is then acked, or
     /// dead-lettered if the middleware called [`MessageContext::fail`]).
     async fn before_process_message(
@@ -540,7 +548,24 @@ pub trait Middleware: Any + Send + Sync {
 /// The ordered middleware of a broker: `before_*` hooks run in order, `after_*` hooks in
 /// reverse.
 pub struct Middlewares {
-    stack: RwLock<Arc<Vec<Arc<dyn Middleware>>>>,
+    stack: RwLock<Stack>,
+}
+
+/// A stack and the part of it with enqueue hooks, swapped together.
+#[derive(Clone)]
+struct Stack {
+    all: Arc<Vec<Arc<dyn Middleware>>>,
+    enqueue: Arc<Vec<Arc<dyn Middleware>>>,
+}
+
+impl Stack {
+    fn new(all: Vec<Arc<dyn Middleware>>) -> Stack {
+        let enqueue = all.iter().filter(|m| m.hooks_enqueue()).cloned().collect();
+        Stack {
+            all: Arc::new(all),
+            enqueue: Arc::new(enqueue),
+        }
+    }
 }
 
 impl fmt::Debug for Middlewares {
@@ -553,25 +578,38 @@ impl Middlewares {
     /// A stack of exactly these middleware.
     pub fn new(stack: Vec<Arc<dyn Middleware>>) -> Self {
         Middlewares {
-            stack: RwLock::new(Arc::new(stack)),
+            stack: RwLock::new(Stack::new(stack)),
         }
     }
 
     /// Appends a middleware: its `before_*` hooks run after those added before it.
     pub fn add(&self, middleware: Arc<dyn Middleware>) {
         let mut stack = self.stack.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = Vec::clone(&stack);
+        let mut next = Vec::clone(&stack.all);
         next.push(middleware);
-        *stack = Arc::new(next);
+        *stack = Stack::new(next);
     }
 
     /// Replaces the whole stack.
     pub fn set(&self, middleware: Vec<Arc<dyn Middleware>>) {
-        *self.stack.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(middleware);
+        *self.stack.write().unwrap_or_else(|e| e.into_inner()) = Stack::new(middleware);
     }
 
     /// The current stack, cheap to clone and stable while hooks run.
     pub fn snapshot(&self) -> Arc<Vec<Arc<dyn Middleware>>> {
-        self.stack.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stack
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .all
+            .clone()
+    }
+
+    /// The middleware of the stack with enqueue hooks, in order.
+    fn with_enqueue_hooks(&self) -> Arc<Vec<Arc<dyn Middleware>>> {
+        self.stack
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .enqueue
+            .clone()
     }
 }

@@ -68,6 +68,10 @@ impl GroupCallbacks {
 
 #[async_trait]
 impl Middleware for GroupCallbacks {
+    fn hooks_enqueue(&self) -> bool {
+        false
+    }
+
     async fn after_process_message(
         &self,
         broker: &Broker,

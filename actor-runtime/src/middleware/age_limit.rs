@@ -27,6 +27,10 @@ pub struct AgeLimit {
 
 #[async_trait]
 impl Middleware for AgeLimit {
+    fn hooks_enqueue(&self) -> bool {
+        false
+    }
+
     async fn before_process_message(
         &self,
         _broker: &Broker,

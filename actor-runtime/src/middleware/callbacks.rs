@@ -37,6 +37,10 @@ pub struct Callbacks;
 
 #[async_trait]
 impl Middleware for Callbacks {
+    fn hooks_enqueue(&self) -> bool {
+        false
+    }
+
     async fn after_process_message(
         &self,
         broker: &Broker,

@@ -19,6 +19,10 @@ pub struct Pipelines;
 
 #[async_trait]
 impl Middleware for Pipelines {
+    fn hooks_enqueue(&self) -> bool {
+        false
+    }
+
     async fn after_process_message(
         &self,
         broker: &Broker,

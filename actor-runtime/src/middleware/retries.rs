@@ -106,6 +106,10 @@ pub fn compute_backoff(retries: u32, min_backoff: u64, max_backoff: u64) -> u64 
 
 #[async_trait]
 impl Middleware for Retries {
+    fn hooks_enqueue(&self) -> bool {
+        false
+    }
+
     async fn after_process_message(
         &self,
         broker: &Broker,

@@ -27,6 +27,10 @@ pub struct ShutdownNotifications {
 
 #[async_trait]
 impl Middleware for ShutdownNotifications {
+    fn hooks_enqueue(&self) -> bool {
+        false
+    }
+
     async fn before_process_message(
         &self,
         _broker: &Broker,

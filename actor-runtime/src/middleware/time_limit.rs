@@ -39,6 +39,10 @@ impl Default for TimeLimit {
 
 #[async_trait]
 impl Middleware for TimeLimit {
+    fn hooks_enqueue(&self) -> bool {
+        false
+    }
+
     async fn before_process_message(
         &self,
         _broker: &Broker,

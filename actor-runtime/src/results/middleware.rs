@@ -107,6 +107,10 @@ impl Results {
 
 #[async_trait]
 impl Middleware for Results {
+    fn hooks_enqueue(&self) -> bool {
+        false
+    }
+
     async fn after_process_message(
         &self,
         _broker: &Broker,
