@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use super::coalesce::Coalescer;
 use super::conn::evalsha;
-use super::{checked_queue, scripts, Shared};
+use super::{scripts, Shared};
 use crate::error::{Error, Result};
-use crate::message::{new_message_id, Message};
+use crate::message::{canonical_queue, new_message_id, Message};
 
 /// Most messages in one script call: bounds the time Redis spends in it.
 const PER_CALL: usize = 1000;
@@ -63,7 +63,7 @@ pub(crate) async fn enqueue(shared: &Arc<Shared>, messages: Vec<Message>) -> Res
 
 /// Declares the message's queue and gives it its id.
 fn prepare(shared: &Shared, mut message: Message) -> Result<(Prepared, Message)> {
-    shared.declare(checked_queue(&message.queue_name)?)?;
+    shared.declare(canonical_queue(&message.queue_name))?;
     let id = new_message_id();
     message
         .options

@@ -300,11 +300,13 @@ impl Shared {
     }
 
     fn declare(&self, queue: &str) -> Result<()> {
-        if !is_valid_queue_name(queue) {
-            return Err(Error::InvalidQueueName(queue.to_owned()));
-        }
         let mut declared = self.declared.lock().unwrap_or_else(|e| e.into_inner());
+        // A declared name was checked when it was declared: every send after the first
+        // costs a lookup, not a second check.
         if !declared.contains(queue) {
+            if !is_valid_queue_name(queue) {
+                return Err(Error::InvalidQueueName(queue.to_owned()));
+            }
             declared.insert(queue.to_owned());
         }
         Ok(())
