@@ -82,6 +82,16 @@ pub trait Backend: Any + Send + Sync {
     /// was.
     async fn enqueue(&self, messages: Vec<Message>) -> Result<Vec<Message>>;
 
+    /// [`enqueue`](Backend::enqueue) for one message: the path of every single send, which a
+    /// backend may make cheaper than a batch of one (the Redis backend shares one round trip
+    /// among concurrent senders). By default, a batch of one.
+    async fn enqueue_one(&self, message: Message) -> Result<Message> {
+        self.enqueue(vec![message])
+            .await?
+            .pop()
+            .ok_or(Error::Closed)
+    }
+
     /// Starts consuming `queue` (and its due delayed messages).
     async fn consume(&self, queue: &str, prefetch: usize) -> Result<Box<dyn Consumer>>;
 

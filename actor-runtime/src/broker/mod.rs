@@ -68,6 +68,21 @@ struct Inner {
     middleware: Middlewares,
 }
 
+/// `message` as a backend stores it: out of any delay envelope it came in, its queue name
+/// checked, and with a `delay`, in its delay queue with an `eta`.
+fn ready_to_store(message: Message, delay: Option<Duration>) -> Result<Message> {
+    let message = message.undelayed();
+    if !is_valid_queue_name(&message.queue_name) {
+        return Err(Error::InvalidQueueName(message.queue_name));
+    }
+    Ok(match delay {
+        Some(delay) => {
+            let eta = eta_for(&message, delay)?;
+            message.delayed(eta)
+        }
+        None => message,
+    })
+}
 impl fmt::Debug for Broker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Broker")
@@ -202,9 +217,22 @@ impl Broker {
     ///
     /// A delay longer than [`MAX_DELAY`](crate::message::MAX_DELAY) is refused with
     /// [`Error::DelayTooLong`]; an invalid queue name with [`Error::InvalidQueueName`].
-    pub async fn enqueue(&self, message: Message, delay: Option<Duration>) -> Result<Message> {
-        let mut stored = self.enqueue_batch(vec![message], delay).await?;
-        stored.pop().ok_or(Error::Closed)
+    pub async fn enqueue(&self, mut message: Message, delay: Option<Duration>) -> Result<Message> {
+        // The one-message path of `enqueue_batch`, without its vectors: concurrent sends
+        // (a web server's handlers) take it per message.
+        let middleware = self.inner.middleware.with_enqueue_hooks();
+        for m in middleware.iter() {
+            m.before_enqueue(self, &mut message, delay).await?;
+        }
+        let message = self
+            .inner
+            .backend
+            .enqueue_one(ready_to_store(message, delay)?)
+            .await?;
+        for m in middleware.iter().rev() {
+            m.after_enqueue(self, &message, delay).await;
+        }
+        Ok(message)
     }
 
     /// Enqueues many messages at once, running the middleware's enqueue hooks for each, in
@@ -257,20 +285,10 @@ impl Broker {
         messages: Vec<Message>,
         delay: Option<Duration>,
     ) -> Result<Vec<Message>> {
-        let mut ready = Vec::with_capacity(messages.len());
-        for message in messages {
-            let message = message.undelayed();
-            if !is_valid_queue_name(&message.queue_name) {
-                return Err(Error::InvalidQueueName(message.queue_name));
-            }
-            ready.push(match delay {
-                Some(delay) => {
-                    let eta = eta_for(&message, delay)?;
-                    message.delayed(eta)
-                }
-                None => message,
-            });
-        }
+        let ready = messages
+            .into_iter()
+            .map(|message| ready_to_store(message, delay))
+            .collect::<Result<Vec<_>>>()?;
         self.inner.backend.enqueue(ready).await
     }
 

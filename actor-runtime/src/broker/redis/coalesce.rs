@@ -1,10 +1,15 @@
 //! Group commit for concurrent single enqueues: many tasks sending at once (a web server's
 //! handlers) share round trips instead of taking one each.
 //!
-//! The pattern, with no timer: a caller that finds no flush in progress becomes the flusher
-//! and stores the waiting items in one call; items arriving while that call is in flight
-//! wait and go together in the next one. Each caller gets its own call's result on a
-//! oneshot, and returns only once its item is stored (or its call failed).
+//! The pattern, with no timer: a caller that finds fewer than `depth` flushes in progress
+//! becomes a flusher and stores the waiting items in one call; items arriving while the
+//! calls are in flight wait and go together in the next one. Each caller gets its own
+//! call's result on a oneshot, and returns only once its item is stored (or its call
+//! failed).
+//!
+//! With a depth of two, one group of senders prepares its next messages while the other
+//! group's call runs, so neither the client nor the server waits idle between calls (on
+//! an idle machine, each such wait is a wake-up from sleep, tens of microseconds).
 //!
 //! A flusher stops as soon as its own item is done: if others still wait, a spawned task
 //! carries on, so no caller serves others for long. If a flusher's future is dropped (its
@@ -29,6 +34,8 @@ pub(crate) struct Coalescer<T, E> {
 struct Inner<T, E> {
     /// Most items in one flush.
     cap: usize,
+    /// Most flushes in progress at once.
+    depth: usize,
     /// The error of a caller whose item was dropped unflushed (the runtime shut down).
     lost: fn() -> E,
     state: Mutex<State<T, E>>,
@@ -36,8 +43,8 @@ struct Inner<T, E> {
 
 struct State<T, E> {
     waiting: VecDeque<Entry<T, E>>,
-    /// A flusher (a caller or a spawned task) holds the role: at most one flush at a time.
-    flushing: bool,
+    /// Flushers (callers or spawned tasks) at work: at most `depth`.
+    flushers: usize,
     /// The last flush carried several items: senders are concurrent.
     busy: bool,
 }
@@ -68,16 +75,17 @@ where
     T: Send + Sync + 'static,
     E: Clone + Send + 'static,
 {
-    /// At most `cap` items per flush; `lost` is the error of an item that can no longer
-    /// be flushed.
-    pub(crate) fn new(cap: usize, lost: fn() -> E) -> Coalescer<T, E> {
+    /// At most `cap` items per flush and `depth` flushes at once; `lost` is the error of
+    /// an item that can no longer be flushed.
+    pub(crate) fn new(cap: usize, depth: usize, lost: fn() -> E) -> Coalescer<T, E> {
         Coalescer {
             inner: Arc::new(Inner {
                 cap: cap.max(1),
+                depth: depth.max(1),
                 lost,
                 state: Mutex::new(State {
                     waiting: VecDeque::new(),
-                    flushing: false,
+                    flushers: 0,
                     busy: false,
                 }),
             }),
@@ -91,7 +99,9 @@ where
         let (lead, busy) = {
             let mut state = self.inner.state();
             state.waiting.push_back(Entry { item, reply });
-            (!std::mem::replace(&mut state.flushing, true), state.busy)
+            let lead = state.flushers < self.inner.depth;
+            state.flushers += usize::from(lead);
+            (lead, state.busy)
         };
         if !lead {
             return rx.await.unwrap_or_else(|_| Err((self.inner.lost)()));
@@ -108,9 +118,9 @@ where
                 return result;
             }
             if !flusher.flush_next().await {
-                // Unreachable while we hold the role: our item waits or was answered.
+                // Nothing waits: another flusher's call has our item.
                 flusher.step_down();
-                return rx.try_recv().unwrap_or_else(|_| Err((self.inner.lost)()));
+                return rx.await.unwrap_or_else(|_| Err((self.inner.lost)()));
             }
         }
     }
@@ -189,7 +199,7 @@ where
     fn step_down(mut self) {
         let mut state = self.inner.state();
         if state.waiting.is_empty() && self.in_flight.is_none() {
-            state.flushing = false;
+            state.flushers -= 1;
             self.flush = None;
         }
     }
@@ -200,7 +210,7 @@ where
             while self.flush_next().await {}
             let mut state = self.inner.state();
             if state.waiting.is_empty() {
-                state.flushing = false;
+                state.flushers -= 1;
                 self.flush = None;
                 return;
             }
@@ -233,7 +243,7 @@ where
                 drop(in_flight);
                 let mut state = inner.state();
                 state.waiting.clear();
-                state.flushing = false;
+                state.flushers -= 1;
             }
         }
     }
@@ -251,6 +261,8 @@ mod tests {
     struct Store {
         calls: Arc<Mutex<Vec<Vec<i32>>>>,
         running: Arc<AtomicUsize>,
+        /// The most calls seen under way at once.
+        most: Arc<AtomicUsize>,
     }
 
     impl Store {
@@ -259,7 +271,7 @@ mod tests {
             move |items| {
                 let store = store.clone();
                 Box::pin(async move {
-                    let _running = Running::enter(&store.running);
+                    let _running = Running::enter(&store.running, &store.most);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     store.calls.lock().unwrap().push(items.to_vec());
                     if items.iter().any(|&i| i < 0) {
@@ -282,16 +294,14 @@ mod tests {
         }
     }
 
-    /// Counts a call under way, checking there is only one.
+    /// Counts a call under way, checking there are at most [`DEPTH`].
     struct Running<'a>(&'a AtomicUsize);
 
     impl<'a> Running<'a> {
-        fn enter(count: &'a AtomicUsize) -> Running<'a> {
-            assert_eq!(
-                count.fetch_add(1, Ordering::SeqCst),
-                0,
-                "one call at a time"
-            );
+        fn enter(count: &'a AtomicUsize, most: &AtomicUsize) -> Running<'a> {
+            let running = count.fetch_add(1, Ordering::SeqCst) + 1;
+            assert!(running <= DEPTH, "{running} calls at a time");
+            most.fetch_max(running, Ordering::SeqCst);
             Running(count)
         }
     }
@@ -304,8 +314,11 @@ mod tests {
 
     type BoxedFlush = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'static>>;
 
+    /// Calls in flight at once in these tests.
+    const DEPTH: usize = 2;
+
     fn coalescer(cap: usize) -> Coalescer<i32, String> {
-        Coalescer::new(cap, || "lost".to_owned())
+        Coalescer::new(cap, DEPTH, || "lost".to_owned())
     }
 
     #[tokio::test]
@@ -313,8 +326,9 @@ mod tests {
         let (store, c) = (Store::default(), coalescer(10));
         c.submit(1, store.flush()).await.unwrap();
         c.submit(2, store.flush()).await.unwrap();
-        assert_eq!(store.calls(), [vec![1], vec![2]]);
-        assert!(!c.inner.state().flushing);
+        assert_eq!(store.calls().len(), 2, "a call each");
+        assert_eq!(store.stored(), [1, 2]);
+        assert_eq!(c.inner.state().flushers, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,7 +347,26 @@ mod tests {
         let calls = store.calls();
         assert!(calls.iter().all(|call| call.len() <= 8));
         assert!(calls.len() < 50, "calls were shared: {}", calls.len());
-        assert!(!c.inner.state().flushing);
+        assert_eq!(c.inner.state().flushers, 0);
+    }
+
+    #[tokio::test]
+    async fn a_second_call_starts_while_the_first_is_in_flight() {
+        let (store, c) = (Store::default(), Arc::new(coalescer(100)));
+        let first = {
+            let (store, c) = (store.clone(), c.clone());
+            tokio::spawn(async move { c.submit(1, store.flush()).await })
+        };
+        // Let the first caller's call start (it sleeps in the store).
+        while store.running.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        c.submit(2, store.flush()).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(store.most.load(Ordering::SeqCst), 2, "the calls overlapped");
+        assert_eq!(store.calls().len(), 2, "a call each");
+        assert_eq!(store.stored(), [1, 2]);
+        assert_eq!(c.inner.state().flushers, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +420,7 @@ mod tests {
         let mut stored = store.stored();
         stored.dedup();
         assert_eq!(stored, (0..20).collect::<Vec<_>>());
-        assert!(!c.inner.state().flushing);
+        assert_eq!(c.inner.state().flushers, 0);
         c.submit(99, store.flush()).await.unwrap();
     }
 
@@ -412,6 +445,6 @@ mod tests {
             }
         }
         c.submit(99, store.flush()).await.unwrap();
-        assert!(!c.inner.state().flushing);
+        assert_eq!(c.inner.state().flushers, 0);
     }
 }

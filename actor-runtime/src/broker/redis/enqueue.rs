@@ -15,6 +15,10 @@ use crate::message::{canonical_queue, new_message_id, Message};
 /// Most messages in one script call: bounds the time Redis spends in it.
 const PER_CALL: usize = 1000;
 
+/// Script calls of single enqueues in flight at once: two, so one group of senders
+/// prepares while the other's call runs (see [`coalesce`](super::coalesce)).
+const CALLS_IN_FLIGHT: usize = 2;
+
 /// A message ready to store: its list (a queue or a `.DQ`), id and payload.
 pub(crate) struct Prepared {
     queue: String,
@@ -26,7 +30,7 @@ pub(crate) struct Prepared {
 pub(crate) type Enqueues = Coalescer<Prepared, Arc<Error>>;
 
 pub(crate) fn coalescer() -> Enqueues {
-    Coalescer::new(PER_CALL, || {
+    Coalescer::new(PER_CALL, CALLS_IN_FLIGHT, || {
         Arc::new(Error::Broker {
             context: "the enqueue was dropped unsent: its runtime shut down".into(),
             source: None,
@@ -37,6 +41,10 @@ pub(crate) fn coalescer() -> Enqueues {
 /// Stores `messages`, each in the list its `queue_name` names (a queue, or a delay queue with
 /// the message's `eta` set by the broker), and returns them as stored.
 pub(crate) async fn enqueue(shared: &Arc<Shared>, messages: Vec<Message>) -> Result<Vec<Message>> {
+    if messages.len() == 1 {
+        let message = messages.into_iter().next().expect("one message");
+        return Ok(vec![enqueue_one(shared, message).await?]);
+    }
     shared.start()?;
     let mut prepared = Vec::with_capacity(messages.len());
     let mut stored = Vec::with_capacity(messages.len());
@@ -45,20 +53,28 @@ pub(crate) async fn enqueue(shared: &Arc<Shared>, messages: Vec<Message>) -> Res
         prepared.push(p);
         stored.push(message);
     }
-    if prepared.len() == 1 {
-        let owner = shared.clone();
-        let flush = move |batch: Arc<[Prepared]>| {
-            let shared = owner.clone();
-            async move { store(&shared, &batch).await.map_err(Arc::new) }
-        };
-        let item = prepared.pop().expect("one message");
-        shared.enqueues.submit(item, flush).await.map_err(unshare)?;
-    } else {
-        for chunk in prepared.chunks(PER_CALL) {
-            store(shared, chunk).await?;
-        }
+    for chunk in prepared.chunks(PER_CALL) {
+        store(shared, chunk).await?;
     }
     Ok(stored)
+}
+
+/// Stores one message, in one script call shared with whatever other single enqueues are
+/// waiting (see [`coalesce`](super::coalesce)).
+pub(crate) async fn enqueue_one(shared: &Arc<Shared>, message: Message) -> Result<Message> {
+    shared.start()?;
+    let (prepared, message) = prepare(shared, message)?;
+    let owner = shared.clone();
+    let flush = move |batch: Arc<[Prepared]>| {
+        let shared = owner.clone();
+        async move { store(&shared, &batch).await.map_err(Arc::new) }
+    };
+    shared
+        .enqueues
+        .submit(prepared, flush)
+        .await
+        .map_err(unshare)?;
+    Ok(message)
 }
 
 /// Declares the message's queue and gives it its id.

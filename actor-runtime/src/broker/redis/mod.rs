@@ -427,6 +427,10 @@ impl Backend for RedisBackend {
         enqueue::enqueue(&self.shared, messages).await
     }
 
+    async fn enqueue_one(&self, message: Message) -> Result<Message> {
+        enqueue::enqueue_one(&self.shared, message).await
+    }
+
     async fn consume(&self, queue: &str, _prefetch: usize) -> Result<Box<dyn Consumer>> {
         self.shared.start()?;
         let queue = checked_queue(queue)?;
