@@ -153,9 +153,9 @@ impl MessageContext {
         self.interrupt_on_shutdown
     }
 
-    /// Cancelled when the worker begins shutting down.
-    pub fn shutdown_token(&self) -> &CancellationToken {
-        &self.shutdown
+    /// The worker's shutdown signal, raised when it begins shutting down.
+    pub fn shutdown(&self) -> Shutdown {
+        Shutdown(self.shutdown.clone())
     }
 
     /// The actor's serialised return value, once it succeeded.
@@ -198,5 +198,41 @@ impl MessageContext {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .or(actor_value.map(str::to_owned))
+    }
+}
+
+/// A worker's shutdown signal: raised once, when the worker begins shutting down. Cheap to
+/// clone; from [`shutdown_requested`](crate::middleware::shutdown_requested) inside an actor, or
+/// [`RunningWorker::shutdown_signal`](crate::worker::RunningWorker::shutdown_signal).
+///
+/// ```
+/// use actor_runtime::actor;
+/// use actor_runtime::middleware::shutdown_requested;
+///
+/// #[actor(time_limit = "1h")]
+/// async fn poll_mailbox() {
+///     let shutdown = shutdown_requested().expect("inside an actor");
+///     loop {
+///         tokio::select! {
+///             _ = shutdown.requested() => return, // the worker is stopping
+///             _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {
+///                 // ... poll once
+///             }
+///         }
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Shutdown(pub(crate) CancellationToken);
+
+impl Shutdown {
+    /// Whether shutdown has begun.
+    pub fn is_requested(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
+    /// Completes when shutdown begins (at once if it has).
+    pub async fn requested(&self) {
+        self.0.cancelled().await
     }
 }

@@ -35,7 +35,7 @@ pub use backend::{
     Backend, BrokerInfo, Consumer, DeadLetter, DeadLetters, Delivery, DeliveryTag, QueueStats,
     WorkerInfo, Workers,
 };
-pub use context::{Fate, MessageContext, Skip};
+pub use context::{Fate, MessageContext, Shutdown, Skip};
 pub(crate) use global::{enter_scope, enter_scope_sync, is_production, scoped};
 pub use global::{environment_is_production, get_broker, set_broker, with_broker};
 #[cfg(feature = "redis")]

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Shutdown;
+
 use crate::message::Message;
 
 #[derive(Clone)]
@@ -64,8 +66,9 @@ pub fn current_message() -> Option<Arc<Message>> {
     CURRENT.try_with(|c| c.message.clone()).ok()
 }
 
-/// Inside an actor, a token cancelled when the worker begins shutting down, so long actors
-/// can stop early (Dramatiq's `ShutdownNotifications`); `None` outside an actor.
+/// Inside an actor, the worker's [`Shutdown`] signal, raised when the worker begins shutting
+/// down, so long actors can stop early (Dramatiq's `ShutdownNotifications`); `None` outside
+/// an actor.
 ///
 /// ```
 /// use actor_runtime::actor;
@@ -75,13 +78,13 @@ pub fn current_message() -> Option<Arc<Message>> {
 /// async fn crunch(chunks: u32) {
 ///     let shutdown = shutdown_requested().expect("inside an actor");
 ///     for _ in 0..chunks {
-///         if shutdown.is_cancelled() {
+///         if shutdown.is_requested() {
 ///             return; // or save progress and let Retries run the rest later
 ///         }
 ///         // ... one chunk of work
 ///     }
 /// }
 /// ```
-pub fn shutdown_requested() -> Option<CancellationToken> {
-    CURRENT.try_with(|c| c.shutdown.clone()).ok()
+pub fn shutdown_requested() -> Option<Shutdown> {
+    CURRENT.try_with(|c| Shutdown(c.shutdown.clone())).ok()
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 pub use async_trait::async_trait;
 
-pub use crate::broker::{Fate, MessageContext, Middleware, Middlewares, Skip};
+pub use crate::broker::{Fate, MessageContext, Middleware, Middlewares, Shutdown, Skip};
 pub use age_limit::AgeLimit;
 pub use callbacks::Callbacks;
 pub use current::{current_message, shutdown_requested, CurrentMessage};

@@ -417,9 +417,10 @@ impl RunningWorker {
         &self.queues
     }
 
-    /// A token cancelled when shutdown begins (what `notify_shutdown` actors observe).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shared.shutdown.clone()
+    /// The signal raised when shutdown begins (what `notify_shutdown` actors and
+    /// [`shutdown_requested`](crate::middleware::shutdown_requested) observe).
+    pub fn shutdown_signal(&self) -> crate::middleware::Shutdown {
+        crate::middleware::Shutdown(self.shared.shutdown.clone())
     }
 
     /// Completes when the worker asks its owner to stop it: more threads were abandoned by
