@@ -9,7 +9,9 @@
 //!
 //! A line carries the fields of the spans it was logged in (the worker runs each message in
 //! a `message` span: `message_id`, `actor`, `queue`, `retries`), after its own; list fields
-//! (`queues`, `actors`) are JSON arrays in the JSON format.
+//! (`queues`, `actors`) are JSON arrays in the JSON format. The `message` span is debug
+//! level (a span per message costs the queue's hot path); at info level an actor's own lines
+//! still carry those four fields, read from the current message when the line is written.
 
 use std::fmt::{self, Write as _};
 use std::fs::OpenOptions;
@@ -29,6 +31,7 @@ use tracing_subscriber::EnvFilter;
 
 use super::args::LogFormat;
 use crate::log_fields::LIST_FIELDS;
+use crate::middleware::current_message;
 use crate::truncate::truncate;
 
 /// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset and
@@ -112,7 +115,10 @@ where
         let meta = event.metadata();
         let mut time = String::with_capacity(32);
         SystemTime.format_time(&mut Writer::new(&mut time))?;
-        let spans = span_fields(ctx);
+        let mut spans = span_fields(ctx);
+        if !spans.contains_key("message_id") {
+            add_current_message(&mut spans);
+        }
         if self.json {
             let mut fields = JsonFields(Map::new());
             event.record(&mut fields);
@@ -161,6 +167,28 @@ where
             )
         }
     }
+}
+
+/// Inside an actor whose `message` span is off (it is debug level, so at the default info
+/// level), the message's fields from [`current_message`]: the actor's own lines carry their
+/// context at no cost per message, only per line.
+fn add_current_message(fields: &mut Map<String, Value>) {
+    let Some(message) = current_message() else {
+        return;
+    };
+    fields.insert(
+        "message_id".into(),
+        truncate(&message.message_id).into_owned().into(),
+    );
+    fields.insert(
+        "actor".into(),
+        truncate(&message.actor_name).into_owned().into(),
+    );
+    fields.insert(
+        "queue".into(),
+        truncate(message.canonical_queue()).into_owned().into(),
+    );
+    fields.insert("retries".into(), message.retries().into());
 }
 
 /// The fields of the spans `ctx`'s event is in, outermost first, an inner span's winning.

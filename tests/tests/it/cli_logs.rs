@@ -209,6 +209,39 @@ async fn with_verbose_each_message_is_logged_in_its_context_actor_lines_included
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_default_level_an_actors_own_lines_carry_its_message() {
+    let fx = Fixture::new();
+    let mut worker = fx.spawn(&["-p", "1", "-t", "2", "-Q", "cli"]);
+    worker.wait_message("worker started").await;
+    for actor in ["cli_log", "cli_log_fn"] {
+        let message = Message::new("cli", actor, vec![json!("k2")]);
+        let sent = fx.broker.enqueue(message, None).await.unwrap();
+        let said = format!("{actor} says hello");
+        let own = worker
+            .wait_for(&said, |l| l["message"] == said.as_str())
+            .await;
+        assert_eq!(own["level"], "INFO", "{own}");
+        assert_eq!(own["message_id"], sent.message_id.as_str(), "{own}");
+        assert_eq!(own["actor"], actor, "{own}");
+        assert_eq!(own["queue"], "cli", "{own}");
+        assert_eq!(own["retries"], 0, "{own}");
+        assert_eq!(own["key"], "k2", "{own}");
+    }
+    kill("TERM", worker.pid());
+    assert!(worker.exit().await.success(), "{}", worker.dump());
+    // The per-message lines stay at debug level.
+    assert!(
+        lines_with(&worker.seen, "message received").is_empty(),
+        "{}",
+        worker.dump()
+    );
+    // The worker's own lines outside an actor carry no message.
+    let stopped = lines_with(&worker.seen, "worker stopped");
+    assert!(stopped[0].get("message_id").is_none(), "{}", stopped[0]);
+    fx.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_final_failure_is_one_error_line_with_one_retry_count() {
     let fx = Fixture::new();
     let mut worker = fx.spawn(&["-p", "1", "-Q", "cli"]);
