@@ -89,6 +89,8 @@ mod log_fields;
 pub mod message;
 pub mod middleware;
 mod options;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 #[cfg(test)]
 mod proptests;
 pub mod rate_limits;

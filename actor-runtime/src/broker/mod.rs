@@ -224,11 +224,16 @@ impl Broker {
         for m in middleware.iter() {
             m.before_enqueue(self, &mut message, delay).await?;
         }
-        let message = self
+        #[cfg(feature = "opentelemetry")]
+        let send = crate::otel::start_send(&mut message, self.kind());
+        let stored = self
             .inner
             .backend
             .enqueue_one(ready_to_store(message, delay)?)
-            .await?;
+            .await;
+        #[cfg(feature = "opentelemetry")]
+        send.finish(&stored);
+        let message = stored?;
         for m in middleware.iter().rev() {
             m.after_enqueue(self, &message, delay).await;
         }
@@ -266,7 +271,17 @@ impl Broker {
                 }
             }
         }
-        let messages = self.store(messages, delay).await?;
+        #[cfg(feature = "opentelemetry")]
+        let sends: Vec<_> = messages
+            .iter_mut()
+            .map(|message| crate::otel::start_send(message, self.kind()))
+            .collect();
+        let stored = self.store(messages, delay).await;
+        #[cfg(feature = "opentelemetry")]
+        for send in sends {
+            send.finish(&stored);
+        }
+        let messages = stored?;
         if !middleware.is_empty() {
             for message in &messages {
                 for m in middleware.iter().rev() {

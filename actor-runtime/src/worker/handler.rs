@@ -40,7 +40,12 @@ pub(crate) async fn run_handler(
                 // the actor's own log lines and sends.
                 let span = tracing::Span::current();
                 let in_scope = shared.scope.clone();
+                // The attempt's trace context too, for what the actor sends.
+                #[cfg(feature = "opentelemetry")]
+                let trace = opentelemetry::Context::current();
                 let call = move || {
+                    #[cfg(feature = "opentelemetry")]
+                    let _trace = trace.attach();
                     span.in_scope(|| {
                         enter_scope_sync(in_scope, || CURRENT.sync_scope(current, call))
                     })

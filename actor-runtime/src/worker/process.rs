@@ -62,6 +62,25 @@ pub(crate) async fn process(
         queue = ctx.queue(),
         retries = ctx.message.retries(),
     );
+    #[cfg(feature = "opentelemetry")]
+    {
+        use opentelemetry::context::FutureExt as _;
+        // The attempt's consumer span, current while the middleware and the actor run, so
+        // what they send continues the trace.
+        let cx = crate::otel::start_process(&ctx.message, shared.broker.kind());
+        let outcome = run_message(shared, middleware, ctx)
+            .instrument(span)
+            .with_context(cx.clone())
+            .await;
+        let failure = match &outcome {
+            Outcome::Nack(reason, _) => Some(reason.clone()),
+            Outcome::Ack(Some(ctx)) => ctx.error().map(ToString::to_string),
+            Outcome::Ack(None) => None,
+        };
+        crate::otel::finish_process(&cx, failure.as_deref());
+        outcome
+    }
+    #[cfg(not(feature = "opentelemetry"))]
     run_message(shared, middleware, ctx).instrument(span).await
 }
 

@@ -103,7 +103,7 @@ impl Drop for Py {
 }
 
 /// Runs a Python script to completion and parses its JSON output.
-async fn run_script(ns: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
+pub(crate) async fn run_script(ns: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
     let py = Py::spawn(ns, args, env);
     let out = py.finish(Duration::from_secs(60)).await;
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("bad JSON from python ({e}): {out}"))
