@@ -18,6 +18,7 @@ fn suffix(source: &Option<Source>) -> String {
 
 impl Error {
     /// A [`Error::Connection`] without a source (a timeout of our own, a lost connection).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn connection(context: impl Into<String>) -> Error {
         Error::Connection {
             context: context.into(),

@@ -204,6 +204,7 @@ pub(crate) fn eta_after(delay: Duration) -> Option<u64> {
 }
 
 /// Whether `eta` (ms since the epoch) is further than [`MAX_DELAY`] from now.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn eta_too_far(eta: u64) -> bool {
     eta.saturating_sub(now_ms()) > MAX_DELAY.as_millis() as u64
 }

@@ -30,13 +30,19 @@ use crate::actor::ActorFailure;
 use crate::error::{Error, Result};
 use crate::message::{canonical_queue, is_valid_queue_name, Message};
 
-pub(crate) use backend::{deadline_after, eta_for, human_duration, later, Wake};
+#[cfg(feature = "cli")]
+pub(crate) use backend::human_duration;
+#[cfg(feature = "redis")]
+pub(crate) use backend::Wake;
+pub(crate) use backend::{deadline_after, eta_for, later};
 pub use backend::{
     Backend, BrokerInfo, Consumer, DeadLetter, DeadLetters, Delivery, DeliveryTag, QueueStats,
     WorkerInfo, Workers,
 };
 pub use context::{Fate, MessageContext, Shutdown, Skip};
-pub(crate) use global::{enter_scope, enter_scope_sync, is_production, scoped};
+#[cfg(feature = "cli")]
+pub(crate) use global::is_production;
+pub(crate) use global::{enter_scope, enter_scope_sync, scoped};
 pub use global::{environment_is_production, get_broker, set_broker, with_broker};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
