@@ -92,6 +92,8 @@ mod options;
 #[cfg(test)]
 mod proptests;
 pub mod rate_limits;
+#[cfg(feature = "postgres")]
+pub mod records;
 pub mod registry;
 pub mod results;
 pub mod testing;
