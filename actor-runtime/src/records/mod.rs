@@ -23,6 +23,7 @@
 //! | `before_ack`, actor failed, retry scheduled | `retrying`, with `eta` and the error |
 //! | `before_ack`, actor succeeded / never ran | `succeeded` / `skipped` |
 //! | `before_nack`, retries exhausted | `dead` |
+//! | `before_nack`, never ran (`max_age` passed, a middleware skipped it) | `skipped` |
 //! | `before_nack`, otherwise (`throws`, `retry_when`, bad arguments, a middleware) | `failed` |
 //! | [`Records::requeued`] (after an operator requeued dead letters) | `enqueued` |
 //!

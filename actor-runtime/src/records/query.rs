@@ -282,7 +282,7 @@ impl Records {
         message_ids: Option<&[String]>,
     ) -> Result<usize, RecordsError> {
         let (mut broker_ids, mut ids) = (Vec::new(), Vec::new());
-        for dead in broker.dead_letters(queue, usize::MAX).await? {
+        for dead in broker.dead_letters(queue, 1_000_000).await? {
             let Ok(message) = dead.message else { continue };
             if message_ids.is_none_or(|wanted| wanted.contains(&message.message_id)) {
                 broker_ids.push(dead.id);

@@ -184,6 +184,9 @@ impl Middleware for Recorder {
             reason.starts_with("retries exhausted") && ctx.actor().options.retry_when.is_none();
         let state = if exhausted {
             JobState::Dead
+        } else if ctx.result().is_none() && ctx.error().is_none() {
+            // Never ran: a middleware (AgeLimit...) skipped and dead-lettered it.
+            JobState::Skipped
         } else {
             JobState::Failed
         };

@@ -15,7 +15,7 @@
 //! attempt and a higher [`order`](JobState::order). So a late or repeated write (at-least-once
 //! delivery, a retry racing a slow flush) never moves a record back. The operator's requeue of
 //! a failed or dead message is the one move back: it is written directly, with order 0, so
-//! the next run (same attempt after a `throws` failure, the next after exhausted retries)
+//! the next run (the attempt the requeued payload carries, never lower than the stored one)
 //! is newer again.
 
 use std::fmt;

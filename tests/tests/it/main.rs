@@ -12,6 +12,7 @@ mod faults;
 mod hostile_messages;
 mod interop;
 mod rate_limits;
+mod records;
 mod redis_coalesce;
 mod redis_connections;
 mod redis_consume;
