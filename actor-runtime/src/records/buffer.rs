@@ -142,7 +142,8 @@ impl Row {
                 self.errors.push(error);
             }
         }
-        self.errors.sort_by(|a, b| (a.attempt, &a.at).cmp(&(b.attempt, &b.at)));
+        self.errors
+            .sort_by(|a, b| (a.attempt, &a.at).cmp(&(b.attempt, &b.at)));
         let excess = self.errors.len().saturating_sub(MAX_ERRORS);
         self.errors.drain(..excess);
     }

@@ -139,7 +139,10 @@ pub(crate) async fn flush_all(inner: &Inner) -> Result<(), RecordsError> {
                     .last_batch_ms
                     .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                 if metrics.unreachable.swap(false, Ordering::Relaxed) {
-                    tracing::info!(rows = rows.len(), "job records: PostgreSQL answers again; catching up");
+                    tracing::info!(
+                        rows = rows.len(),
+                        "job records: PostgreSQL answers again; catching up"
+                    );
                 }
             }
             Err(err) => {
@@ -171,7 +174,10 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
             Err(_) => (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5)),
         };
     }
-    if let Err(err) = tokio::time::timeout(inner.config.shutdown_timeout, flush_all(&inner)).await.unwrap_or(Err(RecordsError::Timeout)) {
+    if let Err(err) = tokio::time::timeout(inner.config.shutdown_timeout, flush_all(&inner))
+        .await
+        .unwrap_or(Err(RecordsError::Timeout))
+    {
         tracing::warn!(error = %err, lost = inner.buffer.len(), "job records: the final flush failed; these records are lost");
     }
 }

@@ -66,7 +66,9 @@ impl Records {
         for (states, keep) in classes {
             let cutoff = now.checked_sub(keep).unwrap_or(SystemTime::UNIX_EPOCH);
             loop {
-                let n = client.execute(&statement, &[&states, &cutoff, &batch]).await?;
+                let n = client
+                    .execute(&statement, &[&states, &cutoff, &batch])
+                    .await?;
                 deleted += n;
                 if n < batch as u64 {
                     break;

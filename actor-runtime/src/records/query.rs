@@ -289,7 +289,9 @@ impl Records {
                 ids.push(message.message_id);
             }
         }
-        let moved = broker.requeue_dead_letters(queue, Some(&broker_ids)).await?;
+        let moved = broker
+            .requeue_dead_letters(queue, Some(&broker_ids))
+            .await?;
         self.requeued(&ids).await?;
         Ok(moved)
     }

@@ -206,7 +206,10 @@ impl Middleware for Recorder {
                 tracing::warn!(error = %err, buffered = self.inner.buffer.len(), "job records: flush at shutdown failed")
             }
             Err(_) => {
-                tracing::warn!(buffered = self.inner.buffer.len(), "job records: flush at shutdown timed out")
+                tracing::warn!(
+                    buffered = self.inner.buffer.len(),
+                    "job records: flush at shutdown timed out"
+                )
             }
         }
     }

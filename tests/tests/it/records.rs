@@ -27,7 +27,12 @@ async fn rec_ok(n: i64) -> i64 {
     n * 2
 }
 
-#[actor(queue_name = "rec_states", max_retries = 3, min_backoff = 10, max_backoff = 20)]
+#[actor(
+    queue_name = "rec_states",
+    max_retries = 3,
+    min_backoff = 10,
+    max_backoff = 20
+)]
 async fn rec_flaky() -> Result<(), String> {
     match current_message().map(|m| m.retries()) {
         Some(0) => Err("first try fails".into()),
@@ -35,7 +40,12 @@ async fn rec_flaky() -> Result<(), String> {
     }
 }
 
-#[actor(queue_name = "rec_states", max_retries = 1, min_backoff = 10, max_backoff = 20)]
+#[actor(
+    queue_name = "rec_states",
+    max_retries = 1,
+    min_backoff = 10,
+    max_backoff = 20
+)]
 async fn rec_always_fails() -> Result<(), String> {
     Err("always broken".into())
 }
@@ -98,7 +108,8 @@ async fn every_state_a_worker_reaches_is_recorded() {
         .unwrap();
     let delayed = rec_ok::message(2)
         .delay(Duration::from_secs(600))
-        .broker(broker.clone()).send()
+        .broker(broker.clone())
+        .send()
         .await
         .unwrap();
     let worker = Worker::new(broker.clone())
@@ -107,12 +118,32 @@ async fn every_state_a_worker_reaches_is_recorded() {
         .start()
         .await
         .unwrap();
-    let ok = rec_ok::message(21).broker(broker.clone()).send().await.unwrap();
-    let flaky = rec_flaky::message().broker(broker.clone()).send().await.unwrap();
-    let dead = rec_always_fails::message().broker(broker.clone()).send().await.unwrap();
-    let failed = rec_throws::message().broker(broker.clone()).send().await.unwrap();
+    let ok = rec_ok::message(21)
+        .broker(broker.clone())
+        .send()
+        .await
+        .unwrap();
+    let flaky = rec_flaky::message()
+        .broker(broker.clone())
+        .send()
+        .await
+        .unwrap();
+    let dead = rec_always_fails::message()
+        .broker(broker.clone())
+        .send()
+        .await
+        .unwrap();
+    let failed = rec_throws::message()
+        .broker(broker.clone())
+        .send()
+        .await
+        .unwrap();
     let key = uuid::Uuid::new_v4().to_string();
-    let running = rec_wait::message(key.clone()).broker(broker.clone()).send().await.unwrap();
+    let running = rec_wait::message(key.clone())
+        .broker(broker.clone())
+        .send()
+        .await
+        .unwrap();
     let mut old = rec_ok::message(3).build().unwrap();
     old.message_timestamp -= 3_600_000;
     old.options.insert("max_age".into(), 1000.into());
@@ -123,30 +154,50 @@ async fn every_state_a_worker_reaches_is_recorded() {
     assert!(job.enqueued_at.is_some() && job.started_at.is_none());
     let job = wait_state(&records, &delayed.message_id, JobState::Delayed).await;
     assert!(job.eta.is_some(), "a delayed record says when it is due");
-    assert_eq!(job.queue_name, "rec_states", "the canonical queue, not `.DQ`");
+    assert_eq!(
+        job.queue_name, "rec_states",
+        "the canonical queue, not `.DQ`"
+    );
 
     let job = wait_state(&records, &ok.message_id, JobState::Succeeded).await;
     assert_eq!((job.actor_name.as_str(), job.attempt), ("rec_ok", 1));
     assert!(job.started_at.is_some() && job.finished_at.is_some() && job.duration_ms.is_some());
     assert!(job.worker_id.is_some());
-    assert_eq!(job.args, Some(serde_json::json!({"args": [21], "kwargs": {}})));
-    assert_eq!(job.max_retries, Some(20), "the Retries middleware's default");
+    assert_eq!(
+        job.args,
+        Some(serde_json::json!({"args": [21], "kwargs": {}}))
+    );
+    assert_eq!(
+        job.max_retries,
+        Some(20),
+        "the Retries middleware's default"
+    );
 
     let job = wait_state(&records, &flaky.message_id, JobState::Succeeded).await;
     assert_eq!(job.attempt, 2);
     assert_eq!(job.errors.len(), 1);
     assert_eq!(job.errors[0].attempt, 1);
     assert!(job.errors[0].message.contains("first try fails"));
-    assert_eq!(job.args, None, "arguments are recorded only for opted-in actors");
+    assert_eq!(
+        job.args, None,
+        "arguments are recorded only for opted-in actors"
+    );
 
     let job = wait_state(&records, &dead.message_id, JobState::Dead).await;
     assert_eq!((job.attempt, job.max_retries), (2, Some(1)));
-    assert_eq!(job.errors.iter().map(|e| e.attempt).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        job.errors.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        [1, 2]
+    );
     assert!(job.last_error.as_deref().unwrap().contains("always broken"));
 
     let job = wait_state(&records, &failed.message_id, JobState::Failed).await;
     assert_eq!(job.attempt, 1, "a `throws` error is not retried");
-    assert!(job.last_error.as_deref().unwrap().contains("no point retrying"));
+    assert!(job
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("no point retrying"));
 
     let job = wait_state(&records, &skipped.message_id, JobState::Skipped).await;
     assert!(job.started_at.is_none(), "skipped unrun");
@@ -161,7 +212,10 @@ async fn every_state_a_worker_reaches_is_recorded() {
         .await
         .unwrap();
     assert_eq!(dead_ones.len(), 1);
-    let of_ok = records.jobs(&JobFilter::new().actor("rec_ok")).await.unwrap();
+    let of_ok = records
+        .jobs(&JobFilter::new().actor("rec_ok"))
+        .await
+        .unwrap();
     assert_eq!(of_ok.len(), 4);
     let broken = records
         .jobs(&JobFilter::new().error("ALWAYS BROKEN"))
@@ -190,7 +244,11 @@ async fn a_requeued_dead_letter_goes_back_to_enqueued_then_runs_again() {
         .start()
         .await
         .unwrap();
-    let dead = rec_always_fails::message().broker(broker.clone()).send().await.unwrap();
+    let dead = rec_always_fails::message()
+        .broker(broker.clone())
+        .send()
+        .await
+        .unwrap();
     wait_state(&records, &dead.message_id, JobState::Dead).await;
     eventually(WAIT, "the dead letter", || async {
         broker.stats("rec_states").await.unwrap().dead == 1
@@ -217,7 +275,10 @@ async fn a_requeued_dead_letter_goes_back_to_enqueued_then_runs_again() {
     let job = wait_state(&records, &dead.message_id, JobState::Dead).await;
     assert_eq!(job.attempt, 2);
     assert_eq!(job.errors.len(), 3);
-    assert_eq!(job.errors.iter().map(|e| e.attempt).collect::<Vec<_>>(), [1, 2, 2]);
+    assert_eq!(
+        job.errors.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        [1, 2, 2]
+    );
     worker.stop().await.unwrap();
     cleanup_redis(&broker, 0).await;
     cleanup(&records).await;

@@ -100,7 +100,11 @@ impl Proxy {
     pub(crate) fn url(&self) -> String {
         let url = database_url();
         let (host, port) = url_parts(&url);
-        url.replacen(&format!("{host}:{port}"), &format!("127.0.0.1:{}", self.port), 1)
+        url.replacen(
+            &format!("{host}:{port}"),
+            &format!("127.0.0.1:{}", self.port),
+            1,
+        )
     }
 
     /// Drops every connection and refuses new ones.
