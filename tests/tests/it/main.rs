@@ -13,6 +13,7 @@ mod hostile_messages;
 mod interop;
 mod rate_limits;
 mod records;
+mod records_cli;
 mod records_faults;
 mod redis_coalesce;
 mod redis_connections;
