@@ -198,21 +198,24 @@ impl Buffer {
             tokio::pin!(room);
             // Registered before the check, so a flush in between still wakes us.
             room.as_mut().enable();
-            match self.try_push(row.take().expect("a row to push")) {
-                Ok(()) => return,
-                Err(back) => row = Some(back),
+            if self.try_push(&mut row) {
+                return;
             }
             room.await;
         }
     }
 
-    /// Adds a change unless the buffer is full and the policy is [`Overflow::Block`] (the
-    /// row is given back); [`Overflow::Drop`] drops (and counts) it instead.
-    fn try_push(&self, row: Row) -> Result<(), Row> {
+    /// Takes the change out of `slot` and adds it, unless the buffer is full and the policy
+    /// is [`Overflow::Block`] (then it stays in `slot`, and `false`); [`Overflow::Drop`]
+    /// drops (and counts) it instead.
+    fn try_push(&self, slot: &mut Option<Row>) -> bool {
+        let Some(row) = slot.take() else {
+            return true;
+        };
         let mut rows = self.lock();
         if let Some(pending) = rows.get_mut(&row.message_id) {
             pending.merge(row);
-            return Ok(());
+            return true;
         }
         let problem = matches!(
             row.state,
@@ -223,14 +226,14 @@ impl Buffer {
             _ => self.capacity,
         };
         if rows.len() >= limit {
-            return match self.overflow {
-                Overflow::Block => Err(row),
+            match self.overflow {
+                Overflow::Block => *slot = Some(row),
                 Overflow::Drop => {
                     drop(rows);
                     self.metrics.dropped(row.state);
-                    Ok(())
                 }
-            };
+            }
+            return slot.is_none();
         }
         rows.insert(row.message_id.clone(), row);
         let len = rows.len();
@@ -239,7 +242,7 @@ impl Buffer {
             self.batch_ready.notify_one();
         }
         self.metrics.buffered.store(len as u64, Ordering::Relaxed);
-        Ok(())
+        true
     }
 
     /// Takes up to `max` rows to write.

@@ -24,7 +24,7 @@ impl Metrics {
             self.dropped_succeeded.fetch_add(1, Ordering::Relaxed);
         }
         // The first drop, then every 10 000th: never silent, never a log line per message.
-        if total % 10_000 == 0 {
+        if total.is_multiple_of(10_000) {
             tracing::warn!(
                 dropped = total + 1,
                 state = state.as_str(),

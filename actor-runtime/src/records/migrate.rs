@@ -19,7 +19,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[(
 
 /// Serialises concurrent migrations (several workers starting at once): any constant of
 /// our own, the same in every process.
-const LOCK_KEY: i64 = 0x6a6f_625f_7265_63;
+const LOCK_KEY: i64 = 0x006a_6f62_5f72_6563;
 
 impl Records {
     /// Creates the schema if missing and applies the migrations not yet recorded in its
