@@ -25,7 +25,7 @@ if [ -z "${NO_BUILD:-}" ]; then
 fi
 
 redis() { redis-cli -u "$BENCH_REDIS_URL" "$@"; }
-sql() { psql "$DB" -qAtX -c "$1"; }
+sql() { PGOPTIONS="-c client_min_messages=warning" psql "$DB" -qAtX -c "$1"; }
 # CPU seconds of every postgres process alive now (backends included).
 pg_cpu() {
   local ticks=0 pid

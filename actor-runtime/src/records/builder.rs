@@ -23,6 +23,7 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) record_args: HashSet<String>,
     pub(crate) migrate: bool,
+    pub(crate) durable_commits: bool,
 }
 
 impl Config {
@@ -77,6 +78,7 @@ impl RecordsBuilder {
                 shutdown_timeout: Duration::from_secs(10),
                 record_args: HashSet::new(),
                 migrate: false,
+                durable_commits: false,
             },
         }
     }
@@ -139,6 +141,15 @@ impl RecordsBuilder {
     /// and table are created if missing (idempotent) [default: no].
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.config.migrate = migrate;
+        self
+    }
+
+    /// Wait for each batch's commit to reach the disk (`synchronous_commit = on` for the
+    /// recorder's session) [default: no: a crash of PostgreSQL itself may lose the last
+    /// fraction of a second of records, which saves the flusher a disk flush per batch;
+    /// the application's own transactions are unaffected].
+    pub fn durable_commits(mut self, durable: bool) -> Self {
+        self.config.durable_commits = durable;
         self
     }
 

@@ -146,9 +146,15 @@ impl Inner {
                 tracing::debug!(error = %err, "job records: connection closed");
             }
         });
+        let commit = if self.config.durable_commits {
+            "on"
+        } else {
+            "off"
+        };
         client
             .batch_execute(&format!(
-                "SET search_path TO {}; SET application_name TO 'actor-runtime records'",
+                "SET search_path TO {}; SET application_name TO 'actor-runtime records'; \
+                 SET synchronous_commit TO {commit}",
                 self.config.quoted_schema()
             ))
             .await?;
