@@ -91,6 +91,24 @@ impl Recorder {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A pipeline step succeeded, so `Pipelines` enqueued the next one (else the message
+    /// would have failed): its record learns its parent. Its state stays whatever is newer.
+    async fn pipeline_child(&self, ctx: &MessageContext) {
+        let Some(next) = ctx.message.options.get("pipe_target") else {
+            return;
+        };
+        let field = |key: &str| next.get(key).and_then(Value::as_str);
+        if let (Some(id), Some(queue), Some(actor)) = (
+            field("message_id"),
+            field("queue_name"),
+            field("actor_name"),
+        ) {
+            let mut row = Row::new(id, canonical_queue(queue), actor, JobState::Enqueued, 1);
+            row.parent_id = Some(ctx.message.message_id.clone());
+            self.inner.buffer.push(row).await;
+        }
+    }
+
     /// The end of a run: its attempt and, if this process saw it start, its duration.
     fn finish(&self, ctx: &MessageContext, state: JobState) -> Row {
         let now = SystemTime::now();
@@ -171,7 +189,10 @@ impl Middleware for Recorder {
             _ if ctx.result().is_none() && ctx.error().is_none() => {
                 self.finish(ctx, JobState::Skipped)
             }
-            _ => self.finish(ctx, JobState::Succeeded),
+            _ => {
+                self.pipeline_child(ctx).await;
+                self.finish(ctx, JobState::Succeeded)
+            }
         };
         let mut row = row;
         row.worker_id = Some(self.worker_id(broker));

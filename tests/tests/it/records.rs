@@ -283,3 +283,32 @@ async fn a_requeued_dead_letter_goes_back_to_enqueued_then_runs_again() {
     cleanup_redis(&broker, 0).await;
     cleanup(&records).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_steps_record_their_parent() {
+    let (broker, records) = setup().await;
+    let worker = Worker::new(broker.clone())
+        .queues(["rec_states"])
+        .start()
+        .await
+        .unwrap();
+    let chain = actor_runtime::composition::Pipeline::new()
+        .then(rec_ok::message(1))
+        .then_ignore(rec_ok::message(2))
+        .then_ignore(rec_ok::message(3))
+        .broker(broker.clone());
+    let ids: Vec<String> = chain.message_ids().iter().map(|s| s.to_string()).collect();
+    chain.run().await.unwrap();
+    let mut parents = Vec::new();
+    for id in &ids {
+        parents.push(
+            wait_state(&records, id, JobState::Succeeded)
+                .await
+                .parent_id,
+        );
+    }
+    assert_eq!(parents, [None, Some(ids[0].clone()), Some(ids[1].clone())]);
+    worker.stop().await.unwrap();
+    cleanup_redis(&broker, 0).await;
+    cleanup(&records).await;
+}
