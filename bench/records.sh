@@ -2,7 +2,8 @@
 # The job records' cost: the no-op end-to-end drain of the benchmark worker, without and with
 # DATABASE_URL, on the same Redis, alternating, REPEATS times each. Prints msg/s, the CPU
 # PostgreSQL spent (all its processes, from /proc), and how far the records lagged behind
-# the work (updated_at - finished_at per row, plus the batch write time).
+# the work (updated_at - finished_at per row: the flush statement's start; add the batch
+# time); then the lag while the worker keeps up with a steady RATE (20000) msg/s.
 #
 #   bench/records.sh                 # N=100000 P=2 T=8 REPEATS=3
 #   NO_BUILD=1 N=50000 bench/records.sh
@@ -82,10 +83,35 @@ run() { # $1: off|on
     "$1" "$rate" "$secs" "$pgcpu" "$(echo "$pgcpu * 1000000 / $N" | bc)" "$lag"
 }
 
+# The records' lag while a worker keeps up with a steady RATE msg/s (sent meanwhile).
+lag_at_rate() {
+  redis FLUSHDB >/dev/null
+  sql "DROP SCHEMA IF EXISTS $SCHEMA CASCADE"
+  DATABASE_URL="$DB" RECORDS_SCHEMA=$SCHEMA RECORDS_MIGRATE=1 \
+    "$BIN/bench_worker" --processes "$P" --threads "$T" 2>/dev/null &
+  local worker=$! n=$((RATE * 5)) reached
+  sleep 1
+  reached=$(BENCH_N=$n BENCH_RATE=$RATE "$BIN/bench_enqueue" | awk '/paced_msgs_per_s/ {print int($2)}')
+  local deadline
+  deadline=$(echo "$(now) + 60" | bc)
+  while [ "$(sql "SELECT count(*) FROM $SCHEMA.job_executions WHERE state = 'succeeded'")" -lt "$n" ] \
+        && [ "$(echo "$(now) < $deadline" | bc)" = 1 ]; do
+    sleep 0.05
+  done
+  kill -TERM "$worker"; wait "$worker" || true
+  printf 'lag at %s msg/s (%s sent): p50/p99/max %s ms\n' "$reached" "$n" "$(sql "
+    SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::text || ' / ' ||
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::text || ' / ' || round(max(ms))::text
+    FROM (SELECT extract(epoch FROM updated_at - finished_at) * 1000 AS ms
+          FROM $SCHEMA.job_executions WHERE state = 'succeeded') t")"
+}
+
 echo "N=$N, $P processes x $T threads, Redis $BENCH_REDIS_URL, PostgreSQL $DB"
 for _ in $(seq 1 "$REPEATS"); do
   run off
   run on
 done
+RATE=${RATE:-20000}
+lag_at_rate
 sql "DROP SCHEMA IF EXISTS $SCHEMA CASCADE"
 redis FLUSHDB >/dev/null

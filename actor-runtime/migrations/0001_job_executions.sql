@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS job_executions (
     -- The arguments ({"args", "kwargs"}), only for actors opted in; NULL otherwise.
     args         jsonb,
     created_at   timestamptz NOT NULL DEFAULT now(),
+    -- When the row was last written (the write itself, not its transaction's start).
     updated_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT job_executions_state_check CHECK (state IN ('enqueued', 'delayed', 'running',
         'retrying', 'succeeded', 'failed', 'dead', 'skipped', 'cancelled'))

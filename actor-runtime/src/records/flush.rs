@@ -26,8 +26,8 @@ pub(crate) fn upsert_sql(table: &str) -> String {
     format!(
         "INSERT INTO {table} AS j (message_id, queue_name, actor_name, state, state_order, attempt, \
            max_retries, enqueued_at, eta, started_at, finished_at, duration_ms, worker_id, \
-           last_error, errors, parent_id, group_id, args) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int2[], \
+           last_error, errors, parent_id, group_id, args, updated_at) \
+         SELECT *, clock_timestamp() FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int2[], \
            $6::int4[], $7::int4[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], \
            $11::timestamptz[], $12::float8[], $13::text[], $14::text[], $15::jsonb[], \
            $16::text[], $17::text[], $18::jsonb[]) \
@@ -53,7 +53,7 @@ pub(crate) fn upsert_sql(table: &str) -> String {
            parent_id = COALESCE(j.parent_id, EXCLUDED.parent_id), \
            group_id = COALESCE(j.group_id, EXCLUDED.group_id), \
            args = COALESCE(j.args, EXCLUDED.args), \
-           updated_at = now()",
+           updated_at = clock_timestamp()",
         eta = latest("eta"),
         started = latest("started_at"),
         worker = latest("worker_id"),
