@@ -3,7 +3,7 @@
 //! write.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -152,6 +152,9 @@ impl Row {
 /// The pending rows, by message id, bounded.
 pub(crate) struct Buffer {
     rows: Mutex<HashMap<String, Row>>,
+    /// Rows taken by a flush not yet written (or given back): they count against the
+    /// capacity too, so a failing flush never makes room for more.
+    in_flight: AtomicUsize,
     capacity: usize,
     batch_rows: usize,
     overflow: Overflow,
@@ -171,6 +174,7 @@ impl Buffer {
     ) -> Buffer {
         Buffer {
             rows: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
             capacity: capacity.max(1),
             batch_rows: batch_rows.max(1),
             overflow,
@@ -182,6 +186,14 @@ impl Buffer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Row>> {
         self.rows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the rows not yet written (buffered and in flight), under the lock.
+    fn publish(&self, buffered: usize) {
+        let pending = buffered + self.in_flight.load(Ordering::Relaxed);
+        self.metrics
+            .buffered
+            .store(pending as u64, Ordering::Relaxed);
     }
 
     /// Rows waiting to be written.
@@ -225,7 +237,7 @@ impl Buffer {
             (Overflow::Drop, true) => self.capacity * 2,
             _ => self.capacity,
         };
-        if rows.len() >= limit {
+        if rows.len() + self.in_flight.load(Ordering::Relaxed) >= limit {
             match self.overflow {
                 Overflow::Block => *slot = Some(row),
                 Overflow::Drop => {
@@ -241,7 +253,7 @@ impl Buffer {
         if len == self.batch_rows {
             self.batch_ready.notify_one();
         }
-        self.metrics.buffered.store(len as u64, Ordering::Relaxed);
+        self.publish(len);
         true
     }
 
@@ -254,29 +266,32 @@ impl Buffer {
             let keys: Vec<String> = rows.keys().take(max).cloned().collect();
             keys.into_iter().filter_map(|k| rows.remove(&k)).collect()
         };
-        self.metrics
-            .buffered
-            .store(rows.len() as u64, Ordering::Relaxed);
-        drop(rows);
-        if !taken.is_empty() {
-            self.room.notify_waiters();
-        }
+        self.in_flight.fetch_add(taken.len(), Ordering::Relaxed);
+        self.publish(rows.len());
         taken
+    }
+
+    /// `n` taken rows are written: their room is free.
+    pub(crate) fn written(&self, n: usize) {
+        let rows = self.lock();
+        self.in_flight.fetch_sub(n, Ordering::Relaxed);
+        self.publish(rows.len());
+        drop(rows);
+        self.room.notify_waiters();
     }
 
     /// Puts back rows a flush could not write, under any change buffered since (which is
     /// newer where the state machine says so).
     pub(crate) fn restore(&self, failed: Vec<Row>) {
         let mut rows = self.lock();
+        self.in_flight.fetch_sub(failed.len(), Ordering::Relaxed);
         for mut row in failed {
             if let Some(newer) = rows.remove(&row.message_id) {
                 row.merge(newer);
             }
             rows.insert(row.message_id.clone(), row);
         }
-        self.metrics
-            .buffered
-            .store(rows.len() as u64, Ordering::Relaxed);
+        self.publish(rows.len());
     }
 }
 
@@ -352,7 +367,11 @@ mod tests {
         };
         tokio::task::yield_now().await;
         assert!(!pusher.is_finished());
-        assert_eq!(buffer.take(10).len(), 1);
+        let taken = buffer.take(10);
+        assert_eq!(taken.len(), 1);
+        tokio::task::yield_now().await;
+        assert!(!pusher.is_finished(), "rows being written still take room");
+        buffer.written(taken.len());
         pusher.await.unwrap();
         assert_eq!(buffer.len(), 1);
     }

@@ -131,6 +131,7 @@ pub(crate) async fn flush_all(inner: &Inner) -> Result<(), RecordsError> {
         let metrics = &inner.metrics;
         match result {
             Ok(_) => {
+                inner.buffer.written(rows.len());
                 metrics
                     .written
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);

@@ -66,7 +66,7 @@ pub struct RecordStats {
     pub flushes: u64,
     /// Batches that failed (PostgreSQL unreachable or refusing); their rows are retried.
     pub flush_errors: u64,
-    /// Rows waiting in the buffer.
+    /// Rows not yet written: in the buffer, or in a batch being written.
     pub buffered: u64,
     /// How long the last batch took to write, ms.
     pub last_batch_ms: u64,

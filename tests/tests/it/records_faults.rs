@@ -248,3 +248,47 @@ async fn the_queue_keeps_going_while_postgres_is_unreachable_and_records_catch_u
     cleanup_redis(&broker, 0).await;
     cleanup(&records).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_drops_records_counted_and_the_queue_keeps_going() {
+    // Nothing listens on port 1: every flush fails, the buffer fills.
+    let broker = broker(config(&namespace()));
+    let records = Records::builder("postgres://postgres@127.0.0.1:1/test")
+        .schema(schema_name())
+        .capacity(5)
+        .connect_timeout(Duration::from_millis(200))
+        .shutdown_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    broker.add_middleware(records.recorder());
+    let worker = Worker::new(broker.clone())
+        .queues(["rec_faults"])
+        .start()
+        .await
+        .unwrap();
+    for n in 0..20 {
+        rec_fault_noop::message(n)
+            .broker(broker.clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    broker
+        .join("rec_faults", Some(Duration::from_secs(20)), true)
+        .await
+        .expect("the queue drains while records are dropped");
+    let stats = records.stats();
+    assert_eq!(stats.buffered, 5, "{stats:?}");
+    // 20 enqueued + 20 running + 20 succeeded changes, 5 messages kept: the other 15
+    // messages' first change each is dropped, and so is every later change of theirs.
+    assert_eq!(stats.dropped, 45, "{stats:?}");
+    assert!(stats.dropped_succeeded >= 15, "{stats:?}");
+    eventually(Duration::from_secs(10), "a failed flush", || async {
+        records.stats().unreachable
+    })
+    .await;
+    worker.stop().await.unwrap();
+    records.close().await;
+    cleanup_redis(&broker, 0).await;
+}
