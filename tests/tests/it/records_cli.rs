@@ -98,8 +98,34 @@ async fn a_cli_worker_with_database_url_records_what_it_runs() {
     assert_ne!(code, 0);
     assert!(stderr.contains("no job record"), "{stderr}");
 
+    // A dead letter, requeued by the operator: its record goes back to `enqueued`.
+    let failing = fx
+        .broker
+        .enqueue(Message::new("cli", "cli_fail", vec![json!(key)]), None)
+        .await
+        .unwrap();
+    let id = failing.message_id.clone();
+    eventually(Duration::from_secs(30), "the dead record", || {
+        let (fx, db, id) = (&fx, &db, id.clone());
+        async move {
+            let (code, stdout, _) = cli(fx, db, &["jobs", "show", &id, "--json"]).await;
+            code == 0 && serde_json::from_str::<Value>(&stdout).is_ok_and(|j| j["state"] == "dead")
+        }
+    })
+    .await;
     kill("TERM", worker.pid());
     assert_eq!(worker.exit().await.code(), Some(0), "{}", worker.dump());
+    fx.wait_stats("cli", "the dead letter", |s| s.dead == 1)
+        .await;
+    let requeued = cli_json(
+        &fx,
+        &db,
+        &["dead-letters", "requeue", "cli", "--id", &id, "--json"],
+    )
+    .await;
+    assert_eq!(requeued["requeued"], 1);
+    let job = cli_json(&fx, &db, &["jobs", "show", &id, "--json"]).await;
+    assert_eq!(job["state"], "enqueued");
     drop_schema(&schema).await;
     fx.cleanup().await;
 }

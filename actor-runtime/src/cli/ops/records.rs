@@ -113,6 +113,44 @@ fn print(out: &[u8]) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
+/// With `DATABASE_URL` set, the message ids of the dead letters of `queue` that `requeue`
+/// will move (`broker_ids`, or all); `None` without job records.
+pub(crate) async fn requeued_ids(
+    broker: &crate::Broker,
+    queue: &str,
+    broker_ids: Option<&[String]>,
+) -> Result<Option<Vec<String>>, Failure> {
+    if env_var("DATABASE_URL").is_none_or(|url| url.is_empty()) {
+        return Ok(None);
+    }
+    let dead = broker
+        .dead_letters(queue, i64::MAX as usize)
+        .await
+        .map_err(Failure::from)?;
+    Ok(Some(
+        dead.into_iter()
+            .filter(|d| broker_ids.is_none_or(|ids| ids.contains(&d.id)))
+            .filter_map(|d| d.message.ok().map(|m| m.message_id))
+            .collect(),
+    ))
+}
+
+/// Marks the records of requeued messages `enqueued`; a failure is a warning (the messages
+/// moved already).
+pub(crate) async fn mark_requeued(message_ids: &[String]) {
+    let result = match open(&DatabaseArgs::default()).await {
+        Ok(records) => {
+            let marked = records.requeued(message_ids).await;
+            records.close().await;
+            marked.map_err(|e| e.to_string())
+        }
+        Err(failure) => Err(failure.message),
+    };
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "job records: the requeued messages' records stay failed/dead");
+    }
+}
+
 pub(crate) fn migrate(db: DatabaseArgs) -> Result<Exit, Failure> {
     runtime()?.block_on(async {
         let records = open(&db).await?;
