@@ -94,6 +94,8 @@ mod otel;
 #[cfg(test)]
 mod proptests;
 pub mod rate_limits;
+#[cfg(feature = "postgres")]
+pub mod records;
 pub mod registry;
 pub mod results;
 pub mod testing;

@@ -6,6 +6,10 @@
 //! with that many concurrent tasks each awaiting one send at a time (a web server's
 //! handlers), `BENCH_ROUNDS` times (default 3), and prints msg/s and the ratio to the batch
 //! API. `BENCH_THREADS=N` runs them on a multi-thread runtime of N workers.
+//!
+//! `BENCH_RATE=R` instead sends the `BENCH_N` messages at a steady R msg/s (a batch every
+//! 10 ms), for a worker running meanwhile (`bench/records.sh` measures the job records' lag
+//! this way), and prints the rate reached.
 
 use std::time::Instant;
 
@@ -54,6 +58,15 @@ async fn run() -> Result<(), BoxError> {
         return result;
     }
 
+    if let Some(rate) = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse::<u64>().ok())
+    {
+        let result = paced(&broker, n, rate.max(100)).await;
+        broker.close().await;
+        return result;
+    }
+
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     for _ in 0..n {
@@ -85,6 +98,29 @@ async fn run() -> Result<(), BoxError> {
         broker.flush("bench_batch").await?;
     }
     broker.close().await;
+    Ok(())
+}
+
+/// Sends `n` no-ops at `rate` msg/s: a batch every 10 ms.
+async fn paced(broker: &Broker, n: usize, rate: u64) -> Result<(), BoxError> {
+    let per_tick = (rate / 100).max(1) as usize;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        tick.tick().await;
+        let batch = per_tick.min(n - sent);
+        let messages = (0..batch)
+            .map(|_| actors::noop::message().build())
+            .collect::<Result<Vec<_>, _>>()?;
+        broker.enqueue_batch(messages, None).await?;
+        sent += batch;
+    }
+    println!(
+        "paced_msgs_per_s: {:.1}",
+        n as f64 / start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -150,6 +150,14 @@ pub(crate) enum Command {
     /// Print the broker (password hidden), namespace and settings workers would use, and
     /// test the connection: exit 0 if the broker answers, 3 if not, 2 for a bad setting.
     Check(CheckArgs),
+    /// Create or update the job records' table (`job_executions`) in DATABASE_URL;
+    /// idempotent.
+    #[cfg(feature = "postgres")]
+    Migrate(super::ops::records::DatabaseArgs),
+    /// Look up job records: one job, recent jobs by actor, state, time or error; pruning.
+    #[cfg(feature = "postgres")]
+    #[command(subcommand)]
+    Jobs(super::ops::records::JobsCommand),
 }
 
 #[derive(Debug, Args)]

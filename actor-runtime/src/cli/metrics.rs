@@ -30,6 +30,9 @@ pub(crate) enum Source {
 impl Source {
     async fn text(&self) -> String {
         match self {
+            #[cfg(feature = "postgres")]
+            Source::Local(metrics) => super::records::with_metrics(metrics.render()),
+            #[cfg(not(feature = "postgres"))]
             Source::Local(metrics) => metrics.render(),
             Source::Workers(addrs) => {
                 let mut addrs: Vec<(usize, SocketAddr)> = addrs

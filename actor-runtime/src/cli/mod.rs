@@ -43,6 +43,8 @@ mod logging;
 mod metrics;
 mod ops;
 mod pidfile;
+#[cfg(feature = "postgres")]
+mod records;
 mod run;
 mod settings;
 mod supervisor;

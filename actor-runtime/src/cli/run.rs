@@ -155,6 +155,9 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
         metrics_bound = Some(bound);
     }
 
+    #[cfg(feature = "postgres")]
+    let records = super::records::install(&broker).await?;
+
     let mut worker = Worker::new(broker.clone())
         .threads(settings.threads)
         .shutdown_timeout(settings.shutdown_timeout);
@@ -227,6 +230,11 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
             (Ending::Exit(exit), forced)
         }
     };
+    #[cfg(feature = "postgres")]
+    if let Some(records) = records {
+        // After the worker's own final flush: stops the flusher.
+        records.close().await;
+    }
     broker.close().await;
     Ok(if forced {
         Ending::Exit(Exit::Killed)

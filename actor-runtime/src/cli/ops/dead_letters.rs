@@ -70,10 +70,18 @@ pub(super) async fn requeue_dead(
 ) -> Result<(), Failure> {
     declared(broker, &selection.queue).await?;
     let chosen = chosen(broker, &selection).await?;
+    // With job records, their message ids (read before they move) go back to `enqueued`.
+    #[cfg(feature = "postgres")]
+    let recorded =
+        super::records::requeued_ids(broker, &selection.queue, chosen.as_deref()).await?;
     let moved = broker
         .requeue_dead_letters(&selection.queue, chosen.as_deref())
         .await
         .map_err(Failure::from)?;
+    #[cfg(feature = "postgres")]
+    if let Some(ids) = recorded {
+        super::records::mark_requeued(&ids).await;
+    }
     if selection.output.json {
         let _ = writeln!(
             out,

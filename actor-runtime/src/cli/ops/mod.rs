@@ -15,6 +15,8 @@ use crate::registry::Registry;
 mod check;
 mod dead_letters;
 mod queues;
+#[cfg(feature = "postgres")]
+pub(crate) mod records;
 
 use check::check;
 use dead_letters::{list_dead, purge_dead, requeue_dead};
@@ -25,6 +27,12 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
     let registry = Registry::global().map_err(Failure::from)?;
     let command = match command {
         Command::Check(args) => return check(args, registry),
+        other => other,
+    };
+    #[cfg(feature = "postgres")]
+    let command = match command {
+        Command::Migrate(args) => return records::migrate(args),
+        Command::Jobs(jobs) => return records::jobs(jobs),
         other => other,
     };
     if let Command::Actors(output) = &command {
@@ -107,6 +115,10 @@ pub(crate) async fn execute(
         }
         Command::Actors(output) => print_actors(registry, output.json, out).map_err(io_failure),
         Command::Check(_) => Err(Failure::usage("`check` runs on its own")),
+        #[cfg(feature = "postgres")]
+        Command::Migrate(_) | Command::Jobs(_) => {
+            Err(Failure::usage("`migrate` and `jobs` run on their own"))
+        }
     }
 }
 
