@@ -14,6 +14,8 @@ mod backend;
 mod build;
 mod context;
 mod global;
+#[cfg(feature = "rabbitmq")]
+pub(crate) mod rabbitmq;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 mod stub;
@@ -35,9 +37,13 @@ pub use backend::{
     Backend, BrokerInfo, Consumer, DeadLetter, DeadLetters, Delivery, DeliveryTag, QueueStats,
     WorkerInfo, Workers,
 };
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
+pub(crate) use build::{choose, Choice};
 pub use context::{Fate, MessageContext, Skip};
 pub(crate) use global::{enter_scope, enter_scope_sync, is_production, scoped};
 pub use global::{environment_is_production, get_broker, set_broker, with_broker};
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::{QueueType, RabbitmqBackend, RabbitmqConfig};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
 pub use stub::StubBackend;
