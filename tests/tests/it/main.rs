@@ -11,6 +11,7 @@ mod composition;
 mod faults;
 mod hostile_messages;
 mod interop;
+mod rabbitmq;
 mod rate_limits;
 mod redis_coalesce;
 mod redis_connections;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 pub(crate) mod cli;
 pub(crate) mod fault_worker;
 pub(crate) mod python;
+pub(crate) mod rabbitmq;
 pub(crate) mod redis;
 pub(crate) mod results;
 
