@@ -13,9 +13,10 @@ use crate::support::eventually;
 use crate::support::rabbitmq::{broker, cleanup, close_connections_named, config, count, queue};
 
 /// What the actors below ran, by test key: (value, when).
-fn seen() -> &'static Mutex<HashMap<String, Vec<(Value, Instant)>>> {
-    static SEEN: std::sync::OnceLock<Mutex<HashMap<String, Vec<(Value, Instant)>>>> =
-        std::sync::OnceLock::new();
+type Seen = Mutex<HashMap<String, Vec<(Value, Instant)>>>;
+
+fn seen() -> &'static Seen {
+    static SEEN: std::sync::OnceLock<Seen> = std::sync::OnceLock::new();
     SEEN.get_or_init(Default::default)
 }
 
@@ -106,7 +107,7 @@ async fn a_worker_runs_messages_delays_and_dead_letters_failures() {
     // Listing leaves them where they are.
     assert_eq!(count(&format!("{q}.XQ")).await, 2);
     let moved = broker
-        .requeue_dead_letters(&q, Some(&[failing_id.clone()]))
+        .requeue_dead_letters(&q, Some(std::slice::from_ref(&failing_id)))
         .await
         .unwrap();
     assert_eq!(moved, 1);

@@ -148,10 +148,10 @@ impl Conn {
         match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(err)) => Err(self.error("connect", err)),
-            Err(_) => Err(Error::Connection {
-                context: format!("connect to {} timed out", redact(&self.config.url)),
-                source: None,
-            }),
+            Err(_) => Err(Error::connection(format!(
+                "connect to {} timed out",
+                redact(&self.config.url)
+            ))),
         }
     }
 

@@ -390,10 +390,7 @@ async fn pump_loop(
     let lost = |what: &str, err: Option<lapin::Error>| {
         let err = match err {
             Some(err) => shared.conn.error(what, err),
-            None => Error::Connection {
-                context: format!("rabbitmq {what}: the server ended the consumer"),
-                source: None,
-            },
+            None => Error::connection(format!("rabbitmq {what}: the server ended the consumer")),
         };
         (err, generation)
     };
