@@ -6,10 +6,13 @@
 //! with that many concurrent tasks each awaiting one send at a time (a web server's
 //! handlers), `BENCH_ROUNDS` times (default 3), and prints msg/s and the ratio to the batch
 //! API. `BENCH_THREADS=N` runs them on a multi-thread runtime of N workers.
+//!
+//! With `RABBITMQ_URL` set, the same on RabbitMQ (publisher confirms on: each send returns
+//! once RabbitMQ has the message), as `bench/rabbitmq_bench.py` runs it.
 
 use std::time::Instant;
 
-use actor_runtime::broker::RedisConfig;
+use actor_runtime::broker::{RabbitmqConfig, RedisConfig};
 use actor_runtime::Broker;
 
 #[path = "actors.rs"]
@@ -41,7 +44,10 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 async fn run() -> Result<(), BoxError> {
     let n: usize = env_or("BENCH_N", 20_000);
-    let broker: Broker = Broker::redis(RedisConfig::new(actors::redis_url()))?;
+    let broker: Broker = match std::env::var("RABBITMQ_URL") {
+        Ok(url) if !url.is_empty() => Broker::rabbitmq(RabbitmqConfig::new(url))?,
+        _ => Broker::redis(RedisConfig::new(actors::redis_url()))?,
+    };
     // Connect and load the scripts outside the timed loop, as the Python client's imports are.
     broker.declare_queue("default").await?;
     if let Ok(senders) = std::env::var("BENCH_SENDERS") {

@@ -225,3 +225,108 @@ async fn consumers_and_producers_come_back_after_a_connection_cut() {
     worker.stop().await.unwrap();
     cleanup(&broker, &q).await;
 }
+
+/// The test server through a proxy whose outages stand for a broker restart (the shared
+/// server itself is never stopped: other tests run on it).
+async fn through_proxy() -> (crate::support::proxy::Proxy, String) {
+    let proxy = crate::support::proxy::Proxy::start("127.0.0.1:5672").await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    (proxy, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_broker_outage_sends_retry_and_consumers_resume_losing_nothing() {
+    let q = queue("rabbit_outage");
+    let (proxy, url) = through_proxy().await;
+    let broker = broker(config().url(url).reconnect_timeout(Duration::from_secs(20)));
+    let key = uuid::Uuid::new_v4().to_string();
+    let worker = Worker::new(broker.clone())
+        .queues([q.as_str()])
+        .threads(2)
+        .start()
+        .await
+        .unwrap();
+    for n in 0..10 {
+        let message = on(&q, rabbit_record::message(key.clone(), n).build().unwrap());
+        broker.enqueue(message, None).await.unwrap();
+    }
+    let delayed = on(&q, rabbit_record::message(key.clone(), 10).build().unwrap());
+    broker
+        .enqueue(delayed, Some(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the first ten ran", || async {
+        seen_by(&key).len() >= 10
+    })
+    .await;
+    let connections = proxy.accepted.load(std::sync::atomic::Ordering::Acquire);
+    proxy.down();
+    // A send during the outage waits for the broker to come back, within the bound.
+    let sending = {
+        let broker = broker.clone();
+        let message = on(&q, rabbit_record::message(key.clone(), 11).build().unwrap());
+        tokio::spawn(async move { broker.enqueue(message, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!sending.is_finished(), "the send waits during the outage");
+    proxy.up();
+    sending
+        .await
+        .unwrap()
+        .expect("the send went through after the outage");
+    for n in 12..20 {
+        let message = on(&q, rabbit_record::message(key.clone(), n).build().unwrap());
+        broker.enqueue(message, None).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(20),
+        "all twenty ran, the delayed one too",
+        || async {
+            let mut values: Vec<i64> = seen_by(&key).iter().filter_map(Value::as_i64).collect();
+            values.sort();
+            values.dedup();
+            values.len() == 20
+        },
+    )
+    .await;
+    assert!(
+        proxy.accepted.load(std::sync::atomic::Ordering::Acquire) > connections,
+        "the broker reconnected"
+    );
+    assert_eq!(count(&format!("{q}.XQ")).await, 0, "nothing dead-lettered");
+    worker.stop().await.unwrap();
+    cleanup(&broker, &q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_fails_clearly_once_the_reconnect_bound_passes() {
+    let q = queue("rabbit_bound");
+    let (proxy, url) = through_proxy().await;
+    let broker = broker(
+        config()
+            .url(url)
+            .reconnect_timeout(Duration::from_millis(600)),
+    );
+    broker.declare_queue(&q).await.unwrap();
+    proxy.down();
+    let started = Instant::now();
+    let err = broker
+        .enqueue(Message::new(&q, "rabbit_record", vec![]), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, actor_runtime::Error::Connection { .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up within the bound"
+    );
+    proxy.up();
+    broker
+        .enqueue(Message::new(&q, "rabbit_record", vec![]), None)
+        .await
+        .expect("works again once the broker is back");
+    assert_eq!(count(&q).await, 1);
+    cleanup(&broker, &q).await;
+}

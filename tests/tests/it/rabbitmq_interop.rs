@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::support::eventually;
 use crate::support::python::{python, python_dir};
-use crate::support::rabbitmq::{broker, cleanup, config, count, queue, rabbitmq_url};
+use crate::support::rabbitmq::{broker, cleanup, config, consumers, count, queue, rabbitmq_url};
 
 /// A Python process in its own process group, killed with its children when dropped.
 struct Py {
@@ -366,6 +366,13 @@ async fn a_python_worker_and_ours_drain_one_queue_exactly_once() {
         .start()
         .await
         .unwrap();
+    // Both fleets consume before the first message is sent (ours is up long before Python's).
+    eventually(
+        Duration::from_secs(30),
+        "Python's worker to consume",
+        || async { consumers(&q).await >= 2 },
+    )
+    .await;
     let total = 300;
     let batch: Vec<Message> = (0..total)
         .map(|n| {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) mod cli;
 pub(crate) mod fault_worker;
+pub(crate) mod proxy;
 pub(crate) mod python;
 pub(crate) mod rabbitmq;
 pub(crate) mod redis;

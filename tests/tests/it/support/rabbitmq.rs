@@ -36,6 +36,15 @@ pub(crate) async fn raw() -> Connection {
 
 /// Ready messages in `name` (a passive declaration; 0 when it does not exist).
 pub(crate) async fn count(name: &str) -> u32 {
+    counts(name).await.0
+}
+
+/// Consumers of `name` (0 when it does not exist).
+pub(crate) async fn consumers(name: &str) -> u32 {
+    counts(name).await.1
+}
+
+async fn counts(name: &str) -> (u32, u32) {
     let conn = raw().await;
     let channel = conn.create_channel().await.expect("channel");
     let passive = QueueDeclareOptions {
@@ -46,8 +55,8 @@ pub(crate) async fn count(name: &str) -> u32 {
         .queue_declare(name.into(), passive, FieldTable::default())
         .await
     {
-        Ok(queue) => queue.message_count(),
-        Err(_) => 0,
+        Ok(queue) => (queue.message_count(), queue.consumer_count()),
+        Err(_) => (0, 0),
     };
     let _ = conn.close(200, "".into()).await;
     n
