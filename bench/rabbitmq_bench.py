@@ -7,8 +7,9 @@ Needs RabbitMQ on 127.0.0.1:5672 (guest/guest, `rabbitmqctl` on the PATH: the ru
 of its own, `bench-rabbit`, deleted at the end) and Redis on 127.0.0.1:6379 (the `count`
 actor's counter, key `bench:count`). Measures, medians of the repeats:
 
-- enqueue: N no-op sends, each awaited one at a time (Python with and without publisher
-  confirms; ours always with), and our batch API (`Broker::enqueue_batch`);
+- enqueue: no-op sends, each awaited one at a time, with and without publisher confirms (N
+  without, BENCH_CONFIRM_N with: each then waits for RabbitMQ's disk sync), and our batch API
+  (`Broker::enqueue_batch`, N messages, confirms on); BENCH_ONLY=enqueue stops there;
 - end-to-end drain of N prefilled messages at 2 processes x 1 thread and 2 x 8, from the
   first message taken to the last done: `count` (each run INCRs a Redis counter; done when
   it reaches N, so every message provably ran) and `noop` (done when the queue has no ready
@@ -30,6 +31,8 @@ import redis
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 N = int(os.environ.get("BENCH_N", "20000"))
+# One awaited send at a time with confirms waits for a disk sync each: fewer of those.
+CONFIRM_N = int(os.environ.get("BENCH_CONFIRM_N", "2000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 VHOST = "bench-rabbit"
 URL = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
@@ -78,9 +81,8 @@ def declare():
 
 
 def prefill(actor):
-    """N messages of `actor` in Dramatiq's JSON, published with confirms (not timed)."""
+    """N messages of `actor` in Dramatiq's JSON (not timed), then waits until all are ready."""
     conn, ch = channel()
-    ch.confirm_delivery()
     now = int(time.time() * 1000)
     props = pika.BasicProperties(delivery_mode=2)
     for _ in range(N):
@@ -105,20 +107,26 @@ def env(**extra):
 
 
 def python_enqueue(confirm):
+    n = CONFIRM_N if confirm else N
     code = (
         "import time, rabbit_bench_module as m\n"
         "m.broker.declare_queue('default')\n"
-        f"t = time.perf_counter()\nfor _ in range({N}): m.noop.send()\n"
+        f"t = time.perf_counter()\nfor _ in range({n}): m.noop.send()\n"
         "print(time.perf_counter() - t)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env(BENCH_CONFIRM="1" if confirm else "0"),
                          capture_output=True, text=True, check=True).stdout
-    return N / float(out.strip().splitlines()[-1])
+    purge()
+    return n / float(out.strip().splitlines()[-1])
 
 
-def rust_enqueue():
-    out = subprocess.run([RUST_ENQUEUE], env=env(BENCH_BATCH="1"), capture_output=True,
+def rust_enqueue(confirm):
+    extra = dict(BENCH_BATCH="1", RABBITMQ_CONFIRMS="1" if confirm else "0")
+    if confirm:
+        extra["BENCH_SINGLE_N"] = str(CONFIRM_N)
+    out = subprocess.run([RUST_ENQUEUE], env=env(**extra), capture_output=True,
                          text=True, check=True).stdout
+    purge()
     kv = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
     return float(kv["enqueue_msgs_per_s"]), float(kv["enqueue_batch_msgs_per_s"])
 
@@ -159,6 +167,13 @@ def drain(impl, P, T, actor):
             proc.wait()
 
 
+def print_rows(rows):
+    print(f"| N = {N:,}, medians of {REPEATS} | Python Dramatiq 2.2.1 | actor-runtime | ratio |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def median(f, *args):
     runs = [f(*args) for _ in range(REPEATS)]
     return statistics.median(runs)
@@ -175,25 +190,29 @@ def main():
     try:
         declare()
         rows = []
-        py_plain = median(python_enqueue, False); purge()
-        py_conf = median(python_enqueue, True); purge()
-        rs = [rust_enqueue() for _ in range(REPEATS)]; purge()
-        rs_one = statistics.median(r[0] for r in rs)
-        rs_batch = statistics.median(r[1] for r in rs)
-        rows.append(("enqueue, one awaited send at a time", f"{py_plain:,.0f} msg/s (no confirms), "
-                     f"{py_conf:,.0f} (confirms)", f"{rs_one:,.0f} msg/s (confirms)",
-                     f"{rs_one / py_plain:.1f}x / {rs_one / py_conf:.1f}x"))
-        rows.append(("enqueue, Broker::enqueue_batch", "(no batch API)", f"{rs_batch:,.0f} msg/s", ""))
+        py_plain = median(python_enqueue, False)
+        py_conf = median(python_enqueue, True)
+        rs_plain = [rust_enqueue(False) for _ in range(REPEATS)]
+        rs_conf = [rust_enqueue(True) for _ in range(REPEATS)]
+        med = lambda runs, i: statistics.median(r[i] for r in runs)
+        rows.append(("enqueue, one awaited send at a time, confirms off (Dramatiq's default)",
+                     f"{py_plain:,.0f} msg/s", f"{med(rs_plain, 0):,.0f} msg/s",
+                     f"{med(rs_plain, 0) / py_plain:.1f}x"))
+        rows.append((f"enqueue, one awaited send at a time, confirms on ({CONFIRM_N:,} sends)",
+                     f"{py_conf:,.0f} msg/s", f"{med(rs_conf, 0):,.0f} msg/s",
+                     f"{med(rs_conf, 0) / py_conf:.1f}x"))
+        rows.append(("enqueue, Broker::enqueue_batch, confirms on", "(no batch API)",
+                     f"{med(rs_conf, 1):,.0f} msg/s", ""))
+        if os.environ.get("BENCH_ONLY") == "enqueue":
+            print_rows(rows)
+            return
         for actor in ("noop", "count"):
             for P, T in ((2, 1), (2, 8)):
                 py = median(drain, "python", P, T, actor)
                 rs_ = median(drain, "rust", P, T, actor)
                 rows.append((f"drain {N:,} `{actor}`, {P} x {T}", f"{py:,.0f} msg/s",
                              f"{rs_:,.0f} msg/s", f"{rs_ / py:.1f}x"))
-        print(f"| N = {N:,}, medians of {REPEATS} | Python Dramatiq 2.2.1 | actor-runtime | ratio |")
-        print("|---|---|---|---|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+        print_rows(rows)
     finally:
         ctl("delete_vhost", VHOST)
 

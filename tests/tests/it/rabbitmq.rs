@@ -330,3 +330,57 @@ async fn a_send_fails_clearly_once_the_reconnect_bound_passes() {
     assert_eq!(count(&q).await, 1);
     cleanup(&broker, &q).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_longer_than_consumer_timeout_neither_closes_the_channel_nor_duplicates() {
+    // A private node whose consumer_timeout is 2 s, checked every 200 ms.
+    let node = crate::support::rabbit_node::Node::start(
+        "{consumer_timeout, 2000}, {channel_tick_interval, 200}",
+    )
+    .await;
+    const TIMED_OUT: &str = "timed out waiting for delivery acknowledgement";
+    let run = |max_hold: Duration| {
+        let url = node.url();
+        async move {
+            let q = queue("rabbit_ct");
+            let broker = broker(config().url(url).max_hold(max_hold));
+            let key = uuid::Uuid::new_v4().to_string();
+            let message = on(&q, rabbit_record::message(key.clone(), 1).build().unwrap());
+            broker
+                .enqueue(message, Some(Duration::from_millis(3500)))
+                .await
+                .unwrap();
+            let worker = Worker::new(broker.clone())
+                .queues([q.as_str()])
+                .start()
+                .await
+                .unwrap();
+            eventually(
+                Duration::from_secs(20),
+                "the delayed message ran",
+                || async { !seen_by(&key).is_empty() },
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            worker.stop().await.unwrap();
+            broker.close().await;
+            seen_by(&key).len()
+        }
+    };
+    // As Python holds it (longer than the timeout): the server closes the channel.
+    assert_eq!(run(Duration::from_secs(600)).await, 1);
+    let before = node.log().matches(TIMED_OUT).count();
+    assert!(
+        before >= 1,
+        "the control run hit the consumer timeout:\n{}",
+        node.log()
+    );
+    // Given back to .DQ every 500 ms: no timeout, one run.
+    assert_eq!(run(Duration::from_millis(500)).await, 1);
+    assert_eq!(
+        node.log().matches(TIMED_OUT).count(),
+        before,
+        "{}",
+        node.log()
+    );
+}
