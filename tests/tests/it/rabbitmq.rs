@@ -384,3 +384,51 @@ async fn a_delay_longer_than_consumer_timeout_neither_closes_the_channel_nor_dup
         node.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_settle_exactly_the_acked_messages_in_any_order() {
+    let q = queue("rabbit_acks");
+    let broker = broker(config());
+    let batch: Vec<Message> = (0..4)
+        .map(|n| {
+            on(
+                &q,
+                rabbit_record::message("k".to_owned(), n).build().unwrap(),
+            )
+        })
+        .collect();
+    broker.enqueue_batch(batch, None).await.unwrap();
+    let consumer = broker.consume(&q, 10).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        got.extend(consumer.fetch(4, Duration::from_secs(5)).await.unwrap());
+    }
+    // The last one alone (two lower ones unsettled), then the first: neither may settle
+    // the two in between.
+    consumer.ack(&[got[3].tag.clone()]).await.unwrap();
+    consumer.ack(&[got[0].tag.clone()]).await.unwrap();
+    consumer.close().await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the two unacked to come back",
+        || async { count(&q).await == 2 },
+    )
+    .await;
+    let consumer = broker.consume(&q, 10).await.unwrap();
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        again.extend(consumer.fetch(2, Duration::from_secs(5)).await.unwrap());
+    }
+    let values: Vec<Value> = again
+        .iter()
+        .map(|d| d.message.as_ref().unwrap().args[1].clone())
+        .collect();
+    assert_eq!(values, [json!(1), json!(2)]);
+    // Both together, nothing lower unsettled: one `multiple` ack.
+    let tags: Vec<_> = again.iter().map(|d| d.tag.clone()).collect();
+    consumer.ack(&tags).await.unwrap();
+    consumer.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count(&q).await, 0);
+    cleanup(&broker, &q).await;
+}

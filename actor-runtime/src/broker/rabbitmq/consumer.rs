@@ -4,14 +4,14 @@
 //! tags carry the session, so an ack meant for a dead channel is skipped (RabbitMQ
 //! redelivers those messages: at-least-once).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 use tokio::sync::mpsc;
@@ -32,6 +32,9 @@ struct State {
     channel: Mutex<Option<(u64, Channel)>>,
     /// Deliveries handed out and not yet settled (for stats and join).
     in_flight: Arc<AtomicU64>,
+    /// Delivery tags of the current session not yet settled: an ack whose tags leave no
+    /// lower one unsettled goes as one `multiple` ack.
+    unsettled: Mutex<BTreeSet<u64>>,
 }
 
 impl State {
@@ -71,6 +74,7 @@ impl RabbitConsumer {
         let state = Arc::new(State {
             channel: Mutex::new(None),
             in_flight: shared.in_flight(&queue),
+            unsettled: Mutex::new(BTreeSet::new()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
@@ -110,6 +114,13 @@ impl RabbitConsumer {
             let Some((session, delivery_tag)) = parse_tag(&tag.id) else {
                 continue;
             };
+            if current.as_ref().is_some_and(|(now, _)| *now == session) {
+                self.state
+                    .unsettled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&delivery_tag);
+            }
             match &current {
                 Some((now, channel)) if *now == session => {
                     if let Err(err) = op(channel.clone(), delivery_tag).await {
@@ -122,6 +133,38 @@ impl RabbitConsumer {
             }
         }
         Ok(())
+    }
+
+    /// When every tag is of the current session and, once they are settled, no lower tag
+    /// of it is left unsettled: the channel and the highest tag (the tags are then settled).
+    fn ack_all_below(&self, tags: &[DeliveryTag]) -> Option<(Channel, u64)> {
+        let (session, channel) = self.state.current()?;
+        let mut ours = Vec::with_capacity(tags.len());
+        for tag in tags {
+            match parse_tag(&tag.id) {
+                Some((s, delivery_tag)) if s == session => ours.push(delivery_tag),
+                _ => return None,
+            }
+        }
+        ours.sort_unstable();
+        ours.dedup();
+        let highest = *ours.last()?;
+        let mut unsettled = self
+            .state
+            .unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let covered = unsettled
+            .range(..=highest)
+            .all(|tag| ours.binary_search(tag).is_ok());
+        if !covered || unsettled.range(..=highest).count() != ours.len() || ours.len() != tags.len()
+        {
+            return None;
+        }
+        for tag in &ours {
+            unsettled.remove(tag);
+        }
+        Some((channel, highest))
     }
 
     fn is_current(&self, delivery: &Delivery) -> bool {
@@ -176,6 +219,17 @@ impl Consumer for RabbitConsumer {
     }
 
     async fn ack(&self, tags: &[DeliveryTag]) -> Result<()> {
+        if let Some((channel, highest)) = self.ack_all_below(tags) {
+            // Every lower tag of this channel is settled: one `multiple` ack settles them all.
+            for _ in tags {
+                self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+            let multiple = BasicAckOptions { multiple: true };
+            if let Err(err) = channel.basic_ack(highest, multiple).await {
+                tracing::warn!(queue = %self.queue, error = %err, "could not ack on a lost channel; RabbitMQ redelivers the messages");
+            }
+            return Ok(());
+        }
         self.settle(tags, |channel, tag| async move {
             channel.basic_ack(tag, Default::default()).await
         })
@@ -275,6 +329,11 @@ impl Session {
             .map_err(|e| fail(&format!("consuming `{dq_name}`"), e))?;
         let number = SESSIONS.fetch_add(1, Ordering::AcqRel) + 1;
         *state.channel.lock().unwrap_or_else(|e| e.into_inner()) = Some((number, q.clone()));
+        state
+            .unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         Ok(Session {
             number,
             generation,
@@ -405,6 +464,11 @@ async fn pump_loop(
                 Some(Ok(delivery)) => {
                     let message = Message::decode(&delivery.data);
                     state.in_flight.fetch_add(1, Ordering::AcqRel);
+                    state
+                        .unsettled
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(delivery.delivery_tag);
                     let ours = Delivery {
                         tag: DeliveryTag {
                             queue: name.clone(),
