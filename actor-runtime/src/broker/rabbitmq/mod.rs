@@ -4,8 +4,8 @@
 //! `q.XQ`.
 //!
 //! One AMQP connection per backend ([`conn`]), reconnected by our own loop; publishing with
-//! confirms ([`publish`]); a task per consumer ([`consumer`]) holding due-later messages
-//! ([`delayed`]); dead letters, counts and joins ([`admin`]).
+//! confirms ([`publish`]); a consumer ([`consumer`]) over a session task ([`session`])
+//! holding due-later messages ([`delayed`]); dead letters, counts and joins ([`admin`]).
 
 mod admin;
 mod config;
@@ -14,6 +14,7 @@ mod consumer;
 mod declare;
 mod delayed;
 mod publish;
+mod session;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
