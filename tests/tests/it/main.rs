@@ -14,6 +14,7 @@ mod interop;
 mod rabbitmq;
 mod rabbitmq_cli;
 mod rabbitmq_interop;
+mod rabbitmq_results;
 mod rate_limits;
 mod redis_coalesce;
 mod redis_connections;
