@@ -10,10 +10,12 @@
 //! `BENCH_RATE=R` instead sends the `BENCH_N` messages at a steady R msg/s (a batch every
 //! 10 ms), for a worker running meanwhile (`bench/records.sh` measures the job records' lag
 //! this way), and prints the rate reached.
+//! With `RABBITMQ_URL` set, the same on RabbitMQ (its settings from `RABBITMQ_*`; publisher
+//! confirms on unless `RABBITMQ_CONFIRMS=0`), as `bench/rabbitmq_bench.py` runs it.
 
 use std::time::Instant;
 
-use actor_runtime::broker::RedisConfig;
+use actor_runtime::broker::{RabbitmqConfig, RedisConfig};
 use actor_runtime::Broker;
 
 #[path = "actors.rs"]
@@ -45,7 +47,11 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 async fn run() -> Result<(), BoxError> {
     let n: usize = env_or("BENCH_N", 20_000);
-    let broker: Broker = Broker::redis(RedisConfig::new(actors::redis_url()))?;
+    let broker: Broker = match std::env::var("RABBITMQ_URL") {
+        // RABBITMQ_CONFIRMS=0 turns publisher confirms off, as Dramatiq's default is.
+        Ok(url) if !url.is_empty() => Broker::rabbitmq(RabbitmqConfig::from_env()?.url(url))?,
+        _ => Broker::redis(RedisConfig::new(actors::redis_url()))?,
+    };
     // Connect and load the scripts outside the timed loop, as the Python client's imports are.
     broker.declare_queue("default").await?;
     if let Ok(senders) = std::env::var("BENCH_SENDERS") {
@@ -67,9 +73,12 @@ async fn run() -> Result<(), BoxError> {
         return result;
     }
 
+    // BENCH_SINGLE_N: fewer one-at-a-time sends than the batch's BENCH_N (RabbitMQ with
+    // confirms takes a disk sync per awaited send).
+    let single_n: usize = env_or("BENCH_SINGLE_N", n);
     let cpu0 = cpu_seconds();
     let start = Instant::now();
-    for _ in 0..n {
+    for _ in 0..single_n {
         actors::noop::message()
             .broker(broker.clone())
             .send()
@@ -77,10 +86,13 @@ async fn run() -> Result<(), BoxError> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
-    println!("enqueue_n: {n}");
+    println!("enqueue_n: {single_n}");
     println!("enqueue_seconds: {elapsed:.6}");
-    println!("enqueue_msgs_per_s: {:.1}", n as f64 / elapsed);
-    println!("enqueue_client_cpu_us_per_msg: {:.2}", cpu / n as f64 * 1e6);
+    println!("enqueue_msgs_per_s: {:.1}", single_n as f64 / elapsed);
+    println!(
+        "enqueue_client_cpu_us_per_msg: {:.2}",
+        cpu / single_n.max(1) as f64 * 1e6
+    );
 
     if std::env::var("BENCH_BATCH").is_ok_and(|v| v == "1") {
         // The batch API, on a queue of its own (flushed after) so the harness's count of the

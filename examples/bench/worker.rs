@@ -1,5 +1,6 @@
 //! The benchmark worker: the harness's actors under the standard worker CLI
-//! (`--processes P --threads T`), on the Redis at `BENCH_REDIS_URL`.
+//! (`--processes P --threads T`), on the Redis at `BENCH_REDIS_URL`, or on RabbitMQ when
+//! `RABBITMQ_URL` is set (the CLI's broker choice).
 
 #[path = "actors.rs"]
 mod actors;

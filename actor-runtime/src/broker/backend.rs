@@ -250,7 +250,10 @@ impl BrokerInfo {
 
 /// `d` as people write it and [`cli`](crate::cli)'s settings read it: `100ms`, `5s`, `10m`,
 /// `24h`, `7500ms`.
-#[cfg_attr(not(any(feature = "redis", feature = "cli")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "cli", feature = "rabbitmq")),
+    allow(dead_code)
+)]
 pub(crate) fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {

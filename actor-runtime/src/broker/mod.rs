@@ -14,6 +14,8 @@ mod backend;
 mod build;
 mod context;
 mod global;
+#[cfg(feature = "rabbitmq")]
+pub(crate) mod rabbitmq;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 mod stub;
@@ -30,7 +32,7 @@ use crate::actor::ActorFailure;
 use crate::error::{Error, Result};
 use crate::message::{canonical_queue, is_valid_queue_name, Message};
 
-#[cfg(feature = "cli")]
+#[cfg(any(feature = "cli", feature = "rabbitmq"))]
 pub(crate) use backend::human_duration;
 #[cfg(feature = "redis")]
 pub(crate) use backend::Wake;
@@ -39,11 +41,13 @@ pub use backend::{
     Backend, BrokerInfo, Consumer, DeadLetter, DeadLetters, Delivery, DeliveryTag, QueueStats,
     WorkerInfo, Workers,
 };
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
+pub(crate) use build::{choose, Choice};
 pub use context::{Fate, MessageContext, Shutdown, Skip};
-#[cfg(feature = "cli")]
-pub(crate) use global::is_production;
-pub(crate) use global::{enter_scope, enter_scope_sync, scoped};
+pub(crate) use global::{enter_scope, enter_scope_sync, is_production, scoped};
 pub use global::{environment_is_production, get_broker, set_broker, with_broker};
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::{QueueType, RabbitmqBackend, RabbitmqConfig};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
 pub use stub::StubBackend;

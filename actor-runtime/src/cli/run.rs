@@ -132,7 +132,7 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
         broker.stats(&queue).await.map_err(Failure::from)?;
     }
     if broker.kind() == "stub" && matches!(role, Role::Child { index: 0 }) {
-        tracing::warn!("each worker process has its own in-memory stub broker: set REDIS_URL so they share queues");
+        tracing::warn!("each worker process has its own in-memory stub broker: set REDIS_URL or RABBITMQ_URL so they share queues");
     }
 
     let metrics_addr = match role {

@@ -227,28 +227,35 @@ pub(crate) fn resolve_all(
 /// Checks the broker settings in the environment, so a supervisor fails at once rather
 /// than its workers one by one.
 pub(crate) fn check_broker_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
-    let url = env("REDIS_URL")
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty());
+    use crate::broker::Choice;
     let mut problems = Vec::new();
-    match &url {
+    match crate::broker::choose(env) {
+        Err(err) => problems.push(match err {
+            crate::Error::Config(text) => text,
+            other => other.to_string(),
+        }),
         #[cfg(feature = "redis")]
-        Some(_) => {
+        Ok(Choice::Redis(_)) => {
             // The Redis broker's own reading of REDIS_URL, DRAMATIQ_NAMESPACE, REDIS_*...
             if let Err(all) = crate::broker::RedisConfig::read_lookup(env) {
                 problems.extend(all);
             }
         }
         #[cfg(not(feature = "redis"))]
-        Some(_) => problems.push(
+        Ok(Choice::Redis(_)) => problems.push(
             "REDIS_URL is set but actor-runtime was built without its `redis` feature".into(),
         ),
-        None if crate::broker::is_production(env) => problems.push(
-            "REDIS_URL is not set but the environment is production; the in-memory stub \
-             broker would lose every message"
-                .into(),
+        #[cfg(feature = "rabbitmq")]
+        Ok(Choice::Rabbitmq(_)) => {
+            if let Err(all) = crate::broker::RabbitmqConfig::read_lookup(env) {
+                problems.extend(all);
+            }
+        }
+        #[cfg(not(feature = "rabbitmq"))]
+        Ok(Choice::Rabbitmq(_)) => problems.push(
+            "RABBITMQ_URL is set but actor-runtime was built without its `rabbitmq` feature".into(),
         ),
-        None => {}
+        Ok(Choice::Stub(_)) => {}
     }
     if problems.is_empty() {
         Ok(())

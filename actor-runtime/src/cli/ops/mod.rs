@@ -45,7 +45,7 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
         let broker = crate::cli::broker()?;
         if broker.kind() == "stub" {
             return Err(Failure::usage(
-                "operator commands need the broker your workers use: set REDIS_URL (without \
+                "operator commands need the broker your workers use: set REDIS_URL or RABBITMQ_URL (without \
                  it this program would only see its own, empty, in-memory stub broker)",
             ));
         }

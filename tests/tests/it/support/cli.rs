@@ -37,6 +37,8 @@ impl Proc {
             .args(args)
             .arg("--log-format=json")
             .env_remove("REDIS_URL")
+            .env_remove("RABBITMQ_URL")
+            .env_remove("BROKER")
             .env_remove("RUST_LOG")
             .env_remove("WORKER_PROCESSES")
             .env_remove("WORKER_THREADS")

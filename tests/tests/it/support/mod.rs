@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 pub(crate) mod cli;
 pub(crate) mod fault_worker;
 pub(crate) mod postgres;
+pub(crate) mod proxy;
 pub(crate) mod python;
+pub(crate) mod rabbit_node;
+pub(crate) mod rabbitmq;
 pub(crate) mod redis;
 pub(crate) mod results;
 

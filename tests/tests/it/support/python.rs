@@ -31,8 +31,8 @@ pub(crate) fn python() -> PathBuf {
     assert!(
         venv.exists(),
         "the interop tests need Python Dramatiq 2.2.1: set DRAMATIQ_PYTHON to a python with \
-         `dramatiq[redis]==2.2.1`, or create {} (`.ci/run` does: python3 -m venv .venv && \
-         .venv/bin/pip install 'dramatiq[redis]==2.2.1')",
+         `dramatiq[redis,rabbitmq]==2.2.1`, or create {} (`.ci/run` does: python3 -m venv .venv && \
+         .venv/bin/pip install 'dramatiq[redis,rabbitmq]==2.2.1')",
         venv.display()
     );
     venv
