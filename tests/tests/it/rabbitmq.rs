@@ -385,6 +385,84 @@ async fn a_delay_longer_than_consumer_timeout_neither_closes_the_channel_nor_dup
     );
 }
 
+/// `rabbitmqctl stop_app` / `start_app` on a node of the test's own (the shared server is
+/// never stopped): durable queues and persistent messages survive, a send made during the
+/// restart waits and goes through, the worker resumes, and every message, the delayed one
+/// held across the restart included, runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_application_restart_loses_nothing_and_dead_letters_nothing() {
+    let node = crate::support::rabbit_node::Node::start("").await;
+    let ctl = |action: &str| {
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["-n", &node.name, action])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("rabbitmqctl");
+        assert!(status.success(), "rabbitmqctl {action}");
+    };
+    let q = queue("rabbit_restart");
+    let broker = broker(
+        config()
+            .url(node.url())
+            .reconnect_timeout(Duration::from_secs(60)),
+    );
+    let key = uuid::Uuid::new_v4().to_string();
+    let worker = Worker::new(broker.clone())
+        .queues([q.as_str()])
+        .threads(2)
+        .start()
+        .await
+        .unwrap();
+    for n in 0..5 {
+        let message = on(&q, rabbit_record::message(key.clone(), n).build().unwrap());
+        broker.enqueue(message, None).await.unwrap();
+    }
+    // Held by the worker's delay-queue consumer when the application stops.
+    let delayed = on(&q, rabbit_record::message(key.clone(), 5).build().unwrap());
+    broker
+        .enqueue(delayed, Some(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the first five ran", || async {
+        seen_by(&key).len() >= 5
+    })
+    .await;
+    ctl("stop_app");
+    let sending = {
+        let broker = broker.clone();
+        let message = on(&q, rabbit_record::message(key.clone(), 6).build().unwrap());
+        tokio::spawn(async move { broker.enqueue(message, None).await })
+    };
+    ctl("start_app");
+    sending
+        .await
+        .unwrap()
+        .expect("the send made during the restart went through");
+    for n in 7..10 {
+        let message = on(&q, rabbit_record::message(key.clone(), n).build().unwrap());
+        broker.enqueue(message, None).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(30),
+        "all ten ran, the delayed one too",
+        || async {
+            let mut values: Vec<i64> = seen_by(&key).iter().filter_map(Value::as_i64).collect();
+            values.sort();
+            values.dedup();
+            values == (0..10).collect::<Vec<_>>()
+        },
+    )
+    .await;
+    let report = worker.stop().await.unwrap();
+    assert_eq!(
+        report.dead_lettered, 0,
+        "nothing dead-lettered by the worker"
+    );
+    let stats = broker.stats(&q).await.unwrap();
+    assert_eq!((stats.ready, stats.dead), (0, 0), "{stats:?}");
+    broker.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_settle_exactly_the_acked_messages_in_any_order() {
     let q = queue("rabbit_acks");
