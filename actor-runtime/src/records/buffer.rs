@@ -37,7 +37,8 @@ pub enum Overflow {
 }
 
 /// One error of a record's history.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ErrorEntry {
     /// The attempt that failed.
     pub attempt: i32,

@@ -60,6 +60,19 @@ const COLUMNS: &str = "message_id, queue_name, actor_name, state, attempt, max_r
     enqueued_at, eta, started_at, finished_at, duration_ms, worker_id, last_error, errors, \
     parent_id, group_id, args, created_at, updated_at";
 
+/// A record's error history as far as it reads: the table may be written by other tools
+/// (or by hand), so an entry missing a field reads with that field empty, and an entry or a
+/// value that is not an error at all is left out, rather than failing the whole listing.
+fn lenient_errors(value: Value) -> Vec<ErrorEntry> {
+    match value {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| serde_json::from_value(item).ok())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl JobRecord {
     fn from_row(row: &PgRow) -> Result<JobRecord, RecordsError> {
         let time = |i: usize| -> Result<Option<String>, RecordsError> {
@@ -83,8 +96,7 @@ impl JobRecord {
             duration_ms: row.try_get(10)?,
             worker_id: row.try_get(11)?,
             last_error: row.try_get(12)?,
-            errors: serde_json::from_value(errors)
-                .map_err(|e| RecordsError::Unreadable(e.to_string()))?,
+            errors: lenient_errors(errors),
             parent_id: row.try_get(14)?,
             group_id: row.try_get(15)?,
             args: row.try_get(16)?,
@@ -302,5 +314,21 @@ mod tests {
     #[test]
     fn error_search_matches_wildcards_literally() {
         assert_eq!(super::contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn error_histories_written_by_other_tools_read_as_far_as_they_go() {
+        use serde_json::{json, Value};
+        let read = super::lenient_errors(json!([
+            {"attempt": 1, "at": "2026-12-01T00:00:00Z", "type": "ValueError", "message": "no"},
+            {"attempt": 2, "type": "KeyError", "message": "missing at"},
+            {"attempt": "three"},
+            42
+        ]));
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[1].kind, "KeyError");
+        assert_eq!(read[1].at, "");
+        assert!(super::lenient_errors(json!("not an array")).is_empty());
+        assert!(super::lenient_errors(Value::Null).is_empty());
     }
 }
