@@ -16,6 +16,8 @@ mod context;
 mod global;
 #[cfg(feature = "rabbitmq")]
 pub(crate) mod rabbitmq;
+#[cfg(any(feature = "redis", feature = "rabbitmq"))]
+mod redact;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 mod stub;
@@ -48,6 +50,8 @@ pub(crate) use global::{enter_scope, enter_scope_sync, is_production, scoped};
 pub use global::{environment_is_production, get_broker, set_broker, with_broker};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{QueueType, RabbitmqBackend, RabbitmqConfig};
+#[cfg(any(feature = "redis", feature = "rabbitmq"))]
+pub(crate) use redact::redact_url;
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
 pub use stub::StubBackend;

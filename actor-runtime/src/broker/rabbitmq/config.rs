@@ -272,16 +272,10 @@ impl RabbitmqConfig {
     }
 }
 
-/// `url` without its password, for logs and errors; an unparsable URL is not shown.
+/// `url` without its secrets, for logs and errors: the password becomes `***`, and so does
+/// every query value (`heartbeat`, `auth_mechanism`...); an unparsable URL is not shown.
 pub(crate) fn redact(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return "<unparsable URL, not shown>".to_owned();
-    };
-    if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
-        return "<unparsable URL, not shown>".to_owned();
-    }
-    parsed.set_query(None);
-    parsed.to_string()
+    crate::broker::redact_url(url, &[])
 }
 
 #[cfg(test)]

@@ -398,34 +398,9 @@ impl fmt::Debug for RedisConfig {
 /// `url` without its secrets, for logs and errors: the password (in the user info, or a
 /// `pass`/`password` query parameter of a `unix://` URL) becomes `***`, and every other query
 /// value but `db` and `protocol` is hidden too. A URL that does not parse is not shown at
-/// all: where its secret ends cannot be known (`redis://:pa/ss@host` has a `/` in it).
+/// all.
 pub(crate) fn redact(url: &str) -> String {
-    const UNPARSED: &str = "<unparsable URL, not shown>";
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return UNPARSED.to_owned();
-    };
-    if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
-        return UNPARSED.to_owned();
-    }
-    let query: Vec<(String, String)> = parsed
-        .query_pairs()
-        .map(|(key, value)| {
-            let shown = if matches!(key.as_ref(), "db" | "protocol") {
-                value.into_owned()
-            } else {
-                "***".to_owned()
-            };
-            (key.into_owned(), shown)
-        })
-        .collect();
-    if query.is_empty() {
-        parsed.set_query(None);
-    } else {
-        parsed.query_pairs_mut().clear().extend_pairs(query);
-    }
-    parsed.set_fragment(None);
-    // The query's `***` is written percent-encoded; show it as typed.
-    parsed.to_string().replace("%2A%2A%2A", "***")
+    crate::broker::redact_url(url, &["db", "protocol"])
 }
 
 #[cfg(test)]
