@@ -327,7 +327,10 @@ async fn a_send_fails_clearly_once_the_reconnect_bound_passes() {
         .enqueue(Message::new(&q, "rabbit_record", vec![]), None)
         .await
         .expect("works again once the broker is back");
-    assert_eq!(count(&q).await, 1);
+    // The failed send's outcome is unknown to it: its publish may have reached RabbitMQ
+    // before the connection was cut, its confirm not (at-least-once, as documented).
+    let stored = count(&q).await;
+    assert!((1..=2).contains(&stored), "{stored} messages");
     cleanup(&broker, &q).await;
 }
 
