@@ -2,18 +2,18 @@
 
 Run by the tests as `python -m dramatiq rabbit_app --processes 1 --threads 2` with RABBITMQ_URL,
 RABBIT_QUEUE (the test's queue), RABBIT_RESULTS (a file the actors append JSON lines to) and
-optionally RABBITMQ_MAX_PRIORITY set.
+optionally RABBITMQ_MAX_PRIORITY and RABBITMQ_QUEUE_TYPE set (see rabbit_broker.py).
 """
 
 import json
 import os
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import CurrentMessage
 
-MAX_PRIORITY = int(os.environ.get("RABBITMQ_MAX_PRIORITY") or 0) or None
-broker = RabbitmqBroker(url=os.environ["RABBITMQ_URL"], max_priority=MAX_PRIORITY)
+import rabbit_broker
+
+broker = rabbit_broker.from_env()
 broker.add_middleware(CurrentMessage())
 dramatiq.set_broker(broker)
 

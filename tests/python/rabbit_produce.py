@@ -1,7 +1,8 @@
 """A Python producer for the Rust worker on RabbitMQ: positional args, kwargs, a delayed message
 and a retry scheduled as Dramatiq's Retries middleware does (through the `.DQ` queue); prints
 their message ids as JSON. With `declare` as argument, only declares the queue (with
-RABBITMQ_MAX_PRIORITY) and prints `{}`. Reads RABBITMQ_URL, RABBIT_QUEUE and INTEROP_KEY."""
+RABBITMQ_MAX_PRIORITY and RABBITMQ_QUEUE_TYPE, see rabbit_broker.py) and prints `{}`. Reads
+RABBITMQ_URL, RABBIT_QUEUE and INTEROP_KEY."""
 
 import json
 import os
@@ -9,10 +10,10 @@ import sys
 import time
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-MAX_PRIORITY = int(os.environ.get("RABBITMQ_MAX_PRIORITY") or 0) or None
-broker = RabbitmqBroker(url=os.environ["RABBITMQ_URL"], max_priority=MAX_PRIORITY)
+import rabbit_broker
+
+broker = rabbit_broker.from_env()
 dramatiq.set_broker(broker)
 QUEUE = os.environ["RABBIT_QUEUE"]
 KEY = os.environ.get("INTEROP_KEY", "")

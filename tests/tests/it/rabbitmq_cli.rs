@@ -1,7 +1,7 @@
 //! The worker CLI and operator commands on RabbitMQ through the real binary, each test in a
 //! vhost of its own (the binary's actors use the fixed queue `cli`): chosen from
 //! `RABBITMQ_URL` beside `REDIS_URL`, `enqueue`, `queues`, `dead-letters list|requeue|purge`,
-//! and a SIGKILLed worker whose unacked messages come back.
+//! the Prometheus metrics, and a SIGKILLed worker whose unacked messages come back.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use actor_runtime::broker::{QueueStats, RabbitmqConfig};
 use actor_runtime::Broker;
 use serde_json::{json, Value};
 
-use crate::support::cli::{kill, Proc, WORKER};
+use crate::support::cli::{http_get, kill, metrics_url, Proc, WORKER};
 use crate::support::redis_url;
 
 /// A vhost of one test, the broker on it, and the file the binary's actors append to.
@@ -138,12 +138,38 @@ async fn operator_commands_and_the_worker_cli_run_on_rabbitmq() {
         json!([{"name": "cli", "ready": 3, "delayed": 0, "in_flight": 0, "dead": 0}])
     );
 
-    let mut worker = v.spawn(&["-p", "1", "-Q", "cli"]);
+    let mut worker = v.spawn(&["-p", "1", "-Q", "cli", "--metrics-addr", "127.0.0.1:0"]);
+    let metrics = metrics_url(&mut worker).await;
     let started = worker.wait_message("worker started").await;
     assert!(started.to_string().contains("rabbitmq"), "{started}");
     v.wait_stats("the worker to drain `cli`", |s| s.ready == 0 && s.dead == 2)
         .await;
     assert_eq!(v.recorded(), HashMap::from([("k1".to_owned(), 1)]));
+    // The Prometheus middleware counts on this broker as on Redis.
+    let labels = |actor: &str| format!(r#"{{queue_name="cli",actor_name="{actor}"}}"#);
+    let expected = [
+        format!("dramatiq_messages_total{} 1", labels("cli_record")),
+        format!("dramatiq_messages_total{} 2", labels("cli_fail")),
+        format!("dramatiq_message_errors_total{} 2", labels("cli_fail")),
+        format!("dramatiq_message_rejects_total{} 2", labels("cli_fail")),
+        format!("dramatiq_messages_inprogress{} 0", labels("cli_record")),
+        format!(
+            "dramatiq_message_duration_milliseconds_count{} 1",
+            labels("cli_record")
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = http_get(&metrics).await;
+        if expected.iter().all(|line| body.lines().any(|l| l == line)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed {expected:#?}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     kill("TERM", worker.pid());
     assert_eq!(worker.exit().await.code(), Some(0), "{}", worker.dump());
 

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use actor_runtime::broker::{QueueType, RabbitmqConfig};
 use actor_runtime::{actor, current_message, Message, Worker};
 use serde_json::{json, Value};
 
@@ -175,9 +176,28 @@ async fn rabbit_fleet(key: String, n: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_producers_messages_run_on_our_rabbitmq_worker() {
-    let q = queue("rabbit_py2rs");
+    python_to_us("rabbit_py2rs", config(), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_producers_messages_run_on_our_worker_over_quorum_queues() {
+    python_to_us(
+        "rabbit_py2rs_qq",
+        config().queue_type(QueueType::Quorum),
+        QUORUM,
+    )
+    .await;
+}
+
+/// What a Python app on quorum queues sets (`tests/python/rabbit_broker.py`).
+const QUORUM: &[(&str, &str)] = &[("RABBITMQ_QUEUE_TYPE", "quorum")];
+
+/// Python's producer sends positional and keyword arguments, a delayed message and a retry
+/// through `.DQ`; our worker, on `config`, runs each once with the right values.
+async fn python_to_us(prefix: &str, config: RabbitmqConfig, env: &[(&str, &str)]) {
+    let q = queue(prefix);
     let key = uuid::Uuid::new_v4().to_string();
-    let broker = broker(config());
+    let broker = broker(config);
     // We declare first here, Python redeclares when it sends.
     let worker = Worker::new(broker.clone())
         .queues([q.as_str()])
@@ -185,9 +205,9 @@ async fn python_producers_messages_run_on_our_rabbitmq_worker() {
         .await
         .unwrap();
     let sent_at = Instant::now();
-    let sent = Py::spawn(&q, &["rabbit_produce.py"], &[("INTEROP_KEY", &key)])
-        .output()
-        .await;
+    let mut env = env.to_vec();
+    env.push(("INTEROP_KEY", &key));
+    let sent = Py::spawn(&q, &["rabbit_produce.py"], &env).output().await;
     eventually(Duration::from_secs(30), "the five Python messages", || {
         let key = key.clone();
         async move { runs_of(&key) == 5 }
@@ -225,8 +245,25 @@ fn py_message(q: &str, actor: &str, args: Vec<Value>, kwargs: Value) -> Message 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_producers_messages_run_on_a_python_rabbitmq_worker() {
-    let q = queue("rabbit_rs2py");
-    let broker = broker(config());
+    us_to_python("rabbit_rs2py", config(), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_producers_messages_run_on_a_python_worker_over_quorum_queues() {
+    us_to_python(
+        "rabbit_rs2py_qq",
+        config().queue_type(QueueType::Quorum),
+        QUORUM,
+    )
+    .await;
+}
+
+/// Our producer sends positional and keyword arguments, a delayed message, a message Python
+/// retries through `.DQ` and one it dead-letters; Python's worker, declaring as `env` says,
+/// runs them, and its dead letter reads back through our operator API.
+async fn us_to_python(prefix: &str, config: RabbitmqConfig, env: &[(&str, &str)]) {
+    let q = queue(prefix);
+    let broker = broker(config);
     let mut ids = Vec::new();
     for (m, delay) in [
         (
@@ -257,7 +294,7 @@ async fn our_producers_messages_run_on_a_python_rabbitmq_worker() {
     ] {
         ids.push(broker.enqueue(m, delay).await.unwrap().message_id);
     }
-    let (worker, results) = python_worker(&q, &[]);
+    let (worker, results) = python_worker(&q, env);
     let start = Instant::now();
     // Three adds, the flaky one twice (its retry through .DQ), the failing one once.
     loop {
@@ -316,39 +353,73 @@ async fn our_producers_messages_run_on_a_python_rabbitmq_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_declared_by_either_side_first_are_accepted_by_the_other() {
-    for max_priority in [None, Some(10u8)] {
-        let env: Vec<(&str, String)> = max_priority
-            .map(|p| vec![("RABBITMQ_MAX_PRIORITY", p.to_string())])
-            .unwrap_or_default();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let ours = || match max_priority {
-            Some(p) => broker(config().max_priority(p)),
-            None => broker(config()),
-        };
+    let classic = |p: Option<u8>| match p {
+        Some(p) => config().max_priority(p),
+        None => config(),
+    };
+    for (ours, env) in [
+        (classic(None), vec![]),
+        (classic(Some(10)), vec![("RABBITMQ_MAX_PRIORITY", "10")]),
+        (config().queue_type(QueueType::Quorum), QUORUM.to_vec()),
+    ] {
         // Python first, then us.
         let q = queue("rabbit_decl_py_first");
         Py::spawn(&q, &["rabbit_produce.py", "declare"], &env)
             .output()
             .await;
-        let broker = ours();
-        broker
-            .declare_queue(&q)
+        let b = broker(ours.clone());
+        b.declare_queue(&q)
             .await
             .expect("our declaration matches Python's");
-        broker
-            .enqueue(Message::new(&q, "x", vec![]), Some(Duration::from_secs(60)))
+        b.enqueue(Message::new(&q, "x", vec![]), Some(Duration::from_secs(60)))
             .await
             .unwrap();
-        cleanup(&broker, &q).await;
+        cleanup(&b, &q).await;
         // Us first, then Python.
         let q = queue("rabbit_decl_rs_first");
-        let broker = ours();
-        broker.declare_queue(&q).await.unwrap();
+        let b = broker(ours);
+        b.declare_queue(&q).await.unwrap();
         Py::spawn(&q, &["rabbit_produce.py", "declare"], &env)
             .output()
             .await;
-        cleanup(&broker, &q).await;
+        cleanup(&b, &q).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_type_mismatch_is_refused_clearly_and_changes_nothing() {
+    // Python's plain broker declared the queues classic: our quorum declaration is refused
+    // with RabbitMQ's reason, and the queue keeps working for a classic declarer.
+    let q = queue("rabbit_decl_mismatch");
+    Py::spawn(&q, &["rabbit_produce.py", "declare"], &[])
+        .output()
+        .await;
+    let quorum = broker(config().queue_type(QueueType::Quorum));
+    let err = quorum
+        .enqueue(Message::new(&q, "x", vec![]), None)
+        .await
+        .expect_err("a quorum declaration of a classic queue");
+    let text = err.to_string();
+    assert!(
+        text.contains(&q) && text.contains("x-queue-type"),
+        "the error names the queue and the argument: {text}"
+    );
+    let classic = broker(config());
+    classic
+        .enqueue(Message::new(&q, "x", vec![]), None)
+        .await
+        .expect("the classic queue still takes messages");
+    assert_eq!(count(&q).await, 1);
+    cleanup(&classic, &q).await;
+
+    // The reverse: our quorum queues, then Python's plain broker, which RabbitMQ refuses.
+    let q = queue("rabbit_decl_mismatch_qq");
+    quorum.declare_queue(&q).await.unwrap();
+    let mut py = Py::spawn(&q, &["rabbit_produce.py", "declare"], &[]);
+    let status = py.child.wait().await.expect("wait python");
+    assert!(!status.success(), "Python's classic declaration is refused");
+    assert!(py.log().contains("x-queue-type"), "{}", py.log());
+    cleanup(&quorum, &q).await;
 }
 
 // ---- A mixed fleet --------------------------------------------------------------------------
