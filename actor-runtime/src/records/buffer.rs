@@ -206,6 +206,10 @@ impl Buffer {
     /// [`Overflow`] policy when the buffer is full.
     pub(crate) async fn push(&self, row: Row) {
         let mut row = Some(row);
+        // The common case, room in the buffer, registers no waiter.
+        if self.try_push(&mut row) {
+            return;
+        }
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
