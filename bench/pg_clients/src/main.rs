@@ -64,57 +64,120 @@ fn rows(n: usize) -> Rows {
 
 fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the `)`.
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
 }
 
 async fn tokio_postgres(url: &str, batches: &[Rows]) -> (f64, f64, f64) {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let stmt = client.prepare(SQL).await.unwrap();
-    let (me0, pg0, t0) = (cpu_seconds("self"), cpu_seconds(&pid.to_string()), Instant::now());
+    let (me0, pg0, t0) = (
+        cpu_seconds("self"),
+        cpu_seconds(&pid.to_string()),
+        Instant::now(),
+    );
     for r in batches {
         client
             .execute(
                 &stmt,
-                &[&r.ids, &r.queues, &r.actors, &r.states, &r.orders, &r.attempts, &r.max_retries,
-                  &r.times, &r.nones, &r.times, &r.times, &r.durations, &r.workers, &r.null_text,
-                  &r.errors, &r.null_text, &r.null_text, &r.null_json],
+                &[
+                    &r.ids,
+                    &r.queues,
+                    &r.actors,
+                    &r.states,
+                    &r.orders,
+                    &r.attempts,
+                    &r.max_retries,
+                    &r.times,
+                    &r.nones,
+                    &r.times,
+                    &r.times,
+                    &r.durations,
+                    &r.workers,
+                    &r.null_text,
+                    &r.errors,
+                    &r.null_text,
+                    &r.null_text,
+                    &r.null_json,
+                ],
             )
             .await
             .unwrap();
     }
-    (cpu_seconds("self") - me0, cpu_seconds(&pid.to_string()) - pg0, t0.elapsed().as_secs_f64())
+    (
+        cpu_seconds("self") - me0,
+        cpu_seconds(&pid.to_string()) - pg0,
+        t0.elapsed().as_secs_f64(),
+    )
 }
 
 async fn sqlx(url: &str, batches: &[Rows]) -> (f64, f64, f64) {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut conn).await.unwrap();
-    let (me0, pg0, t0) = (cpu_seconds("self"), cpu_seconds(&pid.to_string()), Instant::now());
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (me0, pg0, t0) = (
+        cpu_seconds("self"),
+        cpu_seconds(&pid.to_string()),
+        Instant::now(),
+    );
     for r in batches {
         let ts = |v: &Vec<Option<SystemTime>>| -> Vec<Option<sqlx::types::chrono::DateTime<sqlx::types::chrono::Utc>>> {
             v.iter().map(|t| t.map(Into::into)).collect()
         };
         sqlx::query(SQL)
-            .bind(&r.ids).bind(&r.queues).bind(&r.actors).bind(&r.states).bind(&r.orders)
-            .bind(&r.attempts).bind(&r.max_retries).bind(ts(&r.times)).bind(ts(&r.nones))
-            .bind(ts(&r.times)).bind(ts(&r.times)).bind(&r.durations).bind(&r.workers)
-            .bind(&r.null_text).bind(&r.errors).bind(&r.null_text)
-            .bind(&r.null_text).bind(&r.null_json)
+            .bind(&r.ids)
+            .bind(&r.queues)
+            .bind(&r.actors)
+            .bind(&r.states)
+            .bind(&r.orders)
+            .bind(&r.attempts)
+            .bind(&r.max_retries)
+            .bind(ts(&r.times))
+            .bind(ts(&r.nones))
+            .bind(ts(&r.times))
+            .bind(ts(&r.times))
+            .bind(&r.durations)
+            .bind(&r.workers)
+            .bind(&r.null_text)
+            .bind(&r.errors)
+            .bind(&r.null_text)
+            .bind(&r.null_text)
+            .bind(&r.null_json)
             .execute(&mut conn)
             .await
             .unwrap();
     }
-    (cpu_seconds("self") - me0, cpu_seconds(&pid.to_string()) - pg0, t0.elapsed().as_secs_f64())
+    (
+        cpu_seconds("self") - me0,
+        cpu_seconds(&pid.to_string()) - pg0,
+        t0.elapsed().as_secs_f64(),
+    )
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().unwrap()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().unwrap())
+        .collect();
     let (batch, rounds, repeats) = (
         args.first().copied().unwrap_or(1000),
         args.get(1).copied().unwrap_or(100),
@@ -122,7 +185,9 @@ async fn main() {
     );
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     println!("{batch} rows per statement, {rounds} statements per run; per row: client CPU us, PostgreSQL CPU us, wall us");
     for _ in 0..repeats {
@@ -134,8 +199,16 @@ async fn main() {
                 _ => sqlx(&url, &batches).await,
             };
             let n = (batch * rounds) as f64 / 1e6;
-            println!("{client:>15}: client {:5.2}  postgres {:5.2}  wall {:5.2}", me / n, pg / n, wall / n);
+            println!(
+                "{client:>15}: client {:5.2}  postgres {:5.2}  wall {:5.2}",
+                me / n,
+                pg / n,
+                wall / n
+            );
         }
     }
-    admin.batch_execute("DROP SCHEMA pgc CASCADE").await.unwrap();
+    admin
+        .batch_execute("DROP SCHEMA pgc CASCADE")
+        .await
+        .unwrap();
 }
