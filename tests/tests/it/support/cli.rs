@@ -173,13 +173,10 @@ pub fn alive(pid: u32) -> bool {
 pub(crate) async fn metrics_url(supervisor: &mut Proc) -> String {
     let serving = supervisor
         .wait_for("the metrics address", |l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| {
-                    // A supervisor's summed endpoint, or a lone worker's own.
-                    m.starts_with("metrics of all worker processes at")
-                        || m.starts_with("metrics at ")
-                })
+            l["message"].as_str().is_some_and(|m| {
+                // A supervisor's summed endpoint, or a lone worker's own.
+                m.starts_with("metrics of all worker processes at") || m.starts_with("metrics at ")
+            })
         })
         .await;
     let message = serving["message"].as_str().unwrap_or_default();
