@@ -85,6 +85,7 @@ pub mod composition;
 mod duration;
 pub mod error;
 mod failure;
+pub mod limits;
 mod log_fields;
 pub mod message;
 pub mod middleware;

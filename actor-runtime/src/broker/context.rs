@@ -56,6 +56,7 @@ pub struct MessageContext {
     shutdown: CancellationToken,
     result: Option<Value>,
     error: Option<ActorFailure>,
+    payload_size: usize,
 }
 
 impl std::fmt::Debug for MessageContext {
@@ -85,7 +86,18 @@ impl MessageContext {
             shutdown,
             result: None,
             error: None,
+            payload_size: 0,
         }
+    }
+
+    /// The message's encoded size in bytes, as the broker handed it to the worker (what
+    /// the [`Prometheus`](crate::middleware::Prometheus) size histogram counts).
+    pub fn payload_size(&self) -> usize {
+        self.payload_size
+    }
+
+    pub(crate) fn set_payload_size(&mut self, size: usize) {
+        self.payload_size = size;
     }
 
     /// The queue the message was fetched from (its canonical name, without `.DQ`).

@@ -40,6 +40,9 @@ Environment without a flag:
   REDIS_DELAY_PREFETCH      delayed messages a process holds per queue [default: 10000]
   HEARTBEAT_TIMEOUT_MS      a worker silent this long counts as dead [default: 60s]
   DEAD_MESSAGE_TTL_MS       how long dead letters are kept [default: 24h]
+  MAX_MESSAGE_SIZE          largest message sent or decoded, bytes or 512k/8M/1G; larger
+                            sends fail, larger fetched ones are dead-lettered unread [default: 8M]
+  MESSAGE_SIZE_WARNING      sends larger than this are logged as warnings [default: 1M]
   APP_ENV, ENVIRONMENT, ENV `production` refuses to run without REDIS_URL
   RUST_LOG                  log filter; wins over -v
 

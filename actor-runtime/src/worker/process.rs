@@ -30,9 +30,15 @@ pub(crate) async fn process(
     middleware: &[Arc<dyn Middleware>],
     tag: &DeliveryTag,
     message: Result<Message, DecodeError>,
+    size: usize,
 ) -> Outcome {
     let message = match message {
         Ok(message) => message,
+        Err(err) if err.over_limit().is_some() => {
+            let reason = err.to_string();
+            tracing::error!(queue = %tag.queue, redis_id = %tag.id, %reason, "message over the maximum message size; dead-lettering it unread");
+            return Outcome::Nack(reason, None);
+        }
         Err(err) => {
             // serde quotes the offending value: bound what is copied from the payload.
             let err = truncate(&err.to_string()).into_owned();
@@ -45,12 +51,13 @@ pub(crate) async fn process(
         tracing::error!(message_id = %truncate(&message.message_id), actor = %name, queue = %tag.queue, "no actor of this name is registered; dead-lettering the message");
         return Outcome::Nack(format!("unknown actor `{name}`"), None);
     };
-    let ctx = Box::new(MessageContext::new(
+    let mut ctx = Box::new(MessageContext::new(
         message,
         tag.queue.clone(),
         actor,
         shared.shutdown.clone(),
     ));
+    ctx.set_payload_size(size);
     // Every line logged while the message is processed, the actor's own included (plain
     // `fn` actors enter it on their thread), carries these fields. A debug span: at info it
     // cost about 3 µs a message in the no-op benchmark (its fields are formatted when it is

@@ -398,6 +398,8 @@ impl Backend for RedisBackend {
                 .to_owned(),
             ),
             ("delay_prefetch", config.delay_prefetch.to_string()),
+            ("max_message_size", config.limits.max_size.to_string()),
+            ("message_size_warning", config.limits.warn_size.to_string()),
         ];
         info
     }
