@@ -79,6 +79,8 @@ mod args;
 mod backoff;
 pub mod broker;
 mod builder;
+#[cfg(feature = "redis")]
+pub mod cancel;
 #[cfg(all(feature = "cli", unix))]
 pub mod cli;
 pub mod composition;

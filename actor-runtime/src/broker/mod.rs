@@ -45,7 +45,7 @@ pub use backend::{
 };
 #[cfg_attr(not(feature = "cli"), allow(unused_imports))]
 pub(crate) use build::{choose, Choice};
-pub use context::{Fate, MessageContext, Shutdown, Skip};
+pub use context::{CancelFlag, Fate, MessageContext, Shutdown, Skip};
 pub(crate) use global::{enter_scope, enter_scope_sync, is_production, scoped};
 pub use global::{environment_is_production, get_broker, set_broker, with_broker};
 #[cfg(feature = "rabbitmq")]

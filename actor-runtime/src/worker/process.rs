@@ -99,6 +99,7 @@ enum Ending {
     Skipped,
     Retrying,
     DeadLettered,
+    Cancelled,
 }
 
 impl Ending {
@@ -108,6 +109,7 @@ impl Ending {
             Ending::Skipped => "skipped",
             Ending::Retrying => "retrying",
             Ending::DeadLettered => "dead-lettered",
+            Ending::Cancelled => "cancelled",
         }
     }
 }
@@ -136,7 +138,9 @@ async fn run_message(
         for m in middleware.iter().rev() {
             m.after_skip_message(broker, &mut ctx).await;
         }
-        if ctx.is_failed() {
+        if ctx.is_cancelled() {
+            Ending::Cancelled
+        } else if ctx.is_failed() {
             log_dead_letter(&ctx, None, retries, Cause::Skipped);
             Ending::DeadLettered
         } else {
@@ -146,12 +150,16 @@ async fn run_message(
         let mut bad_arguments = false;
         let result = match actor.handler(&ctx.message) {
             Ok(handler) => {
+                let cancel = ctx.cancel_flag().cloned();
+                let abort = cancel.as_ref().map(|flag| flag.abort.clone());
                 let current = Current {
                     message: Arc::new(ctx.message.clone()),
                     shutdown: shared.shutdown.clone(),
+                    cancel,
                 };
                 let interrupt = ctx.interrupt_on_shutdown().then(|| shared.shutdown.clone());
-                run_handler(shared, handler, ctx.time_limit(), current, interrupt).await
+                let time_limit = ctx.time_limit();
+                run_handler(shared, handler, time_limit, current, interrupt, abort).await
             }
             Err(err) => {
                 // serde quotes the offending argument, which may be megabytes.
@@ -162,6 +170,10 @@ async fn run_message(
                 Err(ActorFailure::new("ArgumentError", err))
             }
         };
+        // Ended after a cancel was requested (aborted, or stopped on the flag): cancelled.
+        if ctx.cancel_flag().is_some_and(|flag| flag.is_requested()) {
+            ctx.mark_cancelled();
+        }
         match &result {
             Ok(value) => {
                 shared.counters.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -175,13 +187,18 @@ async fn run_message(
         for m in middleware.iter().rev() {
             m.after_process_message(broker, &mut ctx, &result).await;
         }
-        decide(broker, &mut ctx, result.err(), retries, bad_arguments).await
+        if ctx.is_cancelled() {
+            tracing::info!(message_id = %truncate(&ctx.message.message_id), actor = actor.name, queue = ctx.queue(), "message cancelled while it ran");
+            Ending::Cancelled
+        } else {
+            decide(broker, &mut ctx, result.err(), retries, bad_arguments).await
+        }
     };
     let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
     tracing::debug!(duration_ms, outcome = ending.as_str(), "message finished");
     match ctx.failure_reason() {
-        Some(reason) => Outcome::Nack(reason.to_owned(), Some(ctx)),
-        None => Outcome::Ack(Some(ctx)),
+        Some(reason) if !ctx.is_cancelled() => Outcome::Nack(reason.to_owned(), Some(ctx)),
+        _ => Outcome::Ack(Some(ctx)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per feature; the helpers they share in `support`.
 
 mod blocking;
+mod cancellation;
 mod cli;
 mod cli_crashes;
 mod cli_logs;

@@ -36,6 +36,8 @@ pub(crate) mod conn;
 mod consumer;
 mod delayed;
 mod enqueue;
+mod find;
+pub(crate) use find::{Found, Place};
 mod keys;
 mod maintenance;
 mod notify;
@@ -202,6 +204,11 @@ impl RedisBackend {
     /// This process's worker id, as it appears in `__heartbeats__` and ack-set names.
     pub fn worker_id(&self) -> &str {
         &self.shared.worker_id
+    }
+
+    /// The settings it was built with.
+    pub(crate) fn config(&self) -> &RedisConfig {
+        &self.shared.config
     }
 
     /// The key namespace.
