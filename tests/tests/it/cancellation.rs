@@ -536,3 +536,82 @@ fn cancellation_is_found_on_the_broker() {
         .unwrap_err();
     assert!(err.to_string().contains("Cancellation"), "{err}");
 }
+
+/// Runs the CLI's `args` with the fixture's environment and its cancel events under its
+/// namespace: (exit code, stdout, stderr).
+async fn cli(fixture: &crate::support::cli::Fixture, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(crate::support::cli::WORKER)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("APP_ENV")
+        .envs(fixture.env())
+        .env("CANCELLATION_NAMESPACE", format!("{}:aborts:", fixture.ns))
+        .output()
+        .await
+        .expect("run the CLI");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cancel_command_says_what_it_cancelled_and_exits_6_when_nothing_was_there() {
+    let fixture = crate::support::cli::Fixture::new();
+    let (code, help, _) = cli(&fixture, &["--help"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("cancel") && help.contains("CANCELLATION"),
+        "{help}"
+    );
+    let (code, help, _) = cli(&fixture, &["cancel", "--help"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("MESSAGE_ID") && help.contains("6 if any"),
+        "{help}"
+    );
+
+    let waiting = fixture
+        .broker
+        .enqueue(
+            Message::new("cancel_cli", "cancel_cli_nobody", vec![]),
+            None,
+        )
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = cli(&fixture, &["cancel", &waiting.message_id]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "{}: waiting in cancel_cli: it will be skipped",
+            waiting.message_id
+        )
+    );
+    // The events are dramatiq-abort's, where the namespace says.
+    let mut conn = raw().await;
+    let cancel_key = format!("{}:aborts:cancel:{}", fixture.ns, waiting.message_id);
+    assert!(conn.exists::<_, bool>(&cancel_key).await.unwrap());
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (code, stdout, stderr) = cli(
+        &fixture,
+        &["cancel", "--json", &waiting.message_id, &unknown],
+    )
+    .await;
+    assert_eq!(code, 6, "{stderr}");
+    assert!(
+        stderr.contains("1 of 2 messages had nothing to cancel"),
+        "{stderr}"
+    );
+    let items: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        items,
+        serde_json::json!([
+            {"message_id": waiting.message_id, "outcome": "waiting", "queue": "cancel_cli"},
+            {"message_id": unknown, "outcome": "not_found", "queue": null},
+        ])
+    );
+    fixture.cleanup().await;
+}
