@@ -17,6 +17,7 @@ mod payload_limits;
 mod rabbitmq;
 mod rabbitmq_cli;
 mod rabbitmq_interop;
+mod rabbitmq_limits_cancel;
 mod rabbitmq_results;
 mod rate_limits;
 mod records;
