@@ -4,9 +4,12 @@
 //! The [`Cancellation`] middleware is opt-in: add it to the broker of the workers and of the
 //! code that cancels. Workers without it pay nothing. With it, a worker:
 //!
-//! - checks, before running each message, whether a cancel was requested: the checks of
-//!   messages starting together share one Redis round trip (a pipeline of `EXISTS`). A
-//!   cancelled message is skipped, acked, and recorded as `cancelled` by the job records;
+//! - checks each fetched batch for cancels in one Redis round trip (a pipeline of `EXISTS`),
+//!   started as the batch arrives (the [`fetched`](crate::Middleware::fetched) hook), so a
+//!   message about to run finds its answer ready. A message that waited more than a second
+//!   after its batch's check, or that no worker fetch saw, is checked again as it starts
+//!   (those checks share round trips too). A cancelled message is skipped, acked, and
+//!   recorded as `cancelled` by the job records;
 //! - watches the messages it runs with one task per process, which polls their abort events
 //!   every [`poll_interval`](Cancellation::poll_interval) (200 ms) in one round trip, and
 //!   only while something runs. An `async` actor is then stopped at its next await point;
@@ -175,6 +178,7 @@ pub struct Cancellation {
     abort_timeout: u64,
     running: Arc<Mutex<HashMap<String, CancelFlag>>>,
     checks: Checks,
+    prechecked: Prechecked,
     watcher: Mutex<Option<CancellationToken>>,
 }
 
@@ -209,6 +213,7 @@ impl Cancellation {
             abort_timeout: 0,
             running: Arc::default(),
             checks: Checks::default(),
+            prechecked: Prechecked::default(),
             watcher: Mutex::new(None),
         })
     }
@@ -400,6 +405,22 @@ impl Middleware for Cancellation {
         false
     }
 
+    fn hooks_fetched(&self) -> bool {
+        true
+    }
+
+    /// Checks the fetched batch for cancels in one round trip, in the background.
+    fn fetched(&self, _broker: &Broker, messages: &[&crate::Message]) {
+        let ids: Vec<String> = messages
+            .iter()
+            .filter(|m| m.options.get("abortable").and_then(Value::as_bool) != Some(false))
+            .map(|m| m.message_id.clone())
+            .collect();
+        if !ids.is_empty() {
+            self.prechecked.check(&self.events, ids);
+        }
+    }
+
     async fn before_process_message(
         &self,
         _broker: &Broker,
@@ -408,11 +429,12 @@ impl Middleware for Cancellation {
         if !Cancellation::abortable(ctx) {
             return Ok(());
         }
-        if self
-            .checks
-            .is_cancelled(&self.events, &ctx.message.message_id)
-            .await
-        {
+        let id = &ctx.message.message_id;
+        let cancelled = match self.prechecked.answer(id).await {
+            Some(cancelled) => cancelled,
+            None => self.checks.is_cancelled(&self.events, id).await,
+        };
+        if cancelled {
             tracing::info!(message_id = %truncate(&ctx.message.message_id), actor = ctx.actor().name, queue = ctx.queue(), "message cancelled before it ran; skipping it");
             ctx.mark_cancelled();
             return Err(Skip);
@@ -451,6 +473,75 @@ impl Middleware for Cancellation {
         {
             stop.cancel();
         }
+    }
+}
+
+/// The cancel checks of fetched batches: one round trip per batch, started when the batch
+/// is fetched; a message about to run waits for its batch's answer (usually there already).
+/// An answer older than [`PRECHECK_FRESH`] is not used: the message is checked again.
+#[derive(Default)]
+struct Prechecked {
+    answers: Mutex<HashMap<String, (std::time::Instant, BatchAnswer)>>,
+}
+
+/// The cancelled ids of one batch, once its check returned (`None` until then).
+type BatchAnswer = tokio::sync::watch::Receiver<Option<Arc<std::collections::HashSet<String>>>>;
+
+/// How long a batch's check stands for a message waiting to run. Past it a cancel may have
+/// come meanwhile, so the message is checked again. (A cancel that lands in between is
+/// still seen: the message's abort event stops it within a poll interval of its start.)
+const PRECHECK_FRESH: Duration = Duration::from_secs(1);
+
+/// Past this many answers, those older than a minute (messages given back, dead-lettered
+/// before the middleware ran) are dropped.
+const PRECHECK_PRUNE: usize = 4096;
+
+impl Prechecked {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (std::time::Instant, BatchAnswer)>> {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the check of `ids`, one round trip, in the background.
+    fn check(&self, events: &Events, ids: Vec<String>) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let now = std::time::Instant::now();
+        {
+            let mut answers = self.lock();
+            if answers.len() > PRECHECK_PRUNE {
+                answers.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(60));
+            }
+            for id in &ids {
+                answers.insert(id.clone(), (now, rx.clone()));
+            }
+        }
+        let events = events.clone();
+        tokio::spawn(async move {
+            let cancelled = match events.cancelled(&ids).await {
+                Ok(flags) => ids
+                    .into_iter()
+                    .zip(flags)
+                    .filter_map(|(id, cancelled)| cancelled.then_some(id))
+                    .collect(),
+                Err(err) => {
+                    // Dropping `tx` instead would make each message check on its own.
+                    tracing::warn!(error = %err, count = ids.len(), "cancellation: checking a fetched batch for cancels failed; checking each message as it starts");
+                    return;
+                }
+            };
+            let _ = tx.send(Some(Arc::new(cancelled)));
+        });
+    }
+
+    /// Whether `id` was cancelled, by its batch's fresh check; `None` when it has none.
+    async fn answer(&self, id: &str) -> Option<bool> {
+        let (at, mut rx) = self.lock().remove(id)?;
+        if at.elapsed() > PRECHECK_FRESH {
+            return None;
+        }
+        let answer = rx.wait_for(Option::is_some).await.ok()?;
+        answer.as_ref().map(|cancelled| cancelled.contains(id))
     }
 }
 
