@@ -93,6 +93,24 @@ pub enum Error {
         /// The delay asked for.
         delay: Duration,
     },
+    /// A message's encoded size is over the broker's maximum message size
+    /// ([`PayloadLimits`](crate::limits::PayloadLimits)). Nothing was enqueued.
+    #[error(
+        "message {message_id} of `{actor}` on queue `{queue}` is {size} bytes, over the \
+         maximum message size of {limit} bytes; nothing was enqueued"
+    )]
+    MessageTooLarge {
+        /// The queue.
+        queue: String,
+        /// The message's id.
+        message_id: String,
+        /// Its actor.
+        actor: String,
+        /// Its encoded size, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// `join` gave up waiting.
     #[error("queue `{queue}` did not drain within {timeout:?}")]
     JoinTimeout {

@@ -79,12 +79,15 @@ mod args;
 mod backoff;
 pub mod broker;
 mod builder;
+#[cfg(feature = "redis")]
+pub mod cancel;
 #[cfg(all(feature = "cli", unix))]
 pub mod cli;
 pub mod composition;
 mod duration;
 pub mod error;
 mod failure;
+pub mod limits;
 mod log_fields;
 pub mod message;
 pub mod middleware;

@@ -41,10 +41,46 @@ pub struct Message {
     pub message_timestamp: u64,
 }
 
-/// Why bytes could not be read as a [`Message`].
+/// Why bytes could not be read as a [`Message`]: malformed JSON, or (at a worker) a payload
+/// over the maximum message size, left undecoded.
 #[derive(Debug, thiserror::Error)]
-#[error("malformed message: {0}")]
-pub struct DecodeError(#[from] serde_json::Error);
+#[error(transparent)]
+pub struct DecodeError(Why);
+
+#[derive(Debug, thiserror::Error)]
+enum Why {
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("{}", crate::limits::too_large_reason(*size, *limit))]
+    TooLarge { size: usize, limit: usize },
+}
+
+impl From<serde_json::Error> for DecodeError {
+    fn from(err: serde_json::Error) -> DecodeError {
+        DecodeError(Why::Malformed(err))
+    }
+}
+
+impl DecodeError {
+    /// A payload of `size` bytes over the `limit` a worker decodes, left undecoded.
+    ///
+    /// ```
+    /// let err = actor_runtime::message::DecodeError::too_large(20_000_000, 8 << 20);
+    /// assert_eq!(err.over_limit(), Some((20_000_000, 8 << 20)));
+    /// assert!(err.to_string().contains("20000000 bytes"));
+    /// ```
+    pub fn too_large(size: usize, limit: usize) -> DecodeError {
+        DecodeError(Why::TooLarge { size, limit })
+    }
+
+    /// `(size, limit)` when the payload was over the maximum message size, not decoded.
+    pub fn over_limit(&self) -> Option<(usize, usize)> {
+        match self.0 {
+            Why::TooLarge { size, limit } => Some((size, limit)),
+            Why::Malformed(_) => None,
+        }
+    }
+}
 
 impl Message {
     /// A message for `actor_name` on `queue_name`, with a fresh id and timestamp.

@@ -1,6 +1,7 @@
 //! In-process figures on Redis, printed, not checked: `N` raw enqueues from 16 concurrent
 //! producers, fetching and acking them in batches of 100, then a `Worker` (8 threads) draining
-//! `N` no-op messages. It works in a namespace of its own on `BENCH_REDIS_URL` and deletes it
+//! `N` no-op messages (with `BENCH_CANCELLATION=1`, under the Cancellation middleware). It
+//! works in a namespace of its own on `BENCH_REDIS_URL` and deletes it
 //! at the end:
 //!
 //! ```sh
@@ -68,6 +69,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .broker(broker.clone())
             .send()
             .await?;
+    }
+    // BENCH_CANCELLATION=1: the drain with the opt-in Cancellation middleware, for its cost.
+    if std::env::var("BENCH_CANCELLATION").is_ok_and(|v| v == "1") {
+        let config = RedisConfig::new(actors::redis_url()).namespace(&ns);
+        broker.add_middleware(
+            actor_runtime::cancel::Cancellation::redis(&config)?.namespace(format!("{ns}:aborts:")),
+        );
     }
     let start = Instant::now();
     let worker = Worker::new(broker.clone())

@@ -56,6 +56,9 @@ pub struct MessageContext {
     shutdown: CancellationToken,
     result: Option<Value>,
     error: Option<ActorFailure>,
+    payload_size: usize,
+    cancel: Option<CancelFlag>,
+    cancelled: bool,
 }
 
 impl std::fmt::Debug for MessageContext {
@@ -85,7 +88,42 @@ impl MessageContext {
             shutdown,
             result: None,
             error: None,
+            payload_size: 0,
+            cancel: None,
+            cancelled: false,
         }
+    }
+
+    /// Whether the message was cancelled: skipped because a cancel was requested before it
+    /// ran, or aborted while it ran (see [`cancel`](crate::cancel)). A cancelled message is
+    /// acked, never retried nor dead-lettered.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// Marks the message cancelled (see [`is_cancelled`](Self::is_cancelled)).
+    pub(crate) fn mark_cancelled(&mut self) {
+        self.cancelled = true;
+    }
+
+    /// The cancel flag the actor runs under, where cancellation is on.
+    pub(crate) fn cancel_flag(&self) -> Option<&CancelFlag> {
+        self.cancel.as_ref()
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set_cancel_flag(&mut self, flag: CancelFlag) {
+        self.cancel = Some(flag);
+    }
+
+    /// The message's encoded size in bytes, as the broker handed it to the worker (what
+    /// the [`Prometheus`](crate::middleware::Prometheus) size histogram counts).
+    pub fn payload_size(&self) -> usize {
+        self.payload_size
+    }
+
+    pub(crate) fn set_payload_size(&mut self, size: usize) {
+        self.payload_size = size;
     }
 
     /// The queue the message was fetched from (its canonical name, without `.DQ`).
@@ -198,6 +236,40 @@ impl MessageContext {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .or(actor_value.map(str::to_owned))
+    }
+}
+
+/// A running message's cancel flag: raised once, when a cancel (or a Python
+/// `dramatiq_abort.abort`) asks for the message to stop. From
+/// [`cancel_requested`](crate::middleware::cancel_requested) inside an actor, where the
+/// [`Cancellation`](crate::cancel::Cancellation) middleware is on.
+///
+/// An `async` actor is stopped at its next await point once the abort is due (at once, or
+/// after the abort's grace period); a plain `fn` actor cannot be stopped from outside, so it
+/// polls [`is_requested`](Self::is_requested) and returns.
+#[derive(Clone, Debug)]
+pub struct CancelFlag {
+    pub(crate) requested: CancellationToken,
+    pub(crate) abort: CancellationToken,
+}
+
+impl CancelFlag {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn new() -> CancelFlag {
+        CancelFlag {
+            requested: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    /// Whether a cancel was requested.
+    pub fn is_requested(&self) -> bool {
+        self.requested.is_cancelled()
+    }
+
+    /// Completes when a cancel is requested (at once if it was).
+    pub async fn requested(&self) {
+        self.requested.cancelled().await
     }
 }
 

@@ -45,7 +45,7 @@ pub use backend::{
 };
 #[cfg_attr(not(feature = "cli"), allow(unused_imports))]
 pub(crate) use build::{choose, Choice};
-pub use context::{Fate, MessageContext, Shutdown, Skip};
+pub use context::{CancelFlag, Fate, MessageContext, Shutdown, Skip};
 pub(crate) use global::{enter_scope, enter_scope_sync, is_production, scoped};
 pub use global::{environment_is_production, get_broker, set_broker, with_broker};
 #[cfg(feature = "rabbitmq")]
@@ -523,6 +523,20 @@ pub trait Middleware: Any + Send + Sync {
         true
     }
 
+    /// Whether this middleware has a [`fetched`](Middleware::fetched) hook (default no): the
+    /// worker calls it only on the middleware that says yes, so a stack without any costs
+    /// nothing per batch.
+    fn hooks_fetched(&self) -> bool {
+        false
+    }
+
+    /// Called when a worker fetched a batch of messages, before any of them runs (only if
+    /// [`hooks_fetched`](Middleware::hooks_fetched) says yes): a middleware that needs a
+    /// round trip per message before it runs can make one per batch here, without waiting.
+    fn fetched(&self, broker: &Broker, messages: &[&Message]) {
+        let _ = (broker, messages);
+    }
+
     /// Called before the actor runs; `Err(Skip)` skips the message (it is then acked, or
     /// dead-lettered if the middleware called [`MessageContext::fail`]).
     async fn before_process_message(
@@ -603,14 +617,17 @@ pub struct Middlewares {
 struct Stack {
     all: Arc<Vec<Arc<dyn Middleware>>>,
     enqueue: Arc<Vec<Arc<dyn Middleware>>>,
+    fetched: Arc<Vec<Arc<dyn Middleware>>>,
 }
 
 impl Stack {
     fn new(all: Vec<Arc<dyn Middleware>>) -> Stack {
         let enqueue = all.iter().filter(|m| m.hooks_enqueue()).cloned().collect();
+        let fetched = all.iter().filter(|m| m.hooks_fetched()).cloned().collect();
         Stack {
             all: Arc::new(all),
             enqueue: Arc::new(enqueue),
+            fetched: Arc::new(fetched),
         }
     }
 }
@@ -652,6 +669,15 @@ impl Middlewares {
     }
 
     /// The middleware of the stack with enqueue hooks, in order.
+    /// The middleware of the stack with a `fetched` hook, in order.
+    pub(crate) fn with_fetched_hooks(&self) -> Arc<Vec<Arc<dyn Middleware>>> {
+        self.stack
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .fetched
+            .clone()
+    }
+
     fn with_enqueue_hooks(&self) -> Arc<Vec<Arc<dyn Middleware>>> {
         self.stack
             .read()

@@ -40,6 +40,12 @@ Environment without a flag:
   REDIS_DELAY_PREFETCH      delayed messages a process holds per queue [default: 10000]
   HEARTBEAT_TIMEOUT_MS      a worker silent this long counts as dead [default: 60s]
   DEAD_MESSAGE_TTL_MS       how long dead letters are kept [default: 24h]
+  MAX_MESSAGE_SIZE          largest message sent or decoded, bytes or 512k/8M/1G; larger
+                            sends fail, larger fetched ones are dead-lettered unread [default: 8M]
+  MESSAGE_SIZE_WARNING      sends larger than this are logged as warnings [default: 1M]
+  CANCELLATION              `1` adds the Cancellation middleware: workers skip cancelled messages
+                            and stop running ones (see the `cancel` command) [default: off]
+  CANCELLATION_NAMESPACE    key prefix of cancel events, dramatiq-abort's [default: dramatiq:aborts:]
   APP_ENV, ENVIRONMENT, ENV `production` refuses to run without REDIS_URL
   RUST_LOG                  log filter; wins over -v
 
@@ -47,7 +53,8 @@ Durations, in flags and variables: ms (`1500`, as the `_MS` names say), or amoun
 (`500ms`, `30s`, `10m`, `1h30m`, `7d`).
 
 Exit codes: 0 ok, 1 killed, 2 bad argument or setting, 3 broker connection failed at
-start-up, 4 pid file in use, 5 broker out of memory.";
+start-up, 4 pid file in use, 5 broker out of memory, 6 `cancel`: a message was not found or
+dead-lettered already.";
 
 /// Options of the worker (the default command).
 #[derive(Debug, Default, Args)]
@@ -158,6 +165,12 @@ pub(crate) enum Command {
     #[cfg(feature = "postgres")]
     #[command(subcommand)]
     Jobs(super::ops::records::JobsCommand),
+    /// Cancel messages by id: a waiting or delayed one is skipped when its turn comes, a
+    /// running one is stopped (needs the Cancellation middleware on the workers: CANCELLATION=1
+    /// or in code). Exit 0 if every message was still to run or running, 6 if any was not
+    /// found (finished already, or unknown: the broker cannot tell) or dead-lettered.
+    #[cfg(feature = "redis")]
+    Cancel(super::cancel::CancelArgs),
 }
 
 #[derive(Debug, Args)]

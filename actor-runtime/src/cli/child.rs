@@ -243,6 +243,7 @@ pub(super) fn meaning(exit: Exit) -> &'static str {
         Exit::Connection => "broker connection failed",
         Exit::PidFile => "pid file in use",
         Exit::BrokerFull => "broker out of memory",
+        Exit::NothingToCancel => "nothing to cancel",
     }
 }
 

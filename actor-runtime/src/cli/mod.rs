@@ -38,6 +38,8 @@
 //! `--max-memory`. Unix only.
 
 mod args;
+#[cfg(feature = "redis")]
+mod cancel;
 mod child;
 mod logging;
 mod metrics;
@@ -265,6 +267,8 @@ pub(crate) enum Exit {
     Connection = 3,
     PidFile = 4,
     BrokerFull = 5,
+    /// `cancel`: some messages were not found (finished, unknown) or dead-lettered already.
+    NothingToCancel = 6,
 }
 
 impl Exit {
@@ -277,6 +281,7 @@ impl Exit {
             3 => Exit::Connection,
             4 => Exit::PidFile,
             5 => Exit::BrokerFull,
+            6 => Exit::NothingToCancel,
             _ => return None,
         })
     }
@@ -309,6 +314,8 @@ impl From<Error> for Failure {
             | Error::QueueNotFound(_)
             | Error::InvalidQueueName(_)
             | Error::Encode { .. }
+            | Error::MessageTooLarge { .. }
+            | Error::MissingMiddleware { .. }
             | Error::Unsupported { .. } => Exit::Usage,
             _ => Exit::Killed,
         };

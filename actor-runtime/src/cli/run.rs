@@ -155,6 +155,10 @@ async fn serve(settings: &WorkerSettings, role: Role) -> Result<Ending, Failure>
         metrics_bound = Some(bound);
     }
 
+    // Before the records' recorder, which then sees the cancel.
+    #[cfg(feature = "redis")]
+    super::cancel::install(&broker)?;
+
     #[cfg(feature = "postgres")]
     let records = super::records::install(&broker).await?;
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Shutdown;
+use crate::broker::{CancelFlag, Shutdown};
 
 use crate::message::Message;
 
@@ -12,6 +12,7 @@ use crate::message::Message;
 pub(crate) struct Current {
     pub(crate) message: Arc<Message>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) cancel: Option<CancelFlag>,
 }
 
 tokio::task_local! {
@@ -87,4 +88,27 @@ pub fn current_message() -> Option<Arc<Message>> {
 /// ```
 pub fn shutdown_requested() -> Option<Shutdown> {
     CURRENT.try_with(|c| Shutdown(c.shutdown.clone())).ok()
+}
+
+/// Inside an actor, its message's [`CancelFlag`], where the
+/// [`Cancellation`](crate::cancel::Cancellation) middleware is on; `None` outside an actor or
+/// without that middleware. A plain `fn` actor polls it, since it cannot be stopped from
+/// outside; an `async` one may use it to stop cleanly before it is aborted.
+///
+/// ```
+/// use actor_runtime::actor;
+/// use actor_runtime::middleware::cancel_requested;
+///
+/// #[actor]
+/// fn reindex(pages: u32) {
+///     for _ in 0..pages {
+///         if cancel_requested().is_some_and(|flag| flag.is_requested()) {
+///             return;
+///         }
+///         // ... one page
+///     }
+/// }
+/// ```
+pub fn cancel_requested() -> Option<CancelFlag> {
+    CURRENT.try_with(|c| c.cancel.clone()).ok().flatten()
 }

@@ -19,12 +19,14 @@ use std::sync::Arc;
 
 pub use async_trait::async_trait;
 
-pub use crate::broker::{Fate, MessageContext, Middleware, Middlewares, Shutdown, Skip};
+pub use crate::broker::{
+    CancelFlag, Fate, MessageContext, Middleware, Middlewares, Shutdown, Skip,
+};
 pub use age_limit::AgeLimit;
 pub use callbacks::Callbacks;
-pub use current::{current_message, shutdown_requested, CurrentMessage};
+pub use current::{cancel_requested, current_message, shutdown_requested, CurrentMessage};
 pub use pipelines::Pipelines;
-pub use prometheus::{Prometheus, DURATION_BUCKETS_MS, MAX_LABEL_SETS};
+pub use prometheus::{Prometheus, DURATION_BUCKETS_MS, MAX_LABEL_SETS, SIZE_BUCKETS_BYTES};
 pub use retries::{compute_backoff, Retries};
 pub use shutdown::ShutdownNotifications;
 pub use time_limit::TimeLimit;

@@ -42,6 +42,27 @@ pub const DURATION_BUCKETS_MS: [u64; 18] = [
     600_000, 900_000,
 ];
 
+/// Upper bounds of `actor_runtime_message_size_bytes`, in bytes: 256 B to 16 MiB by fours
+/// (`+Inf` is implied), around the [default limits](crate::limits).
+///
+/// ```
+/// use actor_runtime::middleware::SIZE_BUCKETS_BYTES;
+///
+/// assert_eq!(SIZE_BUCKETS_BYTES.first(), Some(&256));
+/// assert_eq!(SIZE_BUCKETS_BYTES.last(), Some(&(16 << 20)));
+/// ```
+pub const SIZE_BUCKETS_BYTES: [u64; 9] = [
+    256,
+    1 << 10,
+    4 << 10,
+    16 << 10,
+    64 << 10,
+    256 << 10,
+    1 << 20,
+    4 << 20,
+    16 << 20,
+];
+
 /// Counts messages per queue and actor under Dramatiq's metric names, so dashboards built for
 /// Python workers work unchanged (Dramatiq's `Prometheus` middleware; opt-in, as there).
 ///
@@ -54,6 +75,7 @@ pub const DURATION_BUCKETS_MS: [u64; 18] = [
 /// | `dramatiq_messages_inprogress` | gauge | messages running now |
 /// | `dramatiq_delayed_messages_inprogress` | gauge | delayed messages held by this worker (always 0 here: delayed messages wait in the broker) |
 /// | `dramatiq_message_duration_milliseconds` | histogram | actor run time, Dramatiq's [buckets](DURATION_BUCKETS_MS) |
+/// | `actor_runtime_message_size_bytes` | histogram | encoded size of the messages processed, [buckets](SIZE_BUCKETS_BYTES) (ours: Dramatiq has none) |
 ///
 /// Every series has the labels `queue_name` and `actor_name`: the queue the message was
 /// fetched from and its registered actor, never names a producer wrote in the payload, so
@@ -171,6 +193,9 @@ struct Series {
     /// Per bucket, not cumulative; the last slot is above the largest bound.
     buckets: [AtomicU64; DURATION_BUCKETS_MS.len() + 1],
     sum_micros: AtomicU64,
+    /// Message sizes: per bucket, the last slot above the largest bound.
+    size_buckets: [AtomicU64; SIZE_BUCKETS_BYTES.len() + 1],
+    size_sum: AtomicU64,
 }
 
 impl Series {
@@ -181,6 +206,26 @@ impl Series {
         self.buckets[slot].fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn observe_size(&self, bytes: usize) {
+        let bytes = bytes as u64;
+        let slot = SIZE_BUCKETS_BYTES.partition_point(|&bound| bound < bytes);
+        self.size_buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.size_sum.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn encode_size_histogram(&self, mut metric: MetricEncoder<'_>) -> std::fmt::Result {
+        let buckets: Vec<(f64, u64)> = SIZE_BUCKETS_BYTES
+            .iter()
+            .map(|&bound| bound as f64)
+            .chain([f64::INFINITY])
+            .zip(&self.size_buckets)
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.size_sum.load(Ordering::Relaxed) as f64;
+        metric.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
     fn encode_histogram(&self, mut metric: MetricEncoder<'_>) -> std::fmt::Result {
@@ -204,11 +249,12 @@ enum Reading {
     Counter(fn(&Series) -> &AtomicU64),
     Gauge(fn(&Series) -> &AtomicI64),
     Histogram,
+    SizeHistogram,
 }
 
 /// `(name, help, reading)` of each family, in exposition order. A counter's samples are its
 /// name with `_total`, which the encoder adds (`dramatiq_messages_total`).
-const FAMILIES: [(&str, &str, Reading); 7] = [
+const FAMILIES: [(&str, &str, Reading); 8] = [
     (
         "dramatiq_messages",
         "The total number of messages processed.",
@@ -244,6 +290,11 @@ const FAMILIES: [(&str, &str, Reading); 7] = [
         "The time spent processing messages.",
         Reading::Histogram,
     ),
+    (
+        "actor_runtime_message_size_bytes",
+        "The encoded size of the messages processed.",
+        Reading::SizeHistogram,
+    ),
 ];
 
 /// The series as `prometheus-client` reads them at scrape time.
@@ -272,7 +323,7 @@ impl Collector for Exposition {
             let kind = match reading {
                 Reading::Counter(_) => MetricType::Counter,
                 Reading::Gauge(_) => MetricType::Gauge,
-                Reading::Histogram => MetricType::Histogram,
+                Reading::Histogram | Reading::SizeHistogram => MetricType::Histogram,
             };
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for (labels, series) in &rows {
@@ -285,6 +336,7 @@ impl Collector for Exposition {
                         ConstGauge::new(value(series).load(Ordering::Relaxed)).encode(metric)?
                     }
                     Reading::Histogram => series.encode_histogram(metric)?,
+                    Reading::SizeHistogram => series.encode_size_histogram(metric)?,
                 }
             }
         }
@@ -404,6 +456,7 @@ impl Middleware for Prometheus {
     ) -> Result<(), Skip> {
         let series = self.processing(ctx);
         series.inprogress.fetch_add(1, Ordering::Relaxed);
+        series.observe_size(ctx.payload_size());
         self.started()
             .insert(ctx.message.message_id.clone(), (Instant::now(), series));
         Ok(())
@@ -454,6 +507,29 @@ mod tests {
     }
 
     #[test]
+    fn size_buckets_are_le_inclusive_and_sum_bytes() {
+        let metrics = Prometheus::new();
+        let series = metrics.series("q", "a");
+        series.observe_size(256);
+        series.observe_size(300);
+        series.observe_size(20 << 20);
+        let text = metrics.render();
+        let labels = r#"queue_name="q",actor_name="a""#;
+        for line in [
+            format!(r#"actor_runtime_message_size_bytes_bucket{{le="256.0",{labels}}} 1"#),
+            format!(r#"actor_runtime_message_size_bytes_bucket{{le="1024.0",{labels}}} 2"#),
+            format!(r#"actor_runtime_message_size_bytes_bucket{{le="16777216.0",{labels}}} 2"#),
+            format!(r#"actor_runtime_message_size_bytes_bucket{{le="+Inf",{labels}}} 3"#),
+            format!(
+                r#"actor_runtime_message_size_bytes_sum{{{labels}}} {}.0"#,
+                556 + (20 << 20)
+            ),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
     fn label_sets_past_the_cap_are_folded_into_other() {
         let metrics = Prometheus::new();
         for i in 0..3 * MAX_LABEL_SETS {
@@ -489,6 +565,7 @@ mod tests {
             ("dramatiq_messages_inprogress", "gauge"),
             ("dramatiq_delayed_messages_inprogress", "gauge"),
             ("dramatiq_message_duration_milliseconds", "histogram"),
+            ("actor_runtime_message_size_bytes", "histogram"),
         ] {
             assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{text}");
             assert!(text.contains(&format!("# HELP {name} ")), "{text}");

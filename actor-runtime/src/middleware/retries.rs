@@ -117,7 +117,8 @@ impl Middleware for Retries {
         result: &Result<Value, ActorFailure>,
     ) {
         let Err(failure) = result else { return };
-        if ctx.is_failed() {
+        // A cancelled message is done with: acked, not retried.
+        if ctx.is_failed() || ctx.is_cancelled() {
             return;
         }
         let actor = ctx.actor();

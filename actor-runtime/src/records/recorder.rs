@@ -181,6 +181,7 @@ impl Middleware for Recorder {
 
     async fn before_ack(&self, broker: &Broker, ctx: &MessageContext) {
         let row = match ctx.fate() {
+            _ if ctx.is_cancelled() => self.finish(ctx, JobState::Cancelled),
             Fate::Retry { delay } => {
                 let mut row = self.finish(ctx, JobState::Retrying);
                 row.eta = Some(SystemTime::now() + *delay);

@@ -53,7 +53,8 @@ pub enum JobState {
     Dead,
     /// Skipped unrun (its `max_age` passed, or a middleware skipped it).
     Skipped,
-    /// Cancelled before it ran (reserved for an operator's cancel; no writer sets it yet).
+    /// Cancelled: skipped because a cancel came before it ran, or aborted while it ran
+    /// (the [`Cancellation`](crate::cancel::Cancellation) middleware).
     Cancelled,
 }
 
@@ -112,7 +113,10 @@ impl JobState {
         matches!(
             (self, next),
             (Enqueued | Delayed, Running | Skipped | Cancelled)
-                | (Running, Retrying | Succeeded | Failed | Dead | Skipped)
+                | (
+                    Running,
+                    Retrying | Succeeded | Failed | Dead | Skipped | Cancelled
+                )
                 | (Retrying, Running | Skipped | Cancelled)
         )
     }

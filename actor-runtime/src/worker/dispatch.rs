@@ -70,9 +70,9 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
         ..
     } = item;
     let middleware = shared.broker.middleware().snapshot();
-    let Delivery { tag, message, .. } = *delivery;
+    let Delivery { tag, message, size } = *delivery;
     let started = std::time::Instant::now();
-    let outcome = process(shared, &middleware, &tag, message).await;
+    let outcome = process(shared, &middleware, &tag, message, size).await;
     shared.record_duration(started.elapsed().as_nanos() as u64);
     match outcome {
         Outcome::Ack(ctx) => {

@@ -123,6 +123,16 @@ fn hand_over(
     if batch.is_empty() {
         return;
     }
+    let hooks = shared.broker.middleware().with_fetched_hooks();
+    if !hooks.is_empty() {
+        let messages: Vec<&crate::Message> = batch
+            .iter()
+            .filter_map(|d| d.message.as_ref().ok())
+            .collect();
+        for m in hooks.iter() {
+            m.fetched(&shared.broker, &messages);
+        }
+    }
     let items = batch.into_iter().filter_map(|delivery| {
         let hold = Hold::new(permits.split(1)?, delivery.size, &shared.bytes);
         Some(Pending::new(shared, runner.clone(), delivery, hold))

@@ -20,14 +20,18 @@ use super::state::Shared;
 /// Runs an actor's call: async on this runtime (watched for blocking its thread), blocking
 /// calls on the worker's pool. A panic becomes a failure; past `time_limit` the call is
 /// cancelled (a blocking call is abandoned to finish on its thread) and fails with
-/// `TimeLimitExceeded`.
+/// `TimeLimitExceeded`. Once `abort` is raised (a cancel), an async call is cancelled the
+/// same way and fails with `Cancelled`; a blocking one is left to see its cancel flag and
+/// return (abandoning its thread would count against the worker's abandoned threads).
 pub(crate) async fn run_handler(
     shared: &Shared,
     handler: Handler,
     time_limit: Option<Duration>,
     current: Current,
     interrupt: Option<CancellationToken>,
+    abort: Option<CancellationToken>,
 ) -> Result<Value, ActorFailure> {
+    let is_async = matches!(handler, Handler::Async(_));
     let call = async move {
         match handler {
             Handler::Async(future) => {
@@ -68,6 +72,19 @@ pub(crate) async fn run_handler(
                 _ = shutdown.cancelled() => Err(ActorFailure::new(
                     "Shutdown",
                     "the worker is shutting down; the message will be retried",
+                )),
+            },
+            None => call.await,
+        }
+    };
+    let abort = abort.filter(|_| is_async);
+    let call = async move {
+        match abort {
+            Some(abort) => tokio::select! {
+                result = call => result,
+                _ = abort.cancelled() => Err(ActorFailure::new(
+                    "Cancelled",
+                    "the message was cancelled while it ran",
                 )),
             },
             None => call.await,

@@ -30,9 +30,15 @@ pub(crate) async fn process(
     middleware: &[Arc<dyn Middleware>],
     tag: &DeliveryTag,
     message: Result<Message, DecodeError>,
+    size: usize,
 ) -> Outcome {
     let message = match message {
         Ok(message) => message,
+        Err(err) if err.over_limit().is_some() => {
+            let reason = err.to_string();
+            tracing::error!(queue = %tag.queue, redis_id = %tag.id, %reason, "message over the maximum message size; dead-lettering it unread");
+            return Outcome::Nack(reason, None);
+        }
         Err(err) => {
             // serde quotes the offending value: bound what is copied from the payload.
             let err = truncate(&err.to_string()).into_owned();
@@ -45,12 +51,13 @@ pub(crate) async fn process(
         tracing::error!(message_id = %truncate(&message.message_id), actor = %name, queue = %tag.queue, "no actor of this name is registered; dead-lettering the message");
         return Outcome::Nack(format!("unknown actor `{name}`"), None);
     };
-    let ctx = Box::new(MessageContext::new(
+    let mut ctx = Box::new(MessageContext::new(
         message,
         tag.queue.clone(),
         actor,
         shared.shutdown.clone(),
     ));
+    ctx.set_payload_size(size);
     // Every line logged while the message is processed, the actor's own included (plain
     // `fn` actors enter it on their thread), carries these fields. A debug span: at info it
     // cost about 3 µs a message in the no-op benchmark (its fields are formatted when it is
@@ -92,6 +99,7 @@ enum Ending {
     Skipped,
     Retrying,
     DeadLettered,
+    Cancelled,
 }
 
 impl Ending {
@@ -101,6 +109,7 @@ impl Ending {
             Ending::Skipped => "skipped",
             Ending::Retrying => "retrying",
             Ending::DeadLettered => "dead-lettered",
+            Ending::Cancelled => "cancelled",
         }
     }
 }
@@ -129,7 +138,9 @@ async fn run_message(
         for m in middleware.iter().rev() {
             m.after_skip_message(broker, &mut ctx).await;
         }
-        if ctx.is_failed() {
+        if ctx.is_cancelled() {
+            Ending::Cancelled
+        } else if ctx.is_failed() {
             log_dead_letter(&ctx, None, retries, Cause::Skipped);
             Ending::DeadLettered
         } else {
@@ -139,12 +150,16 @@ async fn run_message(
         let mut bad_arguments = false;
         let result = match actor.handler(&ctx.message) {
             Ok(handler) => {
+                let cancel = ctx.cancel_flag().cloned();
+                let abort = cancel.as_ref().map(|flag| flag.abort.clone());
                 let current = Current {
                     message: Arc::new(ctx.message.clone()),
                     shutdown: shared.shutdown.clone(),
+                    cancel,
                 };
                 let interrupt = ctx.interrupt_on_shutdown().then(|| shared.shutdown.clone());
-                run_handler(shared, handler, ctx.time_limit(), current, interrupt).await
+                let time_limit = ctx.time_limit();
+                run_handler(shared, handler, time_limit, current, interrupt, abort).await
             }
             Err(err) => {
                 // serde quotes the offending argument, which may be megabytes.
@@ -155,6 +170,10 @@ async fn run_message(
                 Err(ActorFailure::new("ArgumentError", err))
             }
         };
+        // Ended after a cancel was requested (aborted, or stopped on the flag): cancelled.
+        if ctx.cancel_flag().is_some_and(|flag| flag.is_requested()) {
+            ctx.mark_cancelled();
+        }
         match &result {
             Ok(value) => {
                 shared.counters.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -168,13 +187,18 @@ async fn run_message(
         for m in middleware.iter().rev() {
             m.after_process_message(broker, &mut ctx, &result).await;
         }
-        decide(broker, &mut ctx, result.err(), retries, bad_arguments).await
+        if ctx.is_cancelled() {
+            tracing::info!(message_id = %truncate(&ctx.message.message_id), actor = actor.name, queue = ctx.queue(), "message cancelled while it ran");
+            Ending::Cancelled
+        } else {
+            decide(broker, &mut ctx, result.err(), retries, bad_arguments).await
+        }
     };
     let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
     tracing::debug!(duration_ms, outcome = ending.as_str(), "message finished");
     match ctx.failure_reason() {
-        Some(reason) => Outcome::Nack(reason.to_owned(), Some(ctx)),
-        None => Outcome::Ack(Some(ctx)),
+        Some(reason) if !ctx.is_cancelled() => Outcome::Nack(reason.to_owned(), Some(ctx)),
+        _ => Outcome::Ack(Some(ctx)),
     }
 }
 

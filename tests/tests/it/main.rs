@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per feature; the helpers they share in `support`.
 
 mod blocking;
+mod cancellation;
 mod cli;
 mod cli_crashes;
 mod cli_logs;
@@ -12,9 +13,11 @@ mod faults;
 mod hostile_messages;
 mod interop;
 mod otel;
+mod payload_limits;
 mod rabbitmq;
 mod rabbitmq_cli;
 mod rabbitmq_interop;
+mod rabbitmq_limits_cancel;
 mod rabbitmq_results;
 mod rate_limits;
 mod records;

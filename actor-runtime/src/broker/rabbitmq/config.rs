@@ -41,6 +41,8 @@ pub enum QueueType {
 /// | [`queue_type`](Self::queue_type) | classic | `RABBITMQ_QUEUE_TYPE` |
 /// | [`reconnect_timeout`](Self::reconnect_timeout) | 30 s | `RABBITMQ_RECONNECT_TIMEOUT` |
 /// | [`max_hold`](Self::max_hold) | 20 min | `RABBITMQ_MAX_HOLD` |
+/// | [`max_message_size`](Self::max_message_size) | 8 MiB | `MAX_MESSAGE_SIZE` |
+/// | [`warn_message_size`](Self::warn_message_size) | 1 MiB | `MESSAGE_SIZE_WARNING` |
 ///
 /// `dead_message_ttl` and `max_priority` are part of the queue declarations: they must be
 /// the same in every process (Python's too) that declares the queues, or RabbitMQ refuses
@@ -70,6 +72,7 @@ pub struct RabbitmqConfig {
     pub(crate) queue_type: QueueType,
     pub(crate) reconnect_timeout: Duration,
     pub(crate) max_hold: Duration,
+    pub(crate) limits: crate::limits::PayloadLimits,
 }
 
 impl fmt::Debug for RabbitmqConfig {
@@ -99,6 +102,7 @@ impl RabbitmqConfig {
             queue_type: QueueType::Classic,
             reconnect_timeout: Duration::from_secs(30),
             max_hold: Duration::from_secs(20 * 60),
+            limits: crate::limits::PayloadLimits::default(),
         }
     }
 
@@ -180,6 +184,7 @@ impl RabbitmqConfig {
                 "RABBITMQ_QUEUE_TYPE must be `classic` or `quorum`, got `{other}`"
             )),
         }
+        config.limits = crate::limits::from_lookup(get, &mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -259,6 +264,36 @@ impl RabbitmqConfig {
     pub fn max_hold(mut self, hold: Duration) -> Self {
         self.max_hold = hold.max(Duration::from_millis(100));
         self
+    }
+
+    /// The largest encoded message, in bytes (default
+    /// [8 MiB](crate::limits::DEFAULT_MAX_MESSAGE_SIZE), see [`limits`](crate::limits)): a
+    /// larger send fails with [`Error::MessageTooLarge`] and publishes nothing; a worker
+    /// dead-letters a larger delivery without decoding it (RabbitMQ has sent its bytes by
+    /// then). Lowers the warning threshold to it if that was higher.
+    ///
+    /// ```
+    /// use actor_runtime::broker::RabbitmqConfig;
+    ///
+    /// let config = RabbitmqConfig::new("amqp://127.0.0.1:5672/%2f").max_message_size(1 << 20);
+    /// assert_eq!(config.payload_limits().max_size, 1 << 20);
+    /// ```
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.limits.max_size = bytes;
+        self.limits.warn_size = self.limits.warn_size.min(bytes);
+        self
+    }
+
+    /// The size past which an enqueued message is logged as a warning (default
+    /// [1 MiB](crate::limits::DEFAULT_WARN_MESSAGE_SIZE)).
+    pub fn warn_message_size(mut self, bytes: usize) -> Self {
+        self.limits.warn_size = bytes;
+        self
+    }
+
+    /// The payload limits in effect.
+    pub fn payload_limits(&self) -> crate::limits::PayloadLimits {
+        self.limits
     }
 
     /// The configured maximum priority.

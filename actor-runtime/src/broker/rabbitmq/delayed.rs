@@ -62,6 +62,12 @@ impl Delayed {
 
     /// Takes a delivery from `q.DQ`: holds it, or dead-letters it when it cannot be read.
     pub(crate) async fn accept(&mut self, shared: &Shared, queue: &str, delivery: AmqpDelivery) {
+        let limit = shared.config.limits.max_size;
+        if delivery.data.len() > limit {
+            let reason = crate::limits::too_large_reason(delivery.data.len(), limit);
+            dead_letter(queue, delivery, &reason).await;
+            return;
+        }
         let message = match Message::decode(&delivery.data) {
             Ok(message) => message,
             Err(err) => {

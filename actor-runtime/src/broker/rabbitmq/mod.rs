@@ -122,6 +122,10 @@ impl RabbitmqBackend {
                 config::redact(url)
             )));
         }
+        config
+            .limits
+            .validate()
+            .map_err(|why| Error::Config(format!("RabbitMQ broker: {why}")))?;
         let config = Arc::new(config);
         Ok(RabbitmqBackend {
             shared: Arc::new(Shared {
@@ -192,11 +196,12 @@ impl Backend for RabbitmqBackend {
             self.shared
                 .declare(canonical_queue(&message.queue_name))
                 .await?;
-            batch.push((
-                message.queue_name.clone(),
-                message.encode(),
-                properties(message),
-            ));
+            let payload = message.encode();
+            self.shared
+                .config
+                .limits
+                .check_enqueue(message, payload.len())?;
+            batch.push((message.queue_name.clone(), payload, properties(message)));
         }
         let mut redeclared = false;
         loop {

@@ -20,7 +20,7 @@ use super::Shared;
 use crate::backoff::{Backoff, Jitter};
 use crate::broker::{Delivery, DeliveryTag};
 use crate::error::{Error, Result};
-use crate::message::Message;
+use crate::message::{DecodeError, Message};
 
 /// One session's channels and consumers.
 pub(super) struct Session {
@@ -202,7 +202,12 @@ async fn pump_loop(
             }
             next = session.q_consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    let message = Message::decode(&delivery.data);
+                    let limit = shared.config.limits.max_size;
+                    let message = if delivery.data.len() > limit {
+                        Err(DecodeError::too_large(delivery.data.len(), limit))
+                    } else {
+                        Message::decode(&delivery.data)
+                    };
                     state.in_flight.fetch_add(1, Ordering::AcqRel);
                     state
                         .unsettled

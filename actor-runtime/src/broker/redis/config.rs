@@ -33,6 +33,8 @@ use crate::error::{Error, Result};
 /// | [`poll_interval`](Self::poll_interval) | 100 ms | |
 /// | [`safety_poll_interval`](Self::safety_poll_interval) | 1 s | |
 /// | [`delay_prefetch`](Self::delay_prefetch) | 10 000 | `REDIS_DELAY_PREFETCH` |
+/// | [`max_message_size`](Self::max_message_size) | 8 MiB | `MAX_MESSAGE_SIZE` |
+/// | [`warn_message_size`](Self::warn_message_size) | 1 MiB | `MESSAGE_SIZE_WARNING` |
 ///
 /// ```
 /// use std::time::Duration;
@@ -64,6 +66,7 @@ pub struct RedisConfig {
     pub(crate) poll_interval: Duration,
     pub(crate) safety_poll_interval: Duration,
     pub(crate) delay_prefetch: usize,
+    pub(crate) limits: crate::limits::PayloadLimits,
     /// The connection layer in use by whatever was built from this config or its clones.
     pub(crate) conn: SharedConn,
 }
@@ -88,6 +91,7 @@ impl RedisConfig {
             poll_interval: Duration::from_millis(100),
             safety_poll_interval: Duration::from_secs(1),
             delay_prefetch: 10_000,
+            limits: crate::limits::PayloadLimits::default(),
             conn: SharedConn::default(),
         }
     }
@@ -164,6 +168,7 @@ impl RedisConfig {
         let heartbeat_timeout = duration("HEARTBEAT_TIMEOUT_MS", &mut problems);
         let dead_message_ttl = duration("DEAD_MESSAGE_TTL_MS", &mut problems);
         let delay_prefetch = positive("REDIS_DELAY_PREFETCH", &mut problems);
+        let limits = crate::limits::from_lookup(get, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -185,6 +190,7 @@ impl RedisConfig {
         if let Some(n) = delay_prefetch {
             config.delay_prefetch = usize::try_from(n).unwrap_or(usize::MAX);
         }
+        config.limits = limits;
         Ok(config)
     }
 
@@ -299,6 +305,37 @@ impl RedisConfig {
         self
     }
 
+    /// The largest encoded message, in bytes (default
+    /// [8 MiB](crate::limits::DEFAULT_MAX_MESSAGE_SIZE), see [`limits`](crate::limits)):
+    /// a larger send fails with [`Error::MessageTooLarge`] and stores nothing, and a worker
+    /// dead-letters a larger message another producer stored, without transferring or
+    /// decoding it. Lowers the warning threshold to it if that was higher.
+    ///
+    /// ```
+    /// use actor_runtime::broker::RedisConfig;
+    ///
+    /// let config = RedisConfig::new("redis://127.0.0.1/0").max_message_size(256 << 10);
+    /// assert_eq!(config.payload_limits().max_size, 262_144);
+    /// assert_eq!(config.payload_limits().warn_size, 262_144);
+    /// ```
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.limits.max_size = bytes;
+        self.limits.warn_size = self.limits.warn_size.min(bytes);
+        self
+    }
+
+    /// The size past which an enqueued message is logged as a warning (default
+    /// [1 MiB](crate::limits::DEFAULT_WARN_MESSAGE_SIZE)); at most the maximum message size.
+    pub fn warn_message_size(mut self, bytes: usize) -> Self {
+        self.limits.warn_size = bytes;
+        self
+    }
+
+    /// The payload limits in effect.
+    pub fn payload_limits(&self) -> crate::limits::PayloadLimits {
+        self.limits
+    }
+
     /// Connection settings changed: what is built from this config from now on gets its own
     /// connections, not those of what was built before.
     fn unshared(mut self) -> Self {
@@ -323,6 +360,9 @@ impl RedisConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         check_namespace(&self.namespace)
             .map_err(|why| Error::Config(format!("invalid Redis namespace: {why}")))?;
+        self.limits
+            .validate()
+            .map_err(|why| Error::Config(format!("Redis broker: {why}")))?;
         check_url(&self.url).map_err(Error::Config)
     }
 }
@@ -391,6 +431,7 @@ impl fmt::Debug for RedisConfig {
             .field("poll_interval", &self.poll_interval)
             .field("safety_poll_interval", &self.safety_poll_interval)
             .field("delay_prefetch", &self.delay_prefetch)
+            .field("limits", &self.limits)
             .finish()
     }
 }

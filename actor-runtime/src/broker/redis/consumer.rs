@@ -20,7 +20,7 @@ use super::scripts::{ACK, FETCH, FETCH_CHUNK, NACK, REQUEUE, SCRIPT_CHUNK};
 use super::{QueueState, Shared};
 use crate::broker::{deadline_after, later, Consumer, Delivery, DeliveryTag};
 use crate::error::{Error, Result};
-use crate::message::{now_ms, Message};
+use crate::message::{now_ms, DecodeError, Message};
 use crate::truncate::truncate;
 
 /// A consumer of one queue (and, internally, its delay queue).
@@ -298,14 +298,15 @@ async fn round(
 /// Runs the fetch script on `list`/`msgs` into `acks`: (id, payload) pairs, at most `max` of
 /// them and `max_bytes` of payload (at least one). A failed attempt may have popped ids nobody
 /// will see, so it marks the queue for reclaiming (done before the next fetch, or at once by
-/// the caller once it has recorded what it got).
+/// the caller once it has recorded what it got). A payload over the maximum message size
+/// stays in Redis: it comes back as its length alone.
 async fn fetch_script(
     shared: &Shared,
     queue: &QueueState,
     keys: [&str; 3],
     max: usize,
     max_bytes: usize,
-) -> Result<Vec<(String, Vec<u8>)>> {
+) -> Result<Vec<(String, Payload)>> {
     let [list, msgs, acks] = keys;
     let heartbeats = &queue.keys.heartbeats;
     let mut cmd = evalsha(&FETCH, &[list, msgs, acks, heartbeats]);
@@ -313,7 +314,8 @@ async fn fetch_script(
         .arg(&shared.worker_id)
         .arg(now_ms())
         // Lua numbers are doubles: no need to send more than they hold exactly.
-        .arg(max_bytes.min(1 << 52));
+        .arg(max_bytes.min(1 << 52))
+        .arg(shared.config.limits.max_size.min(1 << 52));
     let mut retried = false;
     let reply = shared
         .conn
@@ -322,16 +324,34 @@ async fn fetch_script(
     if retried {
         queue.needs_reclaim.store(true, Ordering::Release);
     }
-    let (found, missing): (Vec<Vec<u8>>, Vec<String>) = reply?;
+    let (found, missing, oversized): FetchReply = reply?;
     for id in missing {
         tracing::warn!(queue = %list, redis_message_id = %id, "dropped a queued id whose payload is missing (Dramatiq #266)");
     }
-    let mut pairs = Vec::with_capacity(found.len() / 2);
+    let mut pairs = Vec::with_capacity(found.len() / 2 + oversized.len());
     let mut it = found.into_iter();
     while let (Some(id), Some(payload)) = (it.next(), it.next()) {
-        pairs.push((String::from_utf8_lossy(&id).into_owned(), payload));
+        pairs.push((
+            String::from_utf8_lossy(&id).into_owned(),
+            Payload::Bytes(payload),
+        ));
     }
+    pairs.extend(
+        oversized
+            .into_iter()
+            .map(|(id, size)| (id, Payload::TooLarge(size))),
+    );
     Ok(pairs)
+}
+
+/// The fetch script's reply: id/payload pairs flat, ids without a payload, and (id, length)
+/// of the payloads over the limit.
+type FetchReply = (Vec<Vec<u8>>, Vec<String>, Vec<(String, usize)>);
+
+/// A fetched payload, or the length of one left in Redis for being over the limit.
+enum Payload {
+    Bytes(Vec<u8>),
+    TooLarge(usize),
 }
 
 async fn fetch_ready(
@@ -343,18 +363,27 @@ async fn fetch_ready(
     let keys = &queue.keys;
     let lists = [keys.list.as_str(), &keys.msgs, &keys.acks];
     let pairs = fetch_script(shared, queue, lists, max, max_bytes).await?;
+    let limits = shared.config.limits;
     let mut outstanding = queue.outstanding();
     Ok(pairs
         .into_iter()
         .map(|(id, payload)| {
             outstanding.insert(id.clone());
+            let (size, message) = match payload {
+                Payload::Bytes(payload) => (payload.len(), Message::decode(&payload)),
+                // Held as nothing: its bytes never left Redis.
+                Payload::TooLarge(size) => (0, Err(DecodeError::too_large(size, limits.max_size))),
+            };
+            if size > limits.warn_size {
+                tracing::warn!(queue = %queue.name, redis_message_id = %id, size, warn_size = limits.warn_size, "large message fetched: over the size warning threshold");
+            }
             Delivery {
                 tag: DeliveryTag {
                     queue: queue.name.clone(),
                     id,
                 },
-                size: payload.len(),
-                message: Message::decode(&payload),
+                size,
+                message,
             }
         })
         .collect())

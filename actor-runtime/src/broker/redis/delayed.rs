@@ -152,7 +152,8 @@ pub(super) async fn refill_delayed(
     cmd.arg(room.min(FETCH_CHUNK))
         .arg(CLAIM_BYTES)
         .arg(&shared.worker_id)
-        .arg(now_ms());
+        .arg(now_ms())
+        .arg(shared.config.limits.max_size.min(1 << 52));
     let mut retried = false;
     let reply = shared
         .conn
@@ -171,9 +172,14 @@ pub(super) async fn refill_delayed(
     }
     let mut undated = Vec::new();
     let mut too_far = Vec::new();
+    let mut too_large = Vec::new();
     {
         let mut delayed = queue.delayed();
         for (id, eta, size) in claimed {
+            if eta == -2 {
+                too_large.push((id, size));
+                continue;
+            }
             match u64::try_from(eta) {
                 Ok(eta) if eta_too_far(eta) => too_far.push((id, eta.to_string())),
                 Ok(eta) => delayed.insert(Held { id, eta, size }),
@@ -183,6 +189,11 @@ pub(super) async fn refill_delayed(
     }
     for (id, eta) in too_far {
         dead_letter(shared, queue, &dq, &id, &too_far_reason(&eta)).await?;
+    }
+    let limit = shared.config.limits.max_size;
+    for (id, size) in too_large {
+        let reason = crate::limits::too_large_reason(size as usize, limit);
+        dead_letter(shared, queue, &dq, &id, &reason).await?;
     }
     if let Err(err) = date_in_rust(shared, queue, &dq, undated).await {
         // Claimed ids not held yet are orphans in our ack set: the next round returns them.

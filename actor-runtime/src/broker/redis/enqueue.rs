@@ -84,10 +84,15 @@ fn prepare(shared: &Shared, mut message: Message) -> Result<(Prepared, Message)>
     message
         .options
         .insert("redis_message_id".into(), id.clone().into());
+    let payload = message.encode();
+    shared
+        .config
+        .limits
+        .check_enqueue(&message, payload.len())?;
     let prepared = Prepared {
         queue: message.queue_name.clone(),
         id,
-        payload: message.encode(),
+        payload,
     };
     Ok((prepared, message))
 }

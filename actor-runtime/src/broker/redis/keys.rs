@@ -114,7 +114,7 @@ pub(crate) struct QueueKeys {
 }
 
 /// Escapes the glob metacharacters of SCAN's MATCH.
-fn glob_escape(s: &str) -> String {
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

@@ -36,6 +36,8 @@ pub(crate) mod conn;
 mod consumer;
 mod delayed;
 mod enqueue;
+mod find;
+pub(crate) use find::{Found, Place};
 mod keys;
 mod maintenance;
 mod notify;
@@ -202,6 +204,11 @@ impl RedisBackend {
     /// This process's worker id, as it appears in `__heartbeats__` and ack-set names.
     pub fn worker_id(&self) -> &str {
         &self.shared.worker_id
+    }
+
+    /// The settings it was built with.
+    pub(crate) fn config(&self) -> &RedisConfig {
+        &self.shared.config
     }
 
     /// The key namespace.
@@ -398,6 +405,8 @@ impl Backend for RedisBackend {
                 .to_owned(),
             ),
             ("delay_prefetch", config.delay_prefetch.to_string()),
+            ("max_message_size", config.limits.max_size.to_string()),
+            ("message_size_warning", config.limits.warn_size.to_string()),
         ];
         info
     }

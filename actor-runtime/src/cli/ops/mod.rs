@@ -119,6 +119,8 @@ pub(crate) async fn execute(
         Command::Migrate(_) | Command::Jobs(_) => {
             Err(Failure::usage("`migrate` and `jobs` run on their own"))
         }
+        #[cfg(feature = "redis")]
+        Command::Cancel(args) => super::cancel::cancel(broker, args, out).await,
     }
 }
 

@@ -10,11 +10,15 @@
 -- integer). For anything else (JSON cjson refuses, no eta, NaN, a string) it is -1 and the
 -- caller decodes the payload itself, so Lua and Rust never disagree on when one is due.
 --
+-- A payload over the maximum message size (ARGV[5]) is claimed but not decoded: its eta is
+-- -2, and the caller dead-letters it unread.
+--
 -- KEYS[1] delay queue list   KEYS[2] delay payload hash   KEYS[3] delay ack set
 -- KEYS[4] heartbeats zset
 -- ARGV[1] max count   ARGV[2] max payload bytes   ARGV[3] worker id   ARGV[4] now (ms)
+-- ARGV[5] maximum message size
 -- Returns { { {id, eta, size}, ... }, {missing ids...}, ids left in the list }
-local max, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max, budget, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
 -- LRANGE then one LTRIM: one keyspace event for the batch, and servers older than 6.2
 -- (no LPOP count) work the same.
 local ids = redis.call('LRANGE', KEYS[1], 0, max - 1)
@@ -23,12 +27,17 @@ local popped, bytes = 0, 0
 for i = 1, #ids do
   local id = ids[i]
   local size = redis.call('HSTRLEN', KEYS[2], id)
-  if popped > 0 and bytes + size > budget then
+  -- Over the limit: never read, so it weighs nothing against the budget.
+  local over = size > limit
+  if popped > 0 and not over and bytes + size > budget then
     break
   end
   popped = i
-  local payload = redis.call('HGET', KEYS[2], id)
-  if payload then
+  local payload = (not over) and redis.call('HGET', KEYS[2], id)
+  if over then
+    taken[#taken + 1] = id
+    claimed[#claimed + 1] = { id, -2, size }
+  elseif payload then
     bytes = bytes + size
     local eta = -1
     local ok, message = pcall(cjson.decode, payload)

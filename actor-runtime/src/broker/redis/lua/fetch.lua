@@ -9,16 +9,21 @@
 -- it may go on. So the trim comes first, and a worker can still drain the queues whose
 -- draining frees memory.
 --
+-- A payload longer than the maximum message size is taken like any other (into the ack set,
+-- so the worker can dead-letter it) but only its id and length are returned: it is never
+-- sent to the worker, and counts nothing against the byte budget.
+--
 -- KEYS[1] queue list   KEYS[2] payload hash   KEYS[3] ack set   KEYS[4] heartbeats zset
 -- ARGV[1] max count   ARGV[2] worker id   ARGV[3] now (ms)   ARGV[4] max bytes
--- Returns { {id1, payload1, id2, payload2, ...}, {missing ids...} }
-local n, budget = tonumber(ARGV[1]), tonumber(ARGV[4])
+-- ARGV[5] maximum message size
+-- Returns { {id1, payload1, id2, payload2, ...}, {missing ids...}, {id, size, ...} }
+local n, budget, limit = tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5])
 -- LRANGE then one LTRIM: one keyspace event for the batch, on any server version. Payloads
 -- are read in chunks that stop at the byte budget: 16 first, then as many as the average so
 -- far says still fit, at most twice the last chunk. Small messages take a handful of calls
 -- per thousand; large ones copy few payloads past the budget.
 local listed = redis.call('LRANGE', KEYS[1], 0, n - 1)
-local found, missing, taken = {}, {}, {}
+local found, missing, taken, oversized = {}, {}, {}, {}
 local count, bytes, full = 0, 0, false
 local first, size_of_chunk = 1, 16
 while first <= #listed and not full do
@@ -28,12 +33,20 @@ while first <= #listed and not full do
   for i = 1, #chunk do
     local payload = payloads[i]
     local size = payload and #payload or 0
+    local over = size > limit
+    if over then
+      size = 0
+    end
     if count > 0 and bytes + size > budget then
       full = true
       break
     end
     count, bytes = count + 1, bytes + size
-    if payload then
+    if over then
+      taken[#taken + 1] = chunk[i]
+      oversized[#oversized + 1] = chunk[i]
+      oversized[#oversized + 1] = #payload
+    elseif payload then
       taken[#taken + 1] = chunk[i]
       found[#found + 1] = chunk[i]
       found[#found + 1] = payload
@@ -48,11 +61,11 @@ end
 if count == 0 then
   -- Nothing written yet, so out of memory this may fail: the heartbeat has its own timer.
   redis.pcall('ZADD', KEYS[4], ARGV[3], ARGV[2])
-  return { {}, {} }
+  return { {}, {}, {} }
 end
 redis.call('LTRIM', KEYS[1], count, -1)
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 if #taken > 0 then
   redis.call('SADD', KEYS[3], unpack(taken))
 end
-return { found, missing }
+return { found, missing, oversized }
