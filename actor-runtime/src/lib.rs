@@ -100,6 +100,7 @@ pub mod registry;
 pub mod results;
 pub mod testing;
 mod truncate;
+pub mod unique;
 pub mod worker;
 
 #[doc(hidden)]

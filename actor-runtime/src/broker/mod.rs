@@ -231,12 +231,48 @@ impl Broker {
     ///
     /// A delay longer than [`MAX_DELAY`](crate::message::MAX_DELAY) is refused with
     /// [`Error::DelayTooLong`]; an invalid queue name with [`Error::InvalidQueueName`].
-    pub async fn enqueue(&self, mut message: Message, delay: Option<Duration>) -> Result<Message> {
+    ///
+    /// A message with a `unique_key` option (see [`unique`](crate::unique)) whose key another
+    /// message holds is not stored: the message is returned with the holder's id
+    /// ([`send_message`](Broker::send_message) also says that it was a duplicate).
+    pub async fn enqueue(&self, message: Message, delay: Option<Duration>) -> Result<Message> {
+        Ok(self.send_message(message, delay).await?.message)
+    }
+
+    /// [`enqueue`](Broker::enqueue), telling whether the message was a duplicate: another
+    /// message held its uniqueness key, so nothing was stored and the returned message
+    /// carries the holder's id.
+    ///
+    /// ```
+    /// use actor_runtime::{Broker, Message};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let broker = Broker::stub();
+    /// let mut message = Message::new("default", "sync_account", vec![42.into()]);
+    /// message.options.insert("unique_key".into(), "account:42".into());
+    /// let first = broker.send_message(message.clone(), None).await.unwrap();
+    /// let mut again = message.clone();
+    /// again.message_id = "another".into();
+    /// let second = broker.send_message(again, None).await.unwrap();
+    /// assert!(!first.duplicate && second.duplicate);
+    /// assert_eq!(second.message.message_id, first.message.message_id);
+    /// # });
+    /// ```
+    pub async fn send_message(
+        &self,
+        mut message: Message,
+        delay: Option<Duration>,
+    ) -> Result<crate::unique::Sent> {
         // The one-message path of `enqueue_batch`, without its vectors: concurrent sends
         // (a web server's handlers) take it per message.
         let middleware = self.inner.middleware.with_enqueue_hooks();
         for m in middleware.iter() {
             m.before_enqueue(self, &mut message, delay).await?;
+        }
+        if message.options.contains_key(crate::unique::UNIQUE_KEY) {
+            if let Some(unique) = crate::unique::Unique::of(&message)? {
+                return self.send_unique(message, delay, unique, &middleware).await;
+            }
         }
         #[cfg(feature = "opentelemetry")]
         let send = crate::otel::start_send(&mut message, self.kind());
@@ -251,7 +287,57 @@ impl Broker {
         for m in middleware.iter().rev() {
             m.after_enqueue(self, &message, delay).await;
         }
-        Ok(message)
+        Ok(crate::unique::Sent {
+            message,
+            duplicate: false,
+        })
+    }
+
+    /// The rest of [`send_message`](Broker::send_message) for a message with a uniqueness
+    /// key: claimed and stored in one step by the backend.
+    async fn send_unique(
+        &self,
+        mut message: Message,
+        delay: Option<Duration>,
+        unique: crate::unique::Unique,
+        middleware: &[Arc<dyn Middleware>],
+    ) -> Result<crate::unique::Sent> {
+        use crate::unique::{Claim, Sent};
+        let keys = self.inner.backend.unique_keys().ok_or(Error::Unsupported {
+            what: "sending a message with a `unique_key`",
+            broker: self.kind(),
+        })?;
+        // A retry of the key's holder (the worker re-enqueues it with `retries` set) keeps
+        // the key and is never refused.
+        let renew = message.retries() > 0;
+        #[cfg(feature = "opentelemetry")]
+        let send = crate::otel::start_send(&mut message, self.kind());
+        let original = message.clone();
+        let claimed = keys
+            .enqueue_unique(ready_to_store(message, delay)?, &unique, renew)
+            .await;
+        #[cfg(feature = "opentelemetry")]
+        send.finish(&claimed);
+        match claimed? {
+            Claim::Stored(message) => {
+                for m in middleware.iter().rev() {
+                    m.after_enqueue(self, &message, delay).await;
+                }
+                Ok(Sent {
+                    message,
+                    duplicate: false,
+                })
+            }
+            Claim::Held { holder } => {
+                tracing::debug!(key = %unique.key, holder = %holder, "duplicate of a unique message; not enqueued");
+                message = original;
+                message.message_id = holder;
+                Ok(Sent {
+                    message,
+                    duplicate: true,
+                })
+            }
+        }
     }
 
     /// Enqueues many messages at once, running the middleware's enqueue hooks for each, in
@@ -277,6 +363,17 @@ impl Broker {
         mut messages: Vec<Message>,
         delay: Option<Duration>,
     ) -> Result<Vec<Message>> {
+        if messages
+            .iter()
+            .any(|m| m.options.contains_key(crate::unique::UNIQUE_KEY))
+        {
+            // Each unique message is claimed and stored in a step of its own, in order.
+            let mut sent = Vec::with_capacity(messages.len());
+            for message in messages {
+                sent.push(self.enqueue(message, delay).await?);
+            }
+            return Ok(sent);
+        }
         let middleware = self.inner.middleware.with_enqueue_hooks();
         if !middleware.is_empty() {
             for message in &mut messages {

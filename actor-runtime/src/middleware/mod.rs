@@ -3,7 +3,7 @@
 //! A [`Broker`](crate::Broker) holds an ordered stack ([`Middlewares`]); `before_*` hooks
 //! run in order and `after_*` hooks in reverse, each given the broker. The default stack is
 //! Dramatiq's: [`AgeLimit`], [`TimeLimit`], [`ShutdownNotifications`], [`Callbacks`],
-//! [`Pipelines`], [`Retries`]. Write your own by implementing [`Middleware`] (with
+//! [`Pipelines`], [`Retries`], then ours, [`UniqueJobs`](crate::unique::UniqueJobs). Write your own by implementing [`Middleware`] (with
 //! [`async_trait`](macro@async_trait)) and adding it with [`Broker::add_middleware`](crate::Broker::add_middleware).
 
 mod age_limit;
@@ -29,7 +29,8 @@ pub use retries::{compute_backoff, Retries};
 pub use shutdown::ShutdownNotifications;
 pub use time_limit::TimeLimit;
 
-/// Dramatiq's default stack, in its order.
+/// Dramatiq's default stack, in its order, then [`UniqueJobs`](crate::unique::UniqueJobs)
+/// (which releases uniqueness keys, and costs nothing to messages without one).
 pub fn default_middleware() -> Vec<Arc<dyn Middleware>> {
     vec![
         Arc::new(AgeLimit::default()),
@@ -38,5 +39,6 @@ pub fn default_middleware() -> Vec<Arc<dyn Middleware>> {
         Arc::new(Callbacks),
         Arc::new(Pipelines),
         Arc::new(Retries::default()),
+        Arc::new(crate::unique::UniqueJobs),
     ]
 }

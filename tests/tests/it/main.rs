@@ -35,5 +35,6 @@ mod results_on_redis_broker;
 mod slow_jobs;
 mod support;
 mod testing_actors;
+mod unique;
 mod wire_values;
 mod worker;

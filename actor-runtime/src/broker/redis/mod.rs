@@ -41,6 +41,7 @@ mod maintenance;
 mod notify;
 mod retry;
 mod scripts;
+mod unique;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -464,6 +465,10 @@ impl Backend for RedisBackend {
     }
 
     fn workers(&self) -> Option<&dyn Workers> {
+        Some(self)
+    }
+
+    fn unique_keys(&self) -> Option<&dyn crate::unique::UniqueKeys> {
         Some(self)
     }
 

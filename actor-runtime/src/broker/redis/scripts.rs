@@ -30,3 +30,5 @@ script!(PURGE_DEAD, "purge_dead.lua");
 script!(SWEEP_REASONS, "sweep_reasons.lua");
 script!(HEARTBEAT, "heartbeat.lua");
 script!(REQUEUE_DEAD, "requeue_dead.lua");
+script!(UNIQUE_ENQUEUE, "unique_enqueue.lua");
+script!(UNIQUE_RELEASE, "unique_release.lua");
