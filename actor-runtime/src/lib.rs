@@ -91,6 +91,8 @@ pub mod middleware;
 mod options;
 #[cfg(feature = "opentelemetry")]
 mod otel;
+#[cfg(feature = "periodic")]
+pub mod periodic;
 #[cfg(test)]
 mod proptests;
 pub mod rate_limits;

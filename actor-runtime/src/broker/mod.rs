@@ -34,7 +34,7 @@ use crate::actor::ActorFailure;
 use crate::error::{Error, Result};
 use crate::message::{canonical_queue, is_valid_queue_name, Message};
 
-#[cfg(any(feature = "cli", feature = "rabbitmq"))]
+#[cfg(any(feature = "cli", feature = "rabbitmq", feature = "periodic"))]
 pub(crate) use backend::human_duration;
 #[cfg(feature = "redis")]
 pub(crate) use backend::Wake;

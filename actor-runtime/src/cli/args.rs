@@ -158,6 +158,13 @@ pub(crate) enum Command {
     #[cfg(feature = "postgres")]
     #[command(subcommand)]
     Jobs(super::ops::records::JobsCommand),
+    /// Run the periodic jobs' scheduler until SIGTERM/SIGINT: sends each tick of every
+    /// declared schedule once, however many replicas run (Redis only).
+    #[cfg(feature = "periodic")]
+    Scheduler,
+    /// The declared periodic schedules, with their last and next run.
+    #[cfg(feature = "periodic")]
+    Schedules(OutputArgs),
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod faults;
 mod hostile_messages;
 mod interop;
 mod otel;
+mod periodic;
 mod rabbitmq;
 mod rabbitmq_cli;
 mod rabbitmq_interop;

@@ -39,6 +39,8 @@ mod enqueue;
 mod keys;
 mod maintenance;
 mod notify;
+#[cfg(feature = "periodic")]
+pub(crate) mod periodic;
 mod retry;
 mod scripts;
 mod unique;
