@@ -315,6 +315,13 @@ impl ScheduleDef {
 
 inventory::collect!(ScheduleDef);
 
+/// A schedule's message from its builder (generated code: a `send` that is not an actor's
+/// message builder is a type error at the user's expression).
+#[doc(hidden)]
+pub fn __message<A: crate::Actor>(builder: crate::MessageBuilder<A>) -> Result<Message> {
+    builder.build()
+}
+
 /// Declares a periodic job: a name, when (`cron = "..."` with an optional `tz = "..."`, or
 /// `every = "30s"`), an optional `backfill = "1h"` window, and the message to `send` (an
 /// actor's `message(...)` builder). See [`periodic`](crate::periodic).
@@ -372,7 +379,7 @@ macro_rules! __schedule {
     ($name:literal, $kind:literal, $spec:literal, [$($tz:literal)?], [$($backfill:literal)?], $send:expr) => {
         const _: () = {
             fn __actor_schedule_message() -> $crate::Result<$crate::Message> {
-                ($send).build()
+                $crate::periodic::__message($send)
             }
             $crate::__private::inventory::submit! {
                 $crate::periodic::ScheduleDef {

@@ -3,7 +3,7 @@
 //! [module docs](super)).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,8 @@ pub struct Scheduler {
     broker: Broker,
     schedules: Arc<Vec<Schedule>>,
     fired: Arc<AtomicU64>,
+    /// The server's clock at this scheduler's first pass.
+    started: Arc<OnceLock<u64>>,
 }
 
 /// A schedule with its last and next run, as the CLI's `schedules` lists them.
@@ -87,6 +89,7 @@ impl Scheduler {
             broker,
             schedules: Arc::new(schedules),
             fired: Arc::new(AtomicU64::new(0)),
+            started: Arc::new(OnceLock::new()),
         })
     }
 
@@ -117,6 +120,7 @@ impl Scheduler {
     pub async fn run_once(&self) -> Result<Duration> {
         let backend = self.backend();
         let now = backend.server_time().await?;
+        self.started.get_or_init(|| now);
         let names: Vec<&str> = self.schedules.iter().map(|s| s.name()).collect();
         let lasts = backend.periodic_last(&names).await?;
         let mut wait = MAX_WAIT;
@@ -129,8 +133,9 @@ impl Scheduler {
                     }
                     last.max(window_start)
                 }
-                // Never fired: start with the tick due now, if any.
-                None => now.saturating_sub(super::MIN_BACKFILL.as_millis() as u64),
+                // Never fired: start with the first tick after this scheduler started
+                // (nothing before it was missed).
+                None => (*self.started.get_or_init(|| now)).max(window_start),
             };
             let mut next = schedule.next_after(from);
             let mut sent = 0;

@@ -198,7 +198,7 @@ async fn missed_ticks_are_sent_within_the_backfill_window_and_older_ones_skipped
 }
 
 #[tokio::test]
-async fn a_schedule_that_never_ran_starts_with_the_next_tick() {
+async fn a_schedule_that_never_ran_starts_with_the_next_tick_and_sends_nothing_before() {
     let ns = namespace();
     let broker = broker(config(&ns));
     let hourly = Schedule::cron(
@@ -211,10 +211,9 @@ async fn a_schedule_that_never_ran_starts_with_the_next_tick() {
     let scheduler = Scheduler::new(broker.clone(), vec![hourly]).unwrap();
     let wait = scheduler.run_once().await.unwrap();
     let status = scheduler.status().await.unwrap();
-    // Unless the test runs in the first 5 s of an hour, nothing was due.
-    let ticks = queued_ticks(&ns, "periodic_fresh").await;
-    assert!(ticks.len() <= 1);
-    assert_eq!(status[0].last_run, ticks.first().copied());
+    // Nothing before its first start counts as missed.
+    assert!(queued_ticks(&ns, "periodic_fresh").await.is_empty());
+    assert_eq!(status[0].last_run, None);
     let next = status[0].next_run.unwrap();
     assert_eq!(
         next % 3_600_000,
@@ -222,6 +221,21 @@ async fn a_schedule_that_never_ran_starts_with_the_next_tick() {
         "on the hour (Paris is on whole hours from UTC)"
     );
     assert!(wait <= Duration::from_secs(30));
+    // Its first tick after the start is sent: an every-second schedule shows it in a pass
+    // at that tick.
+    let secondly = Schedule::every("secondly", Duration::from_secs(1), ping("periodic_fresh"));
+    let secondly = Scheduler::new(broker.clone(), vec![secondly.unwrap()]).unwrap();
+    let wait = secondly.run_once().await.unwrap();
+    assert!(queued_ticks(&ns, "periodic_fresh").await.is_empty());
+    assert!(wait <= Duration::from_secs(1), "{wait:?}");
+    tokio::time::sleep(wait).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while secondly.fired() == 0 {
+        assert!(Instant::now() < deadline, "the first tick was never sent");
+        let wait = secondly.run_once().await.unwrap();
+        tokio::time::sleep(wait.min(Duration::from_millis(5))).await;
+    }
+    assert_eq!(queued_ticks(&ns, "periodic_fresh").await.len(), 1);
     cleanup(&broker, 0).await;
 }
 

@@ -55,14 +55,14 @@ pub(super) async fn schedules(
     let when_width = rows.iter().map(|s| s.when.len()).max().unwrap_or(0).max(4);
     let _ = writeln!(
         out,
-        "{:<width$}  {:<when_width$}  {:<24}  {:<24}",
-        "SCHEDULE", "WHEN", "LAST RUN", "NEXT RUN"
+        "{:<width$}  {:<when_width$}  {:<20}  NEXT RUN",
+        "SCHEDULE", "WHEN", "LAST RUN"
     );
     let show = |t: Option<u64>| t.map_or_else(|| "-".to_owned(), utc);
     for s in &rows {
         let _ = writeln!(
             out,
-            "{:<width$}  {:<when_width$}  {:<24}  {:<24}",
+            "{:<width$}  {:<when_width$}  {:<20}  {}",
             s.name,
             s.when,
             show(s.last_run),
