@@ -344,6 +344,10 @@ impl Broker {
     /// as few round trips as the backend allows (the Redis backend: one script call per
     /// queue and 1000 messages). Returns them as stored, in order.
     ///
+    /// A batch holding a message with a `unique_key` is sent one message at a time, each as
+    /// [`enqueue`](Broker::enqueue) sends it (a duplicate comes back with its holder's id),
+    /// so an error may leave the messages before it stored.
+    ///
     /// ```
     /// use actor_runtime::{actor, Broker};
     ///

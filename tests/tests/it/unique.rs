@@ -272,3 +272,27 @@ async fn bad_unique_options_are_refused_and_store_nothing() {
     assert_eq!(broker.stats("unique_bad").await.unwrap().ready, 0);
     cleanup(&broker, 0).await;
 }
+
+#[tokio::test]
+async fn a_batch_with_unique_keys_stores_one_message_per_key() {
+    let broker = Broker::stub();
+    let keyed = |key: &str| {
+        let mut message = Message::new("unique_batch", "nobody", vec![]);
+        message.options.insert("unique_key".into(), key.into());
+        message
+    };
+    let batch = vec![
+        keyed("a"),
+        keyed("a"),
+        Message::new("unique_batch", "nobody", vec![]),
+        keyed("b"),
+    ];
+    let sent = broker.enqueue_batch(batch, None).await.unwrap();
+    assert_eq!(sent.len(), 4);
+    assert_eq!(
+        sent[1].message_id, sent[0].message_id,
+        "the duplicate names the holder"
+    );
+    assert_ne!(sent[3].message_id, sent[0].message_id);
+    assert_eq!(broker.stats("unique_batch").await.unwrap().ready, 3);
+}
