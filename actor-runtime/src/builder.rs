@@ -113,21 +113,21 @@ impl<A: Actor> MessageBuilder<A> {
     /// # });
     /// ```
     pub fn unique_key(self, key: impl Into<String>) -> Self {
-        self.option(crate::unique::UNIQUE_KEY, key.into())
+        self.option(crate::broker::UNIQUE_KEY, key.into())
     }
 
     /// How long the uniqueness key is held at most (so a crashed worker cannot lock it
     /// forever). Overrides the actor's `unique_ttl`; the default is
     /// [`DEFAULT_UNIQUE_TTL`](crate::unique::DEFAULT_UNIQUE_TTL).
     pub fn unique_ttl(self, ttl: Duration) -> Self {
-        self.option(crate::unique::UNIQUE_TTL, ttl.as_millis() as u64)
+        self.option(crate::broker::UNIQUE_TTL, ttl.as_millis() as u64)
     }
 
     /// The uniqueness key the actor's `unique_key` function computed (generated code).
     #[doc(hidden)]
     pub fn default_unique_key(mut self, key: impl fmt::Display) -> Self {
         self.options
-            .entry(crate::unique::UNIQUE_KEY)
+            .entry(crate::broker::UNIQUE_KEY)
             .or_insert_with(|| key.to_string().into());
         self
     }
@@ -148,10 +148,10 @@ impl<A: Actor> MessageBuilder<A> {
         message.kwargs = self.kwargs;
         message.options = self.options;
         if let Some(ttl) = A::OPTIONS.unique_ttl {
-            if message.options.contains_key(crate::unique::UNIQUE_KEY) {
+            if message.options.contains_key(crate::broker::UNIQUE_KEY) {
                 message
                     .options
-                    .entry(crate::unique::UNIQUE_TTL)
+                    .entry(crate::broker::UNIQUE_TTL)
                     .or_insert_with(|| ttl.into());
             }
         }

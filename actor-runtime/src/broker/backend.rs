@@ -122,7 +122,7 @@ pub trait Backend: Any + Send + Sync {
 
     /// The backend's uniqueness keys, where it can claim one atomically with storing a
     /// message (see [`unique`](crate::unique)).
-    fn unique_keys(&self) -> Option<&dyn crate::unique::UniqueKeys> {
+    fn unique_keys(&self) -> Option<&dyn crate::broker::UniqueKeys> {
         None
     }
 }

@@ -21,6 +21,7 @@ mod redact;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 mod stub;
+mod unique;
 
 use std::any::Any;
 use std::fmt;
@@ -55,6 +56,10 @@ pub(crate) use redact::redact_url;
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
 pub use stub::StubBackend;
+pub use unique::{
+    Claim, Sent, Unique, UniqueKeys, DEFAULT_UNIQUE_TTL, MAX_UNIQUE_KEY_LEN, MAX_UNIQUE_TTL,
+    UNIQUE_KEY, UNIQUE_TTL,
+};
 
 /// Where messages wait, and the hooks that run around them: a storage [`Backend`] (Redis in
 /// production, the in-memory [`StubBackend`] in tests) with its middleware stack.
@@ -262,15 +267,15 @@ impl Broker {
         &self,
         mut message: Message,
         delay: Option<Duration>,
-    ) -> Result<crate::unique::Sent> {
+    ) -> Result<unique::Sent> {
         // The one-message path of `enqueue_batch`, without its vectors: concurrent sends
         // (a web server's handlers) take it per message.
         let middleware = self.inner.middleware.with_enqueue_hooks();
         for m in middleware.iter() {
             m.before_enqueue(self, &mut message, delay).await?;
         }
-        if message.options.contains_key(crate::unique::UNIQUE_KEY) {
-            if let Some(unique) = crate::unique::Unique::of(&message)? {
+        if message.options.contains_key(unique::UNIQUE_KEY) {
+            if let Some(unique) = unique::Unique::of(&message)? {
                 return self.send_unique(message, delay, unique, &middleware).await;
             }
         }
@@ -287,7 +292,7 @@ impl Broker {
         for m in middleware.iter().rev() {
             m.after_enqueue(self, &message, delay).await;
         }
-        Ok(crate::unique::Sent {
+        Ok(unique::Sent {
             message,
             duplicate: false,
         })
@@ -299,10 +304,10 @@ impl Broker {
         &self,
         mut message: Message,
         delay: Option<Duration>,
-        unique: crate::unique::Unique,
+        unique: unique::Unique,
         middleware: &[Arc<dyn Middleware>],
-    ) -> Result<crate::unique::Sent> {
-        use crate::unique::{Claim, Sent};
+    ) -> Result<unique::Sent> {
+        use unique::{Claim, Sent};
         let keys = self.inner.backend.unique_keys().ok_or(Error::Unsupported {
             what: "sending a message with a `unique_key`",
             broker: self.kind(),
@@ -369,7 +374,7 @@ impl Broker {
     ) -> Result<Vec<Message>> {
         if messages
             .iter()
-            .any(|m| m.options.contains_key(crate::unique::UNIQUE_KEY))
+            .any(|m| m.options.contains_key(unique::UNIQUE_KEY))
         {
             // Each unique message is claimed and stored in a step of its own, in order.
             let mut sent = Vec::with_capacity(messages.len());

@@ -260,7 +260,7 @@ impl Backend for StubBackend {
         Ok(stored)
     }
 
-    fn unique_keys(&self) -> Option<&dyn crate::unique::UniqueKeys> {
+    fn unique_keys(&self) -> Option<&dyn crate::broker::UniqueKeys> {
         Some(self)
     }
 
@@ -528,13 +528,13 @@ impl Consumer for StubConsumer {
 }
 
 #[async_trait]
-impl crate::unique::UniqueKeys for StubBackend {
+impl crate::broker::UniqueKeys for StubBackend {
     async fn enqueue_unique(
         &self,
         message: Message,
-        unique: &crate::unique::Unique,
+        unique: &crate::broker::Unique,
         renew: bool,
-    ) -> Result<crate::unique::Claim> {
+    ) -> Result<crate::broker::Claim> {
         let now = std::time::Instant::now();
         let claimed = {
             let mut keys = self.inner.unique.lock().unwrap_or_else(|e| e.into_inner());
@@ -544,7 +544,7 @@ impl crate::unique::UniqueKeys for StubBackend {
                 .map(|(id, _)| id.clone());
             match holder {
                 Some(holder) if holder != message.message_id && !renew => {
-                    return Ok(crate::unique::Claim::Held { holder })
+                    return Ok(crate::broker::Claim::Held { holder })
                 }
                 Some(holder) if holder != message.message_id => false,
                 _ => {
@@ -558,7 +558,7 @@ impl crate::unique::UniqueKeys for StubBackend {
         match self.enqueue(vec![message]).await {
             Ok(mut stored) => stored
                 .pop()
-                .map(crate::unique::Claim::Stored)
+                .map(crate::broker::Claim::Stored)
                 .ok_or(Error::Closed),
             Err(err) => {
                 if claimed {

@@ -470,7 +470,7 @@ impl Backend for RedisBackend {
         Some(self)
     }
 
-    fn unique_keys(&self) -> Option<&dyn crate::unique::UniqueKeys> {
+    fn unique_keys(&self) -> Option<&dyn crate::broker::UniqueKeys> {
         Some(self)
     }
 

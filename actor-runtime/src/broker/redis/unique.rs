@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use super::conn::evalsha;
 use super::enqueue::prepare;
 use super::{scripts, RedisBackend};
+use crate::broker::{Claim, Unique, UniqueKeys};
 use crate::error::Result;
 use crate::message::Message;
-use crate::unique::{Claim, Unique, UniqueKeys};
 
 #[async_trait]
 impl UniqueKeys for RedisBackend {
