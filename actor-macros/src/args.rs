@@ -33,6 +33,8 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "on_retry_exhausted",
     "retry_when",
     "throws",
+    "unique_key",
+    "unique_ttl",
     "crate",
 ];
 
@@ -56,6 +58,8 @@ pub(crate) struct Args {
     pub(crate) on_retry_exhausted: Option<Callback>,
     pub(crate) retry_when: Option<Expr>,
     pub(crate) throws: Option<Vec<Type>>,
+    pub(crate) unique_key: Option<Expr>,
+    pub(crate) unique_ttl: Option<u64>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -178,6 +182,18 @@ impl Args {
                         expr,
                         "`retry_when` expects a function `fn(u32, &ActorFailure) -> bool`, \
                          e.g. `retry_when = should_retry`",
+                    ))
+                }
+            },
+            "unique_ttl" => self.unique_ttl = Some(duration(&expr, name)?),
+            "unique_key" => match expr {
+                Expr::Path(_) | Expr::Closure(_) => self.unique_key = Some(expr),
+                _ => {
+                    return Err(Error::new_spanned(
+                        expr,
+                        "`unique_key` expects a function taking the actor's arguments by \
+                         reference and returning the key (`impl Display`), \
+                         e.g. `unique_key = email_key`",
                     ))
                 }
             },

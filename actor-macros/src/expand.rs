@@ -96,6 +96,17 @@ fn expand(args: &Args, function: &ActorFn) -> TokenStream {
         call,
     } = handler(function, &private);
     let options = options(args, &private);
+    // The key is computed from the arguments by reference, before they are encoded; a
+    // function of the wrong signature is a type error at the user's path.
+    let (unique_key_let, unique_key_set) = match &args.unique_key {
+        Some(key_fn) => (
+            Some(quote_spanned! {key_fn.span()=>
+                let __actor_unique_key = (#key_fn)(#(&#idents),*);
+            }),
+            Some(quote!(.default_unique_key(__actor_unique_key))),
+        ),
+        None => (None, None),
+    };
     let rust_path = format!("::{}", function.name());
     let pipe = pipe_step(function, ident, &idents, &tys, vis, &private);
 
@@ -117,11 +128,13 @@ fn expand(args: &Args, function: &ActorFn) -> TokenStream {
             #[doc = #message_doc]
             #vis fn message(#(#idents: #tys),*) -> #private::MessageBuilder<#ident> {
                 #(#arg_checks)*
+                #unique_key_let
                 #private::MessageBuilder::new((|| {
                     #private::core::result::Result::Ok(#private::Vec::from([
                         #(#private::encode_arg::<#tys>(&#idents)?),*
                     ]))
                 })())
+                #unique_key_set
             }
 
             #[doc = #send_doc]
@@ -258,6 +271,7 @@ fn options(args: &Args, private: &TokenStream) -> TokenStream {
         ("time_limit", args.time_limit),
         ("max_age", args.max_age),
         ("result_ttl", args.result_ttl),
+        ("unique_ttl", args.unique_ttl),
     ];
     for (field, ms) in durations {
         if let Some(ms) = ms {

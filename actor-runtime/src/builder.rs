@@ -92,6 +92,46 @@ impl<A: Actor> MessageBuilder<A> {
         self
     }
 
+    /// At most one message with this key may wait or run at a time: while another holds it,
+    /// [`send`](Self::send) stores nothing and returns the holder's id
+    /// ([`Enqueued::is_duplicate`]). Overrides the actor's `unique_key`. See
+    /// [`unique`](crate::unique).
+    ///
+    /// ```
+    /// use actor_runtime::{actor, Broker};
+    ///
+    /// #[actor]
+    /// async fn rebuild_index(tenant: u64) {}
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let broker = Broker::stub();
+    /// let send = || rebuild_index::message(7).unique_key("index:7").broker(broker.clone()).send();
+    /// let first = send().await.unwrap();
+    /// let second = send().await.unwrap();
+    /// assert!(second.is_duplicate());
+    /// assert_eq!(second.message_id, first.message_id);
+    /// # });
+    /// ```
+    pub fn unique_key(self, key: impl Into<String>) -> Self {
+        self.option(crate::broker::UNIQUE_KEY, key.into())
+    }
+
+    /// How long the uniqueness key is held at most (so a crashed worker cannot lock it
+    /// forever). Overrides the actor's `unique_ttl`; the default is
+    /// [`DEFAULT_UNIQUE_TTL`](crate::unique::DEFAULT_UNIQUE_TTL).
+    pub fn unique_ttl(self, ttl: Duration) -> Self {
+        self.option(crate::broker::UNIQUE_TTL, ttl.as_millis() as u64)
+    }
+
+    /// The uniqueness key the actor's `unique_key` function computed (generated code).
+    #[doc(hidden)]
+    pub fn default_unique_key(mut self, key: impl fmt::Display) -> Self {
+        self.options
+            .entry(crate::broker::UNIQUE_KEY)
+            .or_insert_with(|| key.to_string().into());
+        self
+    }
+
     /// Send through `broker` instead of the global one.
     pub fn broker(mut self, broker: Broker) -> Self {
         self.broker = Some(broker);
@@ -107,6 +147,14 @@ impl<A: Actor> MessageBuilder<A> {
         let mut message = Message::new(A::QUEUE, A::NAME, args);
         message.kwargs = self.kwargs;
         message.options = self.options;
+        if let Some(ttl) = A::OPTIONS.unique_ttl {
+            if message.options.contains_key(crate::broker::UNIQUE_KEY) {
+                message
+                    .options
+                    .entry(crate::broker::UNIQUE_TTL)
+                    .or_insert_with(|| ttl.into());
+            }
+        }
         Ok(message)
     }
 
@@ -126,10 +174,11 @@ impl<A: Actor> MessageBuilder<A> {
         };
         let delay = self.delay;
         let message = self.build()?;
-        let message = broker.enqueue(message, delay).await?;
+        let sent = broker.send_message(message, delay).await?;
         Ok(Enqueued {
-            message,
+            message: sent.message,
             broker,
+            duplicate: sent.duplicate,
             actor: PhantomData,
         })
     }
@@ -139,6 +188,7 @@ impl<A: Actor> MessageBuilder<A> {
 pub struct Enqueued<A: Actor> {
     message: Message,
     broker: Broker,
+    duplicate: bool,
     actor: PhantomData<fn() -> A>,
 }
 
@@ -147,8 +197,15 @@ impl<A: Actor> Enqueued<A> {
         Enqueued {
             message,
             broker,
+            duplicate: false,
             actor: PhantomData,
         }
+    }
+
+    /// Whether another message held this one's uniqueness key, so nothing was enqueued and
+    /// this is that message's id (see [`unique`](crate::unique)).
+    pub fn is_duplicate(&self) -> bool {
+        self.duplicate
     }
 
     /// The message as stored.

@@ -228,6 +228,16 @@ pub enum Error {
         /// The most allowed.
         max: usize,
     },
+    /// A message option the runtime reads has a value it cannot use.
+    #[error("message {message_id}: invalid option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        option: &'static str,
+        /// The message's id.
+        message_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// `Result` with the runtime's [`Error`].

@@ -94,6 +94,8 @@ pub mod middleware;
 mod options;
 #[cfg(feature = "opentelemetry")]
 mod otel;
+#[cfg(feature = "periodic")]
+pub mod periodic;
 #[cfg(test)]
 mod proptests;
 pub mod rate_limits;
@@ -103,6 +105,7 @@ pub mod registry;
 pub mod results;
 pub mod testing;
 mod truncate;
+pub mod unique;
 pub mod worker;
 
 #[doc(hidden)]

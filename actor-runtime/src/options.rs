@@ -47,6 +47,9 @@ pub struct ActorOptions {
     pub throws: &'static [fn() -> &'static str],
     /// In a pipeline, do not append this actor's result to the next message's arguments.
     pub pipe_ignore: Option<bool>,
+    /// How long a message's uniqueness key is held at most, in ms (default 1 hour; see
+    /// [`unique`](crate::unique)).
+    pub unique_ttl: Option<u64>,
 }
 
 impl ActorOptions {
@@ -67,6 +70,7 @@ impl ActorOptions {
         retry_when: None,
         throws: &[],
         pipe_ignore: None,
+        unique_ttl: None,
     };
 
     /// Whether `failure` is of one of the `throws` types.

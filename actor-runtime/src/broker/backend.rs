@@ -119,6 +119,12 @@ pub trait Backend: Any + Send + Sync {
 
     /// Stops background tasks (heartbeats, maintenance).
     async fn close(&self) {}
+
+    /// The backend's uniqueness keys, where it can claim one atomically with storing a
+    /// message (see [`unique`](crate::unique)).
+    fn unique_keys(&self) -> Option<&dyn crate::broker::UniqueKeys> {
+        None
+    }
 }
 
 /// A backend that keeps dead-lettered messages where they can be listed, requeued and

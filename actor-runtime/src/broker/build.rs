@@ -7,8 +7,8 @@ use crate::middleware::default_middleware;
 
 impl Broker {
     /// A broker over `backend` with Dramatiq's default middleware: [`AgeLimit`],
-    /// [`TimeLimit`], [`ShutdownNotifications`], [`Callbacks`], [`Pipelines`], [`Retries`]
-    /// (see [`Broker::with_middleware`] for another stack).
+    /// [`TimeLimit`], [`ShutdownNotifications`], [`Callbacks`], [`Pipelines`], [`Retries`],
+    /// then [`UniqueJobs`](crate::unique::UniqueJobs) (see [`Broker::with_middleware`] for another stack).
     ///
     /// [`AgeLimit`]: crate::middleware::AgeLimit
     /// [`TimeLimit`]: crate::middleware::TimeLimit

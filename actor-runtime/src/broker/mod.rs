@@ -21,6 +21,7 @@ mod redact;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 mod stub;
+mod unique;
 
 use std::any::Any;
 use std::fmt;
@@ -34,7 +35,7 @@ use crate::actor::ActorFailure;
 use crate::error::{Error, Result};
 use crate::message::{canonical_queue, is_valid_queue_name, Message};
 
-#[cfg(any(feature = "cli", feature = "rabbitmq"))]
+#[cfg(any(feature = "cli", feature = "rabbitmq", feature = "periodic"))]
 pub(crate) use backend::human_duration;
 #[cfg(feature = "redis")]
 pub(crate) use backend::Wake;
@@ -55,6 +56,10 @@ pub(crate) use redact::redact_url;
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
 pub use stub::StubBackend;
+pub use unique::{
+    Claim, Sent, Unique, UniqueKeys, DEFAULT_UNIQUE_TTL, MAX_UNIQUE_KEY_LEN, MAX_UNIQUE_TTL,
+    UNIQUE_KEY, UNIQUE_TTL,
+};
 
 /// Where messages wait, and the hooks that run around them: a storage [`Backend`] (Redis in
 /// production, the in-memory [`StubBackend`] in tests) with its middleware stack.
@@ -231,12 +236,48 @@ impl Broker {
     ///
     /// A delay longer than [`MAX_DELAY`](crate::message::MAX_DELAY) is refused with
     /// [`Error::DelayTooLong`]; an invalid queue name with [`Error::InvalidQueueName`].
-    pub async fn enqueue(&self, mut message: Message, delay: Option<Duration>) -> Result<Message> {
+    ///
+    /// A message with a `unique_key` option (see [`unique`](crate::unique)) whose key another
+    /// message holds is not stored: the message is returned with the holder's id
+    /// ([`send_message`](Broker::send_message) also says that it was a duplicate).
+    pub async fn enqueue(&self, message: Message, delay: Option<Duration>) -> Result<Message> {
+        Ok(self.send_message(message, delay).await?.message)
+    }
+
+    /// [`enqueue`](Broker::enqueue), telling whether the message was a duplicate: another
+    /// message held its uniqueness key, so nothing was stored and the returned message
+    /// carries the holder's id.
+    ///
+    /// ```
+    /// use actor_runtime::{Broker, Message};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let broker = Broker::stub();
+    /// let mut message = Message::new("default", "sync_account", vec![42.into()]);
+    /// message.options.insert("unique_key".into(), "account:42".into());
+    /// let first = broker.send_message(message.clone(), None).await.unwrap();
+    /// let mut again = message.clone();
+    /// again.message_id = "another".into();
+    /// let second = broker.send_message(again, None).await.unwrap();
+    /// assert!(!first.duplicate && second.duplicate);
+    /// assert_eq!(second.message.message_id, first.message.message_id);
+    /// # });
+    /// ```
+    pub async fn send_message(
+        &self,
+        mut message: Message,
+        delay: Option<Duration>,
+    ) -> Result<unique::Sent> {
         // The one-message path of `enqueue_batch`, without its vectors: concurrent sends
         // (a web server's handlers) take it per message.
         let middleware = self.inner.middleware.with_enqueue_hooks();
         for m in middleware.iter() {
             m.before_enqueue(self, &mut message, delay).await?;
+        }
+        if message.options.contains_key(unique::UNIQUE_KEY) {
+            if let Some(unique) = unique::Unique::of(&message)? {
+                return self.send_unique(message, delay, unique, &middleware).await;
+            }
         }
         #[cfg(feature = "opentelemetry")]
         let send = crate::otel::start_send(&mut message, self.kind());
@@ -251,12 +292,66 @@ impl Broker {
         for m in middleware.iter().rev() {
             m.after_enqueue(self, &message, delay).await;
         }
-        Ok(message)
+        Ok(unique::Sent {
+            message,
+            duplicate: false,
+        })
+    }
+
+    /// The rest of [`send_message`](Broker::send_message) for a message with a uniqueness
+    /// key: claimed and stored in one step by the backend.
+    async fn send_unique(
+        &self,
+        mut message: Message,
+        delay: Option<Duration>,
+        unique: unique::Unique,
+        middleware: &[Arc<dyn Middleware>],
+    ) -> Result<unique::Sent> {
+        use unique::{Claim, Sent};
+        let keys = self.inner.backend.unique_keys().ok_or(Error::Unsupported {
+            what: "sending a message with a `unique_key`",
+            broker: self.kind(),
+        })?;
+        // A retry of the key's holder (the worker re-enqueues it with `retries` set) keeps
+        // the key and is never refused.
+        let renew = message.retries() > 0;
+        #[cfg(feature = "opentelemetry")]
+        let send = crate::otel::start_send(&mut message, self.kind());
+        let original = message.clone();
+        let claimed = keys
+            .enqueue_unique(ready_to_store(message, delay)?, &unique, renew)
+            .await;
+        #[cfg(feature = "opentelemetry")]
+        send.finish(&claimed);
+        match claimed? {
+            Claim::Stored(message) => {
+                for m in middleware.iter().rev() {
+                    m.after_enqueue(self, &message, delay).await;
+                }
+                Ok(Sent {
+                    message,
+                    duplicate: false,
+                })
+            }
+            Claim::Held { holder } => {
+                tracing::debug!(key = %unique.key, holder = %holder, "duplicate of a unique message; not enqueued");
+                message = original;
+                message.message_id = holder;
+                Ok(Sent {
+                    message,
+                    duplicate: true,
+                })
+            }
+        }
     }
 
     /// Enqueues many messages at once, running the middleware's enqueue hooks for each, in
     /// as few round trips as the backend allows (the Redis backend: one script call per
     /// queue and 1000 messages). Returns them as stored, in order.
+    ///
+    /// A batch holding a message with a `unique_key` is sent one message at a time, each as
+    /// [`enqueue`](Broker::enqueue) sends it (a duplicate comes back with its holder's id),
+    /// so an error may leave the messages before it stored.
     ///
     /// ```
     /// use actor_runtime::{actor, Broker};
@@ -277,6 +372,17 @@ impl Broker {
         mut messages: Vec<Message>,
         delay: Option<Duration>,
     ) -> Result<Vec<Message>> {
+        if messages
+            .iter()
+            .any(|m| m.options.contains_key(unique::UNIQUE_KEY))
+        {
+            // Each unique message is claimed and stored in a step of its own, in order.
+            let mut sent = Vec::with_capacity(messages.len());
+            for message in messages {
+                sent.push(self.enqueue(message, delay).await?);
+            }
+            return Ok(sent);
+        }
         let middleware = self.inner.middleware.with_enqueue_hooks();
         if !middleware.is_empty() {
             for message in &mut messages {

@@ -51,6 +51,8 @@ struct Inner {
     /// Woken on every change, for `join`.
     changed: Notify,
     next_id: AtomicU64,
+    /// Uniqueness keys: key -> (holder's message id, expiry).
+    unique: Mutex<HashMap<String, (String, std::time::Instant)>>,
 }
 
 #[derive(Debug, Default)]
@@ -256,6 +258,10 @@ impl Backend for StubBackend {
         }
         self.inner.changed.notify_waiters();
         Ok(stored)
+    }
+
+    fn unique_keys(&self) -> Option<&dyn crate::broker::UniqueKeys> {
+        Some(self)
     }
 
     fn dead_letters(&self) -> Option<&dyn DeadLetters> {
@@ -518,5 +524,66 @@ impl Consumer for StubConsumer {
             }
             q.wake.wake();
         })
+    }
+}
+
+#[async_trait]
+impl crate::broker::UniqueKeys for StubBackend {
+    async fn enqueue_unique(
+        &self,
+        message: Message,
+        unique: &crate::broker::Unique,
+        renew: bool,
+    ) -> Result<crate::broker::Claim> {
+        let now = std::time::Instant::now();
+        let claimed = {
+            let mut keys = self.inner.unique.lock().unwrap_or_else(|e| e.into_inner());
+            let holder = keys
+                .get(&unique.key)
+                .filter(|(_, expiry)| *expiry > now)
+                .map(|(id, _)| id.clone());
+            match holder {
+                Some(holder) if holder != message.message_id && !renew => {
+                    return Ok(crate::broker::Claim::Held { holder })
+                }
+                Some(holder) if holder != message.message_id => false,
+                _ => {
+                    let claim = (message.message_id.clone(), now + unique.ttl);
+                    keys.insert(unique.key.clone(), claim);
+                    true
+                }
+            }
+        };
+        let id = message.message_id.clone();
+        match self.enqueue(vec![message]).await {
+            Ok(mut stored) => stored
+                .pop()
+                .map(crate::broker::Claim::Stored)
+                .ok_or(Error::Closed),
+            Err(err) => {
+                if claimed {
+                    self.release(&unique.key, &id).await?;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn release(&self, key: &str, message_id: &str) -> Result<bool> {
+        let mut keys = self.inner.unique.lock().unwrap_or_else(|e| e.into_inner());
+        let held = keys.get(key).is_some_and(|(id, _)| id == message_id);
+        if held {
+            keys.remove(key);
+        }
+        Ok(held)
+    }
+
+    async fn holder(&self, key: &str) -> Result<Option<String>> {
+        let keys = self.inner.unique.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        Ok(keys
+            .get(key)
+            .filter(|(_, expiry)| *expiry > now)
+            .map(|(id, _)| id.clone()))
     }
 }

@@ -171,6 +171,13 @@ pub(crate) enum Command {
     /// found (finished already, or unknown: the broker cannot tell) or dead-lettered.
     #[cfg(feature = "redis")]
     Cancel(super::cancel::CancelArgs),
+    /// Run the periodic jobs' scheduler until SIGTERM/SIGINT: sends each tick of every
+    /// declared schedule once, however many replicas run (Redis only).
+    #[cfg(feature = "periodic")]
+    Scheduler,
+    /// The declared periodic schedules, with their last and next run.
+    #[cfg(feature = "periodic")]
+    Schedules(OutputArgs),
 }
 
 #[derive(Debug, Args)]

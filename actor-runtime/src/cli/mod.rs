@@ -342,7 +342,12 @@ fn dispatch(cli: Cli) -> Exit {
         Ok(format) => (format, Vec::new()),
         Err(settings::SettingsError(problems)) => (args::LogFormat::Text, problems),
     };
-    let operator = cli.command.is_some();
+    // The scheduler is a service, not a one-shot command: it logs what it sends.
+    #[cfg(feature = "periodic")]
+    let service = matches!(cli.command, Some(args::Command::Scheduler));
+    #[cfg(not(feature = "periodic"))]
+    let service = false;
+    let operator = cli.command.is_some() && !service;
     let role = match (operator, worker_index) {
         (true, _) => None,
         (false, Some(index)) => Some(format!("worker {index}")),

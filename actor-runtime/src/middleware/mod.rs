@@ -3,7 +3,7 @@
 //! A [`Broker`](crate::Broker) holds an ordered stack ([`Middlewares`]); `before_*` hooks
 //! run in order and `after_*` hooks in reverse, each given the broker. The default stack is
 //! Dramatiq's: [`AgeLimit`], [`TimeLimit`], [`ShutdownNotifications`], [`Callbacks`],
-//! [`Pipelines`], [`Retries`]. Write your own by implementing [`Middleware`] (with
+//! [`Pipelines`], [`Retries`], then ours, [`UniqueJobs`]. Write your own by implementing [`Middleware`] (with
 //! [`async_trait`](macro@async_trait)) and adding it with [`Broker::add_middleware`](crate::Broker::add_middleware).
 
 mod age_limit;
@@ -14,6 +14,7 @@ mod prometheus;
 mod retries;
 mod shutdown;
 mod time_limit;
+mod unique;
 
 use std::sync::Arc;
 
@@ -30,8 +31,10 @@ pub use prometheus::{Prometheus, DURATION_BUCKETS_MS, MAX_LABEL_SETS, SIZE_BUCKE
 pub use retries::{compute_backoff, Retries};
 pub use shutdown::ShutdownNotifications;
 pub use time_limit::TimeLimit;
+pub use unique::UniqueJobs;
 
-/// Dramatiq's default stack, in its order.
+/// Dramatiq's default stack, in its order, then [`UniqueJobs`]
+/// (which releases uniqueness keys, and costs nothing to messages without one).
 pub fn default_middleware() -> Vec<Arc<dyn Middleware>> {
     vec![
         Arc::new(AgeLimit::default()),
@@ -40,5 +43,6 @@ pub fn default_middleware() -> Vec<Arc<dyn Middleware>> {
         Arc::new(Callbacks),
         Arc::new(Pipelines),
         Arc::new(Retries::default()),
+        Arc::new(UniqueJobs),
     ]
 }

@@ -127,3 +127,11 @@ fn main() -> ExitCode {
         })
         .run()
 }
+
+// Every second: the periodic jobs' CLI tests run `scheduler` replicas and count the ticks
+// in the `cli` queue (no worker consumes it there).
+actor_runtime::schedule!(
+    name = "cli-every-second",
+    every = "1s",
+    send = cli_record::message("tick".into()),
+);

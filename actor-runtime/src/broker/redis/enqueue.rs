@@ -21,9 +21,9 @@ const CALLS_IN_FLIGHT: usize = 2;
 
 /// A message ready to store: its list (a queue or a `.DQ`), id and payload.
 pub(crate) struct Prepared {
-    queue: String,
-    id: String,
-    payload: Vec<u8>,
+    pub(crate) queue: String,
+    pub(crate) id: String,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// The coalescer of a broker's single enqueues. Errors are shared by a call's messages.
@@ -78,7 +78,7 @@ pub(crate) async fn enqueue_one(shared: &Arc<Shared>, message: Message) -> Resul
 }
 
 /// Declares the message's queue and gives it its id.
-fn prepare(shared: &Shared, mut message: Message) -> Result<(Prepared, Message)> {
+pub(crate) fn prepare(shared: &Shared, mut message: Message) -> Result<(Prepared, Message)> {
     shared.declare(canonical_queue(&message.queue_name))?;
     let id = new_message_id();
     message

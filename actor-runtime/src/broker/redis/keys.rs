@@ -23,6 +23,11 @@ impl Keys {
         format!("{}:__heartbeats__", self.ns)
     }
 
+    /// `{ns}:__unique__.{key}`: the id of the message holding uniqueness key `key`.
+    pub(crate) fn unique(&self, key: &str) -> String {
+        format!("{}:__unique__.{key}", self.ns)
+    }
+
     /// The list of `queue` (which may be a `.DQ` name).
     pub(crate) fn list(&self, queue: &str) -> String {
         format!("{}:{queue}", self.ns)

@@ -41,8 +41,11 @@ pub(crate) use find::{Found, Place};
 mod keys;
 mod maintenance;
 mod notify;
+#[cfg(feature = "periodic")]
+pub(crate) mod periodic;
 mod retry;
 mod scripts;
+mod unique;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -473,6 +476,10 @@ impl Backend for RedisBackend {
     }
 
     fn workers(&self) -> Option<&dyn Workers> {
+        Some(self)
+    }
+
+    fn unique_keys(&self) -> Option<&dyn crate::broker::UniqueKeys> {
         Some(self)
     }
 

@@ -30,3 +30,7 @@ script!(PURGE_DEAD, "purge_dead.lua");
 script!(SWEEP_REASONS, "sweep_reasons.lua");
 script!(HEARTBEAT, "heartbeat.lua");
 script!(REQUEUE_DEAD, "requeue_dead.lua");
+script!(UNIQUE_ENQUEUE, "unique_enqueue.lua");
+script!(UNIQUE_RELEASE, "unique_release.lua");
+#[cfg(feature = "periodic")]
+script!(PERIODIC_FIRE, "periodic_fire.lua");

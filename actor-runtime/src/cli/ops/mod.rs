@@ -1,5 +1,5 @@
 //! Operator commands: `enqueue`, `queues`, `dead-letters list|requeue|purge`, `actors`,
-//! `check`.
+//! `check`; with feature `periodic`, `scheduler` and `schedules`.
 //! Text for people, `--json` for machines; output goes to stdout, logs to stderr.
 
 use std::io::Write;
@@ -17,6 +17,8 @@ mod dead_letters;
 mod queues;
 #[cfg(feature = "postgres")]
 pub(crate) mod records;
+#[cfg(feature = "periodic")]
+mod schedules;
 
 use check::check;
 use dead_letters::{list_dead, purge_dead, requeue_dead};
@@ -121,6 +123,10 @@ pub(crate) async fn execute(
         }
         #[cfg(feature = "redis")]
         Command::Cancel(args) => super::cancel::cancel(broker, args, out).await,
+        #[cfg(feature = "periodic")]
+        Command::Scheduler => schedules::run_scheduler(broker).await,
+        #[cfg(feature = "periodic")]
+        Command::Schedules(output) => schedules::schedules(broker, output.json, out).await,
     }
 }
 
