@@ -210,6 +210,10 @@ pub enum Error {
         /// The most allowed.
         max: usize,
     },
+    /// An argument an operator gave is not one the broker can use (a page cursor it did
+    /// not make).
+    #[error("{0}")]
+    InvalidArgument(String),
 }
 
 /// `Result` with the runtime's [`Error`].

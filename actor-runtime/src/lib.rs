@@ -82,6 +82,8 @@ mod builder;
 #[cfg(all(feature = "cli", unix))]
 pub mod cli;
 pub mod composition;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 mod duration;
 pub mod error;
 mod failure;

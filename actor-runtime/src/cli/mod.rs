@@ -39,6 +39,8 @@
 
 mod args;
 mod child;
+#[cfg(feature = "dashboard")]
+mod dashboard;
 mod logging;
 mod metrics;
 mod ops;
@@ -336,6 +338,9 @@ fn dispatch(cli: Cli) -> Exit {
         Err(settings::SettingsError(problems)) => (args::LogFormat::Text, problems),
     };
     let operator = cli.command.is_some();
+    // A server logs what it does (who requeued what), at info.
+    #[cfg(feature = "dashboard")]
+    let operator = operator && !matches!(cli.command, Some(args::Command::Dashboard(_)));
     let role = match (operator, worker_index) {
         (true, _) => None,
         (false, Some(index)) => Some(format!("worker {index}")),

@@ -61,6 +61,11 @@ impl Keys {
         format!("{}:*.XQ", glob_escape(&self.ns))
     }
 
+    /// Matches every payload hash of the namespace (`q.msgs`, `q.DQ.msgs`, `q.XQ.msgs`).
+    pub(crate) fn msgs_pattern(&self) -> String {
+        format!("{}:*.msgs", glob_escape(&self.ns))
+    }
+
     /// Matches every queue's dead-letter reasons hash in the namespace.
     pub(crate) fn dead_letter_reasons_pattern(&self) -> String {
         format!("{}:*.XQ.reasons", glob_escape(&self.ns))
@@ -72,6 +77,18 @@ impl Keys {
             .strip_prefix(':')?
             .strip_suffix(".XQ")
             .filter(|q| !q.is_empty())
+    }
+
+    /// `{ns}:__paused__`: SET of the canonical queues our workers do not fetch from. Ours
+    /// only: Python workers do not read it.
+    pub(crate) fn paused(&self) -> String {
+        format!("{}:__paused__", self.ns)
+    }
+
+    /// `{ns}:__activity__.{minute_ms}`: HASH `processed`, `failed` -> what the workers
+    /// reported for the minute starting at `minute_ms`. Ours only; expires after 2 hours.
+    pub(crate) fn activity(&self, minute_ms: u64) -> String {
+        format!("{}:__activity__.{minute_ms}", self.ns)
     }
 
     /// The keys of canonical queue `queue` as seen by `worker`.

@@ -40,7 +40,12 @@ pub(crate) async fn heartbeat_loop(shared: Weak<Shared>, stop: CancellationToken
         };
         let beat = conn.eval_on::<i64>("heartbeat", &mut manager, &HEARTBEAT, &cmd);
         let wait = match beat.await.map(drop) {
-            Ok(()) => interval,
+            Ok(()) => {
+                if let Some(shared) = shared.upgrade() {
+                    super::inspect::report_activity(&shared, &mut manager).await;
+                }
+                interval
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "heartbeat failed; retrying shortly");
                 interval.min(Duration::from_secs(1))

@@ -30,3 +30,4 @@ script!(PURGE_DEAD, "purge_dead.lua");
 script!(SWEEP_REASONS, "sweep_reasons.lua");
 script!(HEARTBEAT, "heartbeat.lua");
 script!(REQUEUE_DEAD, "requeue_dead.lua");
+script!(DELETE_LISTED, "delete_listed.lua");

@@ -35,6 +35,11 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
         Command::Jobs(jobs) => return records::jobs(jobs),
         other => other,
     };
+    #[cfg(feature = "dashboard")]
+    let command = match command {
+        Command::Dashboard(args) => return super::dashboard::run(args),
+        other => other,
+    };
     if let Command::Actors(output) = &command {
         let mut out = std::io::stdout().lock();
         print_actors(registry, output.json, &mut out).map_err(io_failure)?;
@@ -119,6 +124,8 @@ pub(crate) async fn execute(
         Command::Migrate(_) | Command::Jobs(_) => {
             Err(Failure::usage("`migrate` and `jobs` run on their own"))
         }
+        #[cfg(feature = "dashboard")]
+        Command::Dashboard(_) => Err(Failure::usage("`dashboard` runs on its own")),
     }
 }
 

@@ -1,0 +1,1 @@
+//! Job pages: see below.
