@@ -55,39 +55,61 @@ pub(crate) async fn overview(AxumState(ctx): AxumState<State>) -> Response {
     );
 
     body.push_str("<h2 id=\"queues\">Queues</h2>");
-    if names.is_empty() {
-        body.push_str("<p>No queue holds messages yet.</p>");
-    } else {
-        body.push_str(
-            "<div class=\"table\"><table aria-labelledby=\"queues\"><thead><tr><th>Queue</th>\
-             <th class=\"n\">Ready</th><th class=\"n\">Delayed</th><th class=\"n\">In flight</th>\
-             <th class=\"n\">Dead</th><th>State</th></tr></thead><tbody>",
-        );
-        for name in &names {
-            let counts = match ctx.broker.stats(name).await {
-                Ok(s) => [s.ready, s.delayed, s.in_flight, s.dead]
+    // Queues holding messages (or paused) first; idle ones folded away below.
+    let (mut busy, mut idle) = (String::new(), String::new());
+    let mut idle_count = 0;
+    for name in &names {
+        let (counts, empty) = match ctx.broker.stats(name).await {
+            Ok(s) => (
+                [s.ready, s.delayed, s.in_flight, s.dead]
                     .iter()
                     .map(|n| format!("<td class=\"n\">{n}</td>"))
                     .collect::<String>(),
-                Err(err) => format!(
+                s.ready + s.delayed + s.in_flight + s.dead == 0,
+            ),
+            Err(err) => (
+                format!(
                     "<td colspan=\"4\" class=\"muted\">{}</td>",
                     esc(&err.to_string())
                 ),
-            };
-            let state = if paused.contains(name) {
-                "<span class=\"badge bad\">paused</span>"
-            } else {
-                "<span class=\"muted\">consuming</span>"
-            };
-            let _ = write!(
-                body,
-                "<tr><td><a href=\"{}queues/{}\">{}</a></td>{counts}<td>{state}</td></tr>",
-                esc(&ctx.base),
-                url(name),
-                esc(name)
-            );
+                false,
+            ),
+        };
+        let is_paused = paused.contains(name);
+        let state = if is_paused {
+            "<span class=\"badge bad\">paused</span>"
+        } else {
+            "<span class=\"muted\">consuming</span>"
+        };
+        let row = format!(
+            "<tr><td><a href=\"{}queues/{}\">{}</a></td>{counts}<td>{state}</td></tr>",
+            esc(&ctx.base),
+            url(name),
+            esc(name)
+        );
+        if empty && !is_paused {
+            idle.push_str(&row);
+            idle_count += 1;
+        } else {
+            busy.push_str(&row);
         }
-        body.push_str("</tbody></table></div>");
+    }
+    let head = "<thead><tr><th>Queue</th><th class=\"n\">Ready</th><th class=\"n\">Delayed</th>\
+                <th class=\"n\">In flight</th><th class=\"n\">Dead</th><th>State</th></tr></thead>";
+    if busy.is_empty() {
+        body.push_str("<p>No queue holds messages.</p>");
+    } else {
+        let _ = write!(
+            body,
+            "<div class=\"table\"><table aria-labelledby=\"queues\">{head}<tbody>{busy}</tbody></table></div>"
+        );
+    }
+    if idle_count > 0 {
+        let _ = write!(
+            body,
+            "<details><summary>{idle_count} empty queue{}</summary><div class=\"table\"><table>{head}<tbody>{idle}</tbody></table></div></details>",
+            if idle_count == 1 { "" } else { "s" }
+        );
     }
 
     body.push_str("<h2 id=\"activity-title\">Last hour</h2>");
