@@ -17,8 +17,8 @@ use super::State;
 use crate::broker::MessageState;
 use crate::message::is_valid_queue_name;
 
-/// A page of the bulk actions' scan.
-const SCAN_PAGE: usize = 1000;
+/// A page of the bulk actions' scan: large, as a Redis `LRANGE` page costs its offset too.
+const SCAN_PAGE: usize = 10_000;
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ActionForm {
@@ -161,8 +161,8 @@ async fn choose(
     let inspect = ctx.broker.backend().inspect();
     if !bulk {
         let id = form.id.clone().unwrap_or_default();
-        // The message id, for the records, where the broker can tell it.
-        if state == MessageState::Dead {
+        // The message id, for the job records (only then: it reads every dead letter).
+        if state == MessageState::Dead && ctx.jobs_enabled() {
             if let Ok(dead) = ctx.broker.dead_letters(queue, i64::MAX as usize).await {
                 if let Some(m) = dead
                     .into_iter()
