@@ -11,7 +11,7 @@ use crate::dashboard::{Auth, Dashboard};
 #[derive(Debug, Args)]
 pub(crate) struct DashboardArgs {
     /// Listen on this address; a non-loopback one needs DASHBOARD_TOKEN or
-    /// DASHBOARD_USER/DASHBOARD_PASSWORD [env: DASHBOARD_ADDR].
+    /// DASHBOARD_USER/DASHBOARD_PASSWORD.
     #[arg(
         long,
         value_name = "ADDR",
