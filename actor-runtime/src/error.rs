@@ -238,6 +238,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An argument an operator gave is not one the broker can use (a page cursor it did
+    /// not make).
+    #[error("{0}")]
+    InvalidArgument(String),
 }
 
 /// `Result` with the runtime's [`Error`].

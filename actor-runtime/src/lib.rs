@@ -84,6 +84,8 @@ pub mod cancel;
 #[cfg(all(feature = "cli", unix))]
 pub mod cli;
 pub mod composition;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 mod duration;
 pub mod error;
 mod failure;

@@ -125,6 +125,23 @@ pub trait Backend: Any + Send + Sync {
     fn unique_keys(&self) -> Option<&dyn crate::broker::UniqueKeys> {
         None
     }
+
+    /// The backend's view into its queues' messages, where it can list them without
+    /// consuming them.
+    fn inspect(&self) -> Option<&dyn super::Inspect> {
+        None
+    }
+
+    /// The backend's store of paused queues, which its consumers honour.
+    fn pause(&self) -> Option<&dyn super::Pause> {
+        None
+    }
+
+    /// Where workers count what they process, for the backend to report with its
+    /// heartbeats (see [`Inspect::activity`](super::Inspect::activity)).
+    fn activity_counter(&self) -> Option<std::sync::Arc<super::ActivityCounter>> {
+        None
+    }
 }
 
 /// A backend that keeps dead-lettered messages where they can be listed, requeued and

@@ -14,6 +14,7 @@ mod backend;
 mod build;
 mod context;
 mod global;
+mod inspect;
 #[cfg(feature = "rabbitmq")]
 pub(crate) mod rabbitmq;
 #[cfg(any(feature = "redis", feature = "rabbitmq"))]
@@ -49,6 +50,11 @@ pub(crate) use build::{choose, Choice};
 pub use context::{CancelFlag, Fate, MessageContext, Shutdown, Skip};
 pub(crate) use global::{enter_scope, enter_scope_sync, is_production, scoped};
 pub use global::{environment_is_production, get_broker, set_broker, with_broker};
+#[cfg_attr(not(feature = "redis"), allow(unused_imports))]
+pub(crate) use inspect::{minute_of, offset_cursor};
+pub use inspect::{
+    ActivityCounter, ActivityMinute, Inspect, ListedMessage, MessagePage, MessageState, Pause,
+};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{QueueType, RabbitmqBackend, RabbitmqConfig};
 #[cfg(any(feature = "redis", feature = "rabbitmq"))]

@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::message::{canonical_queue, is_valid_queue_name, now_ms, Message};
 use crate::truncate::truncate;
 
+mod inspect;
+
 /// An in-memory backend with the Redis backend's semantics: FIFO queues, delayed messages,
 /// unacked messages kept until ack, dead letters, per-queue counts. [`Broker::stub`](crate::Broker::stub)
 /// wraps one.
@@ -53,6 +55,10 @@ struct Inner {
     next_id: AtomicU64,
     /// Uniqueness keys: key -> (holder's message id, expiry).
     unique: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// What workers processed, not yet added to `minutes`.
+    activity: Arc<super::ActivityCounter>,
+    /// Minute start (ms) -> (processed, failed).
+    minutes: Mutex<BTreeMap<u64, (u64, u64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +70,8 @@ struct QueueState {
     dead: Vec<StubDeadLetter>,
     /// Woken when messages become ready.
     wake: Arc<Wake>,
+    /// Consumers fetch nothing while set.
+    paused: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +276,18 @@ impl Backend for StubBackend {
         Some(self)
     }
 
+    fn inspect(&self) -> Option<&dyn super::Inspect> {
+        Some(self)
+    }
+
+    fn pause(&self) -> Option<&dyn super::Pause> {
+        Some(self)
+    }
+
+    fn activity_counter(&self) -> Option<Arc<super::ActivityCounter>> {
+        Some(self.inner.activity.clone())
+    }
+
     async fn consume(&self, queue: &str, _prefetch: usize) -> Result<Box<dyn Consumer>> {
         self.declare_queue(queue).await?;
         let queue = canonical_queue(queue);
@@ -457,7 +477,7 @@ impl Consumer for StubConsumer {
                 let q = Inner::queue(&mut state, &self.queue)?;
                 promote_due(q, now_ms());
                 let (mut batch, mut taken) = (Vec::new(), 0usize);
-                while batch.len() < max {
+                while batch.len() < max && !q.paused {
                     let Some(size) = q.ready.front().map(|(_, bytes)| bytes.len()) else {
                         break;
                     };

@@ -178,6 +178,11 @@ pub(crate) enum Command {
     /// The declared periodic schedules, with their last and next run.
     #[cfg(feature = "periodic")]
     Schedules(OutputArgs),
+    /// Serve the web dashboard: queues, workers, dead letters, and job history with
+    /// DATABASE_URL (feature `postgres`). Access: DASHBOARD_TOKEN, or DASHBOARD_USER and
+    /// DASHBOARD_PASSWORD; without them only on a loopback address.
+    #[cfg(feature = "dashboard")]
+    Dashboard(super::dashboard::DashboardArgs),
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,8 @@ mod args;
 #[cfg(feature = "redis")]
 mod cancel;
 mod child;
+#[cfg(feature = "dashboard")]
+mod dashboard;
 mod logging;
 mod metrics;
 mod ops;
@@ -347,6 +349,9 @@ fn dispatch(cli: Cli) -> Exit {
     let service = matches!(cli.command, Some(args::Command::Scheduler));
     #[cfg(not(feature = "periodic"))]
     let service = false;
+    // A server logs what it does (who requeued what), at info.
+    #[cfg(feature = "dashboard")]
+    let service = service || matches!(cli.command, Some(args::Command::Dashboard(_)));
     let operator = cli.command.is_some() && !service;
     let role = match (operator, worker_index) {
         (true, _) => None,

@@ -12,10 +12,16 @@ use super::{Records, RecordsError};
 /// assert_eq!(name, "0001_job_executions");
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS job_executions"));
 /// ```
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_job_executions",
-    include_str!("../../migrations/0001_job_executions.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_job_executions",
+        include_str!("../../migrations/0001_job_executions.sql"),
+    ),
+    (
+        "0002_job_links",
+        include_str!("../../migrations/0002_job_links.sql"),
+    ),
+];
 
 /// Serialises concurrent migrations (several workers starting at once): any constant of
 /// our own, the same in every process.

@@ -137,6 +137,10 @@ pub struct JobFilter {
     pub error: Option<String>,
     /// At most this many [default: 50].
     pub limit: i64,
+    /// Only those enqueued by this message's actor (`parent_id`).
+    pub parent: Option<String>,
+    /// Only the members of this group (`group_id`).
+    pub group: Option<String>,
 }
 
 impl Default for JobFilter {
@@ -149,6 +153,8 @@ impl Default for JobFilter {
             until: None,
             error: None,
             limit: 50,
+            parent: None,
+            group: None,
         }
     }
 }
@@ -186,6 +192,16 @@ impl JobFilter {
     /// Only jobs whose last error contains `text`.
     pub fn error(mut self, text: impl Into<String>) -> Self {
         self.error = Some(text.into());
+        self
+    }
+    /// Only the jobs message `id`'s actor enqueued.
+    pub fn parent(mut self, id: impl Into<String>) -> Self {
+        self.parent = Some(id.into());
+        self
+    }
+    /// Only the members of group `id`.
+    pub fn group(mut self, id: impl Into<String>) -> Self {
+        self.group = Some(id.into());
         self
     }
     /// At most `n` jobs.
@@ -249,6 +265,12 @@ impl Records {
                 "last_error ILIKE {}",
                 param(Box::new(contains_pattern(text)))
             ));
+        }
+        if let Some(parent) = &filter.parent {
+            conditions.push(format!("parent_id = {}", param(Box::new(parent.clone()))));
+        }
+        if let Some(group) = &filter.group {
+            conditions.push(format!("group_id = {}", param(Box::new(group.clone()))));
         }
         let limit = param(Box::new(filter.limit));
         let filter_sql = if conditions.is_empty() {

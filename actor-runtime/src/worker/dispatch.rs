@@ -74,6 +74,13 @@ async fn run(shared: &Shared, seq: u64, item: Pending) {
     let started = std::time::Instant::now();
     let outcome = process(shared, &middleware, &tag, message, size).await;
     shared.record_duration(started.elapsed().as_nanos() as u64);
+    if let Some(activity) = &shared.activity {
+        activity.count(match &outcome {
+            Outcome::Ack(Some(ctx)) => ctx.error().is_none(),
+            Outcome::Ack(None) => true,
+            Outcome::Nack(..) => false,
+        });
+    }
     match outcome {
         Outcome::Ack(ctx) => {
             if let Some(ctx) = &ctx {

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     /// Cancelled when the grace period ends: running messages are dropped and requeued.
     pub(crate) cancel_running: CancellationToken,
     pub(crate) counters: Counters,
+    /// The backend's activity counter (reported with its heartbeats), where it has one.
+    pub(crate) activity: Option<Arc<crate::broker::ActivityCounter>>,
     /// Where plain `fn` actors run.
     pub(crate) blocking: BlockingPool,
     pub(crate) watchdog: Watchdog,
@@ -139,6 +141,7 @@ impl Shared {
     ) -> Self {
         let shutdown = CancellationToken::new();
         Shared {
+            activity: broker.backend().activity_counter(),
             broker,
             scope: crate::broker::scoped(),
             registry,

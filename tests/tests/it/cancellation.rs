@@ -262,6 +262,15 @@ async fn cancelling_a_finished_or_unknown_message_says_so() {
         .unwrap();
     assert_eq!(outcome, CancelOutcome::NotFound);
     assert!(!outcome.stops_it());
+    // A uniqueness key named like a payload hash (`{ns}:__unique__.<key>.msgs`) is not
+    // searched as one.
+    let mut held = Message::new(Q, "cancel_nobody_has_this", vec![]);
+    held.options
+        .insert("unique_key".into(), format!("{}.msgs", key()).into());
+    broker
+        .enqueue(held, Some(Duration::from_secs(3600)))
+        .await
+        .unwrap();
     let unknown = cancellation
         .cancel(&broker, &uuid::Uuid::new_v4().to_string())
         .await

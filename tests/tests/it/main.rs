@@ -9,6 +9,7 @@ mod cli_ops;
 mod cli_redis;
 mod cli_settings;
 mod composition;
+mod dashboard;
 mod faults;
 mod hostile_messages;
 mod interop;

@@ -296,3 +296,28 @@ async fn a_batch_with_unique_keys_stores_one_message_per_key() {
     assert_ne!(sent[3].message_id, sent[0].message_id);
     assert_eq!(broker.stats("unique_batch").await.unwrap().ready, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_named_like_queue_keys_are_not_taken_for_queues() {
+    // A key is the sender's text: `{ns}:__unique__.<key>` may end like a queue's keys.
+    let ns = namespace();
+    let broker = broker(config(&ns));
+    for key in ["k.XQ", "k.XQ.reasons", "k.msgs", "k.DQ.msgs"] {
+        let mut message = Message::new("unique_names", "nobody", vec![]);
+        message.options.insert("unique_key".into(), key.into());
+        broker
+            .enqueue(message, Some(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+    }
+    let (recovered, purged) = broker
+        .backend_as::<actor_runtime::broker::RedisBackend>()
+        .unwrap()
+        .run_maintenance()
+        .await
+        .expect("maintenance skips the uniqueness keys");
+    assert_eq!((recovered, purged), (0, 0));
+    assert!(holder(&broker, "k.XQ").await.is_some(), "the key is kept");
+    assert_eq!(broker.stats("unique_names").await.unwrap().delayed, 4);
+    cleanup(&broker, 0).await;
+}

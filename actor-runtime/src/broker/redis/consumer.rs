@@ -70,6 +70,11 @@ impl RedisConsumer {
     /// Waits for a push since the last round began, the next held delayed message's eta,
     /// the poll interval (notifications may be off or lost), or `deadline`.
     async fn wait_until(&self, deadline: Instant) {
+        if self.queue.pause.cached() {
+            // Pushes do not matter while paused; the flag does, when next due to be read.
+            tokio::time::sleep_until(deadline.min(self.queue.pause.next_check())).await;
+            return;
+        }
         let signal = &self.queue.signal;
         let now = Instant::now();
         let poll = if signal.live.load(Ordering::Acquire) {
@@ -107,6 +112,14 @@ impl Consumer for RedisConsumer {
         let deadline = deadline_after(timeout);
         let max = max.clamp(1, FETCH_CHUNK);
         loop {
+            // Paused by an operator: fetch nothing (the flag is read at most once a second).
+            if self.queue.pause.check(&self.shared, &self.queue.name).await {
+                if Instant::now() >= deadline {
+                    return Ok(Vec::new());
+                }
+                self.wait_until(deadline).await;
+                continue;
+            }
             let batch = self.round(max, max_bytes).await?;
             if !batch.is_empty() || Instant::now() >= deadline {
                 return Ok(batch);

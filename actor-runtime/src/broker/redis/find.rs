@@ -71,6 +71,8 @@ impl RedisBackend {
             let Some(name) = hash
                 .strip_prefix(&prefix)
                 .and_then(|h| h.strip_suffix(".msgs"))
+                // The runtime's own keys (`__unique__.<key>`...) may end in `.msgs` too.
+                .filter(|name| !name.starts_with("__"))
             else {
                 continue;
             };

@@ -66,17 +66,35 @@ impl Keys {
         format!("{}:*.XQ", glob_escape(&self.ns))
     }
 
+    /// Matches every payload hash of the namespace (`q.msgs`, `q.DQ.msgs`, `q.XQ.msgs`).
+    pub(crate) fn msgs_pattern(&self) -> String {
+        format!("{}:*.msgs", glob_escape(&self.ns))
+    }
+
     /// Matches every queue's dead-letter reasons hash in the namespace.
     pub(crate) fn dead_letter_reasons_pattern(&self) -> String {
         format!("{}:*.XQ.reasons", glob_escape(&self.ns))
     }
 
-    /// The canonical queue of a dead-letter zset key.
+    /// The canonical queue of a dead-letter zset key; `None` for the runtime's own keys
+    /// (`__unique__.<key>` may end in `.XQ` too: its key is the sender's text).
     pub(crate) fn queue_of_dead_letters<'k>(&self, key: &'k str) -> Option<&'k str> {
         key.strip_prefix(&self.ns)?
             .strip_prefix(':')?
             .strip_suffix(".XQ")
-            .filter(|q| !q.is_empty())
+            .filter(|q| !q.is_empty() && !q.starts_with("__"))
+    }
+
+    /// `{ns}:__paused__`: SET of the canonical queues our workers do not fetch from. Ours
+    /// only: Python workers do not read it.
+    pub(crate) fn paused(&self) -> String {
+        format!("{}:__paused__", self.ns)
+    }
+
+    /// `{ns}:__activity__.{minute_ms}`: HASH `processed`, `failed` -> what the workers
+    /// reported for the minute starting at `minute_ms`. Ours only; expires after 2 hours.
+    pub(crate) fn activity(&self, minute_ms: u64) -> String {
+        format!("{}:__activity__.{minute_ms}", self.ns)
     }
 
     /// The keys of canonical queue `queue` as seen by `worker`.

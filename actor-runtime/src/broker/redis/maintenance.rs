@@ -40,7 +40,12 @@ pub(crate) async fn heartbeat_loop(shared: Weak<Shared>, stop: CancellationToken
         };
         let beat = conn.eval_on::<i64>("heartbeat", &mut manager, &HEARTBEAT, &cmd);
         let wait = match beat.await.map(drop) {
-            Ok(()) => interval,
+            Ok(()) => {
+                if let Some(shared) = shared.upgrade() {
+                    super::inspect::report_activity(&shared, &mut manager).await;
+                }
+                interval
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "heartbeat failed; retrying shortly");
                 interval.min(Duration::from_secs(1))
@@ -184,7 +189,10 @@ pub(crate) async fn sweep_orphan_reasons(shared: &Shared) -> Result<u64> {
     const PAGE: u64 = 500;
     let mut swept = 0;
     for reasons in scan(shared, &shared.keys.dead_letter_reasons_pattern()).await? {
-        let Some(xq) = reasons.strip_suffix(".reasons") else {
+        let Some(xq) = reasons
+            .strip_suffix(".reasons")
+            .filter(|xq| shared.keys.queue_of_dead_letters(xq).is_some())
+        else {
             continue;
         };
         let mut cursor = "0".to_owned();

@@ -38,6 +38,7 @@ mod delayed;
 mod enqueue;
 mod find;
 pub(crate) use find::{Found, Place};
+mod inspect;
 mod keys;
 mod maintenance;
 mod notify;
@@ -118,6 +119,8 @@ pub(crate) struct Shared {
     notifier: Arc<Notifier>,
     /// Concurrent single enqueues, sharing script calls.
     enqueues: enqueue::Enqueues,
+    /// What this process's workers processed since the last heartbeat reported it.
+    pub(crate) activity: Arc<crate::broker::ActivityCounter>,
     /// Set while each background task runs.
     heartbeat_running: Arc<AtomicBool>,
     maintenance_running: Arc<AtomicBool>,
@@ -154,6 +157,8 @@ pub(crate) struct QueueState {
     pub(crate) signal: Arc<QueueSignal>,
     /// A fetch failed after possibly popping ids: adopt orphans from our ack sets first.
     pub(crate) needs_reclaim: AtomicBool,
+    /// Whether an operator paused the queue, as last read.
+    pub(crate) pause: inspect::PauseFlag,
 }
 
 /// When the delay queue was last fetched from (guarded by `QueueState::lock`).
@@ -189,6 +194,7 @@ impl RedisBackend {
                 queues: Mutex::new(HashMap::new()),
                 notifier: Arc::new(Notifier::default()),
                 enqueues: enqueue::coalescer(),
+                activity: Arc::default(),
                 heartbeat_running: Arc::new(AtomicBool::new(false)),
                 maintenance_running: Arc::new(AtomicBool::new(false)),
                 notifier_running: Arc::new(AtomicBool::new(false)),
@@ -341,6 +347,7 @@ impl Shared {
             delayed: Mutex::new(Delayed::default()),
             signal,
             needs_reclaim: AtomicBool::new(false),
+            pause: inspect::PauseFlag::default(),
         });
         queues.insert(queue.to_owned(), state.clone());
         state
@@ -481,6 +488,18 @@ impl Backend for RedisBackend {
 
     fn unique_keys(&self) -> Option<&dyn crate::broker::UniqueKeys> {
         Some(self)
+    }
+
+    fn inspect(&self) -> Option<&dyn crate::broker::Inspect> {
+        Some(self)
+    }
+
+    fn pause(&self) -> Option<&dyn crate::broker::Pause> {
+        Some(self)
+    }
+
+    fn activity_counter(&self) -> Option<Arc<crate::broker::ActivityCounter>> {
+        Some(self.shared.activity.clone())
     }
 
     async fn close(&self) {

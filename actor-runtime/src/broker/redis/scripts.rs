@@ -34,3 +34,4 @@ script!(UNIQUE_ENQUEUE, "unique_enqueue.lua");
 script!(UNIQUE_RELEASE, "unique_release.lua");
 #[cfg(feature = "periodic")]
 script!(PERIODIC_FIRE, "periodic_fire.lua");
+script!(DELETE_LISTED, "delete_listed.lua");

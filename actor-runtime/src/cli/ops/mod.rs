@@ -37,6 +37,11 @@ pub(crate) fn run(command: Command) -> Result<Exit, Failure> {
         Command::Jobs(jobs) => return records::jobs(jobs),
         other => other,
     };
+    #[cfg(feature = "dashboard")]
+    let command = match command {
+        Command::Dashboard(args) => return super::dashboard::run(args),
+        other => other,
+    };
     if let Command::Actors(output) = &command {
         let mut out = std::io::stdout().lock();
         print_actors(registry, output.json, &mut out).map_err(io_failure)?;
@@ -127,6 +132,8 @@ pub(crate) async fn execute(
         Command::Scheduler => schedules::run_scheduler(broker).await,
         #[cfg(feature = "periodic")]
         Command::Schedules(output) => schedules::schedules(broker, output.json, out).await,
+        #[cfg(feature = "dashboard")]
+        Command::Dashboard(_) => Err(Failure::usage("`dashboard` runs on its own")),
     }
 }
 

@@ -83,7 +83,7 @@ fn failure(err: RecordsError) -> Failure {
 }
 
 /// Records at the database the arguments or the environment name.
-async fn open(db: &DatabaseArgs) -> Result<Records, Failure> {
+pub(crate) async fn open(db: &DatabaseArgs) -> Result<Records, Failure> {
     let url = db
         .database_url
         .clone()

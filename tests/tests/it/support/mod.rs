@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) mod cli;
 pub(crate) mod fault_worker;
+pub(crate) mod http;
 pub(crate) mod postgres;
 pub(crate) mod proxy;
 pub(crate) mod python;
