@@ -53,7 +53,9 @@ pub(crate) async fn dispatch_loop(
         tasks.spawn(async move {
             let in_scope = task_shared.scope.clone();
             tokio::select! {
-                _ = enter_scope(in_scope, run(&task_shared, seq, item)) => {}
+                // Boxed: the task then holds a pointer, not the whole message state machine,
+                // which tokio would otherwise copy as it spawns and polls the task.
+                _ = Box::pin(enter_scope(in_scope, run(&task_shared, seq, item))) => {}
                 // Left in `in_flight`, the message is requeued by `stop`.
                 _ = task_shared.cancel_running.cancelled() => {}
             }
