@@ -80,6 +80,16 @@ impl PayloadLimits {
         }
     }
 
+    /// These limits with `max_size` as the maximum, the warning threshold lowered to it if
+    /// it was higher.
+    #[cfg(any(feature = "redis", feature = "rabbitmq"))]
+    pub(crate) fn with_max(self, max_size: usize) -> PayloadLimits {
+        PayloadLimits {
+            max_size,
+            warn_size: self.warn_size.min(max_size),
+        }
+    }
+
     /// Checks the settings: a limit of at least 1 KiB (a message's envelope alone is a few
     /// hundred bytes), a warning threshold at most the limit.
     pub(crate) fn validate(&self) -> std::result::Result<(), String> {

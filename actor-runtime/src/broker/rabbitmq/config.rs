@@ -279,8 +279,7 @@ impl RabbitmqConfig {
     /// assert_eq!(config.payload_limits().max_size, 1 << 20);
     /// ```
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.limits.max_size = bytes;
-        self.limits.warn_size = self.limits.warn_size.min(bytes);
+        self.limits = self.limits.with_max(bytes);
         self
     }
 

@@ -319,8 +319,7 @@ impl RedisConfig {
     /// assert_eq!(config.payload_limits().warn_size, 262_144);
     /// ```
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.limits.max_size = bytes;
-        self.limits.warn_size = self.limits.warn_size.min(bytes);
+        self.limits = self.limits.with_max(bytes);
         self
     }
 

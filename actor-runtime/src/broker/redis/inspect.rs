@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use super::checked_queue;
 use super::conn::evalsha;
 use super::scripts::DELETE_LISTED;
 use super::{RedisBackend, Shared};
@@ -85,15 +86,6 @@ fn decode(payload: Option<Vec<u8>>) -> std::result::Result<Message, String> {
     }
 }
 
-fn checked(queue: &str) -> Result<&str> {
-    let queue = canonical_queue(queue);
-    if is_valid_queue_name(queue) {
-        Ok(queue)
-    } else {
-        Err(Error::InvalidQueueName(queue.to_owned()))
-    }
-}
-
 #[async_trait]
 impl Inspect for RedisBackend {
     async fn messages(
@@ -104,7 +96,7 @@ impl Inspect for RedisBackend {
         limit: usize,
     ) -> Result<MessagePage> {
         let shared = &self.shared;
-        let keys = shared.keys.queue(checked(queue)?, &shared.worker_id);
+        let keys = shared.keys.queue(checked_queue(queue)?, &shared.worker_id);
         let limit = limit.max(1);
         match state {
             MessageState::Ready | MessageState::Dead => {
@@ -229,7 +221,7 @@ impl Inspect for RedisBackend {
 
     async fn delete(&self, queue: &str, state: MessageState, ids: &[String]) -> Result<usize> {
         let shared = &self.shared;
-        let keys = shared.keys.queue(checked(queue)?, &shared.worker_id);
+        let keys = shared.keys.queue(checked_queue(queue)?, &shared.worker_id);
         if ids.is_empty() {
             return Ok(0);
         }
@@ -290,7 +282,7 @@ impl Pause for RedisBackend {
     }
 
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
-        let queue = checked(queue)?;
+        let queue = checked_queue(queue)?;
         let mut cmd = redis::cmd(if paused { "SADD" } else { "SREM" });
         cmd.arg(self.shared.keys.paused()).arg(queue);
         let _: u64 = self.shared.conn.query("pause a queue", &cmd).await?;

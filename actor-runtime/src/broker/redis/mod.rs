@@ -364,7 +364,7 @@ impl Shared {
 }
 
 /// The canonical name of `queue`, checked.
-fn checked_queue(queue: &str) -> Result<&str> {
+pub(super) fn checked_queue(queue: &str) -> Result<&str> {
     let name = canonical_queue(queue);
     if is_valid_queue_name(name) {
         Ok(name)
