@@ -49,6 +49,9 @@ run() { # $1: off|on
     env "${env[@]}" "$BIN/bench_worker" migrate >/dev/null
   fi
   local cpu0 t0 t1 cpu1 t2
+  # Every run starts right after a checkpoint, so none starts during one and each pays the
+  # same first-touch page images in the WAL.
+  sql "CHECKPOINT"
   cpu0=$(pg_cpu)
   t0=$(now)
   env "${env[@]}" "$BIN/bench_worker" --processes "$P" --threads "$T" 2>/dev/null &

@@ -59,6 +59,10 @@ pub struct MessageContext {
     payload_size: usize,
     cancel: Option<CancelFlag>,
     cancelled: bool,
+    /// When this run started, as the job records saw it: its attempt, a monotonic instant
+    /// for its duration and the wall-clock time recorded.
+    #[cfg(feature = "postgres")]
+    pub(crate) record_start: Option<(i32, std::time::Instant, std::time::SystemTime)>,
 }
 
 impl std::fmt::Debug for MessageContext {
@@ -91,6 +95,8 @@ impl MessageContext {
             payload_size: 0,
             cancel: None,
             cancelled: false,
+            #[cfg(feature = "postgres")]
+            record_start: None,
         }
     }
 
@@ -132,6 +138,13 @@ impl MessageContext {
     /// queues the worker consumes: label metrics and the like with it.
     pub fn queue(&self) -> &str {
         crate::message::canonical_queue(&self.queue)
+    }
+
+    /// The queue the message was fetched from, as the consumer names it (with `.DQ` for a
+    /// delayed message): shared, not copied.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn queue_shared(&self) -> &Arc<str> {
+        &self.queue
     }
 
     /// The actor that runs the message.

@@ -111,6 +111,12 @@ pub(crate) fn with_metrics(exposition: String) -> String {
         stats.flush_errors,
     );
     family(
+        "dramatiq_job_records_insert_conflicts",
+        "counter",
+        "Job record batches tried as a plain INSERT that met a stored record and went again as the upsert.",
+        stats.insert_conflicts,
+    );
+    family(
         "dramatiq_job_records_buffered",
         "gauge",
         "Job record rows waiting to be written.",

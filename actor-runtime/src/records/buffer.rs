@@ -2,6 +2,7 @@
 //! message, so a message enqueued, run and finished within one flush window costs one row
 //! write.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,11 +53,16 @@ pub struct ErrorEntry {
 }
 
 /// A pending write: the newest known state of one message, with every field learnt so far.
+///
+/// The names are shared, not copied: the message id is the buffer's key too, the queue is
+/// the consumer's own name (made canonical when written), the actor's name is the
+/// registration's, and the worker id is the recorder's. A message recorded on the worker's
+/// path costs one allocation for its names.
 #[derive(Clone, Debug)]
 pub(crate) struct Row {
-    pub(crate) message_id: String,
-    pub(crate) queue_name: String,
-    pub(crate) actor_name: String,
+    pub(crate) message_id: Arc<str>,
+    pub(crate) queue_name: Arc<str>,
+    pub(crate) actor_name: Cow<'static, str>,
     pub(crate) state: JobState,
     pub(crate) attempt: i32,
     pub(crate) max_retries: Option<i32>,
@@ -65,27 +71,31 @@ pub(crate) struct Row {
     pub(crate) started_at: Option<SystemTime>,
     pub(crate) finished_at: Option<SystemTime>,
     pub(crate) duration_ms: Option<f64>,
-    pub(crate) worker_id: Option<String>,
+    pub(crate) worker_id: Option<Arc<str>>,
     pub(crate) last_error: Option<String>,
     pub(crate) errors: Vec<ErrorEntry>,
     pub(crate) parent_id: Option<String>,
     pub(crate) group_id: Option<String>,
     pub(crate) args: Option<Value>,
+    /// Began with this process's first sight of the message (its enqueue here, or its first
+    /// run here), so no earlier write of this process can have stored it: the flusher may
+    /// try a plain `INSERT` for it (see [`flush`](super::flush)). Kept through merges.
+    pub(crate) fresh: bool,
 }
 
 impl Row {
     /// A row of `state` for a message, every optional field empty.
     pub(crate) fn new(
-        message_id: &str,
-        queue_name: &str,
-        actor_name: &str,
+        message_id: impl Into<Arc<str>>,
+        queue_name: impl Into<Arc<str>>,
+        actor_name: impl Into<Cow<'static, str>>,
         state: JobState,
         attempt: i32,
     ) -> Row {
         Row {
-            message_id: message_id.to_owned(),
-            queue_name: queue_name.to_owned(),
-            actor_name: actor_name.to_owned(),
+            message_id: message_id.into(),
+            queue_name: queue_name.into(),
+            actor_name: actor_name.into(),
             state,
             attempt,
             max_retries: None,
@@ -100,12 +110,14 @@ impl Row {
             parent_id: None,
             group_id: None,
             args: None,
+            fresh: false,
         }
     }
 
     /// Folds `other` (a change of the same message) into this row: the state of the newer of
     /// the two (attempt, then state order), each field from the newer one that has it, the
-    /// first enqueue time, and both error histories. The same rule as the upsert's.
+    /// first enqueue time, and both error histories. The same rule as the upsert's. This row
+    /// is the older one, so its `fresh` stands.
     pub(crate) fn merge(&mut self, other: Row) {
         let newer = is_newer((self.attempt, self.state), (other.attempt, other.state));
         fn latest<T>(newer: bool, mine: &mut Option<T>, theirs: Option<T>) {
@@ -143,8 +155,10 @@ impl Row {
                 self.errors.push(error);
             }
         }
-        self.errors
-            .sort_by(|a, b| (a.attempt, &a.at).cmp(&(b.attempt, &b.at)));
+        if self.errors.len() > 1 {
+            self.errors
+                .sort_by(|a, b| (a.attempt, &a.at).cmp(&(b.attempt, &b.at)));
+        }
         let excess = self.errors.len().saturating_sub(MAX_ERRORS);
         self.errors.drain(..excess);
     }
@@ -152,7 +166,7 @@ impl Row {
 
 /// The pending rows, by message id, bounded.
 pub(crate) struct Buffer {
-    rows: Mutex<HashMap<String, Row>>,
+    rows: Mutex<HashMap<Arc<str>, Row>>,
     /// Rows taken by a flush not yet written (or given back): they count against the
     /// capacity too, so a failing flush never makes room for more.
     in_flight: AtomicUsize,
@@ -185,7 +199,7 @@ impl Buffer {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Row>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Row>> {
         self.rows.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -268,7 +282,7 @@ impl Buffer {
         let taken: Vec<Row> = if rows.len() <= max {
             rows.drain().map(|(_, row)| row).collect()
         } else {
-            let keys: Vec<String> = rows.keys().take(max).cloned().collect();
+            let keys: Vec<Arc<str>> = rows.keys().take(max).cloned().collect();
             keys.into_iter().filter_map(|k| rows.remove(&k)).collect()
         };
         self.in_flight.fetch_add(taken.len(), Ordering::Relaxed);
@@ -345,7 +359,7 @@ mod tests {
         let buffer = Buffer::new(2, 100, Overflow::Drop, metrics.clone());
         for i in 0..5 {
             buffer
-                .push(Row::new(&format!("m{i}"), "q", "a", JobState::Succeeded, 1))
+                .push(Row::new(format!("m{i}"), "q", "a", JobState::Succeeded, 1))
                 .await;
         }
         assert_eq!(buffer.len(), 2);

@@ -165,6 +165,9 @@ impl RecordsBuilder {
         let table = format!("{}.job_executions", config.quoted_schema());
         let inner = Arc::new(Inner {
             upsert: flush::upsert_sql(&table),
+            insert: flush::insert_sql(&table),
+            optimism: flush::Optimism::default(),
+            prepared: Mutex::new(None),
             table,
             buffer: Buffer::new(
                 config.capacity,

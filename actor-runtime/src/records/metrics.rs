@@ -12,6 +12,7 @@ pub(crate) struct Metrics {
     pub(crate) dropped_succeeded: AtomicU64,
     pub(crate) flushes: AtomicU64,
     pub(crate) flush_errors: AtomicU64,
+    pub(crate) insert_conflicts: AtomicU64,
     pub(crate) buffered: AtomicU64,
     pub(crate) last_batch_ms: AtomicU64,
     pub(crate) unreachable: AtomicBool,
@@ -40,6 +41,7 @@ impl Metrics {
             dropped_succeeded: self.dropped_succeeded.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
             flush_errors: self.flush_errors.load(Ordering::Relaxed),
+            insert_conflicts: self.insert_conflicts.load(Ordering::Relaxed),
             buffered: self.buffered.load(Ordering::Relaxed),
             last_batch_ms: self.last_batch_ms.load(Ordering::Relaxed),
             unreachable: self.unreachable.load(Ordering::Relaxed),
@@ -66,6 +68,11 @@ pub struct RecordStats {
     pub flushes: u64,
     /// Batches that failed (PostgreSQL unreachable or refusing); their rows are retried.
     pub flush_errors: u64,
+    /// Batches first tried as a plain `INSERT` (rows this process had stored nothing of)
+    /// that met a record stored elsewhere (a producer's, another worker's) and were written
+    /// again as the upsert. Steady growth means producers record too: harmless, the
+    /// recorder then tries the insert less and less often.
+    pub insert_conflicts: u64,
     /// Rows not yet written: in the buffer, or in a batch being written.
     pub buffered: u64,
     /// How long the last batch took to write, ms.

@@ -21,6 +21,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_job_links",
         include_str!("../../migrations/0002_job_links.sql"),
     ),
+    (
+        "0003_byte_order_keys",
+        include_str!("../../migrations/0003_byte_order_keys.sql"),
+    ),
 ];
 
 /// Serialises concurrent migrations (several workers starting at once): any constant of

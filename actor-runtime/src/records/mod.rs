@@ -122,6 +122,11 @@ pub(crate) struct Inner {
     /// `"schema".job_executions`, quoted.
     table: String,
     upsert: String,
+    /// The plain insert tried first for fresh rows.
+    insert: String,
+    optimism: flush::Optimism,
+    /// The flusher's statements, prepared on the current connection.
+    prepared: Mutex<Option<Arc<flush::Prepared>>>,
     buffer: Buffer,
     metrics: Arc<Metrics>,
     client: Mutex<Option<Arc<Client>>>,

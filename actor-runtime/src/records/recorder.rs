@@ -1,8 +1,8 @@
 //! The [`Recorder`] middleware: turns the broker's and worker's hooks into state changes
 //! for the buffer. It never waits for PostgreSQL.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -21,9 +21,7 @@ use crate::middleware::{current_message, Retries};
 /// other middleware decided.
 pub struct Recorder {
     inner: Arc<Inner>,
-    /// Runs in progress: their attempt and start, by message id.
-    running: Mutex<HashMap<String, (i32, Instant, SystemTime)>>,
-    worker_id: OnceLock<String>,
+    worker_id: OnceLock<Arc<str>>,
     default_max_retries: OnceLock<Option<u32>>,
 }
 
@@ -39,39 +37,58 @@ impl Recorder {
     pub(crate) fn new(inner: Arc<Inner>) -> Recorder {
         Recorder {
             inner,
-            running: Mutex::new(HashMap::new()),
             worker_id: OnceLock::new(),
             default_max_retries: OnceLock::new(),
         }
     }
 
+    /// A row of `state` for a message the producer side sees (its enqueue).
     fn row(&self, message: &Message, queue: &str, state: JobState, attempt: i32) -> Row {
         let mut row = Row::new(
-            &message.message_id,
+            message.message_id.as_str(),
             canonical_queue(queue),
-            &message.actor_name,
+            message.actor_name.clone(),
             state,
             attempt,
         );
+        self.fill(&mut row, message);
+        row
+    }
+
+    /// A row of `state` for the message a worker runs: its names shared, not copied.
+    fn run_row(&self, ctx: &MessageContext, state: JobState, attempt: i32) -> Row {
+        let mut row = Row::new(
+            ctx.message.message_id.as_str(),
+            ctx.queue_shared().clone(),
+            Cow::Borrowed(ctx.actor().name),
+            state,
+            attempt,
+        );
+        self.fill(&mut row, &ctx.message);
+        row
+    }
+
+    /// What every row learns from the message itself.
+    fn fill(&self, row: &mut Row, message: &Message) {
         row.enqueued_at = Some(UNIX_EPOCH + Duration::from_millis(message.message_timestamp));
         row.group_id = message
             .options
             .get("group_completion_uuid")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        if self.inner.config.record_args.contains(&message.actor_name) {
+        let record_args = &self.inner.config.record_args;
+        if !record_args.is_empty() && record_args.contains(&message.actor_name) {
             row.args = Some(json!({"args": message.args, "kwargs": message.kwargs}));
         }
-        row
     }
 
-    fn worker_id(&self, broker: &Broker) -> String {
+    fn worker_id(&self, broker: &Broker) -> Arc<str> {
         self.worker_id
             .get_or_init(|| {
                 broker
                     .worker_id()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+                    .map(Arc::from)
+                    .unwrap_or_else(|| format!("pid-{}", std::process::id()).into())
             })
             .clone()
     }
@@ -87,10 +104,6 @@ impl Recorder {
         max.map(|m| m.min(i32::MAX as u32) as i32)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i32, Instant, SystemTime)>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A pipeline step succeeded, so `Pipelines` enqueued the next one (else the message
     /// would have failed): its record learns its parent. Its state stays whatever is newer.
     async fn pipeline_child(&self, ctx: &MessageContext) {
@@ -103,7 +116,13 @@ impl Recorder {
             field("queue_name"),
             field("actor_name"),
         ) {
-            let mut row = Row::new(id, canonical_queue(queue), actor, JobState::Enqueued, 1);
+            let mut row = Row::new(
+                id,
+                canonical_queue(queue),
+                actor.to_owned(),
+                JobState::Enqueued,
+                1,
+            );
             row.parent_id = Some(ctx.message.message_id.clone());
             self.inner.buffer.push(row).await;
         }
@@ -112,11 +131,11 @@ impl Recorder {
     /// The end of a run: its attempt and, if this process saw it start, its duration.
     fn finish(&self, ctx: &MessageContext, state: JobState) -> Row {
         let now = SystemTime::now();
-        let started = self.lock().remove(&ctx.message.message_id);
+        let started = ctx.record_start;
         let attempt = started
             .map(|(attempt, ..)| attempt)
-            .unwrap_or_else(|| ctx.message.retries() as i32 + 1);
-        let mut row = self.row(&ctx.message, ctx.queue(), state, attempt);
+            .unwrap_or_else(|| ctx.message.retries().min(i32::MAX as u32 - 1) as i32 + 1);
+        let mut row = self.run_row(ctx, state, attempt);
         if let Some((_, instant, at)) = started {
             row.started_at = Some(at);
             row.duration_ms = Some(instant.elapsed().as_micros() as f64 / 1000.0);
@@ -151,6 +170,8 @@ impl Middleware for Recorder {
             JobState::Enqueued
         };
         let mut row = self.row(message, &message.queue_name, state, 1);
+        // This process's first sight of the message: nothing of it stored by us yet.
+        row.fresh = true;
         row.eta = message
             .eta()
             .map(|eta| UNIX_EPOCH + Duration::from_millis(eta));
@@ -167,11 +188,11 @@ impl Middleware for Recorder {
     ) -> Result<(), crate::broker::Skip> {
         let attempt = ctx.message.retries().min(i32::MAX as u32 - 1) as i32 + 1;
         let now = SystemTime::now();
-        self.lock().insert(
-            ctx.message.message_id.clone(),
-            (attempt, Instant::now(), now),
-        );
-        let mut row = self.row(&ctx.message, ctx.queue(), JobState::Running, attempt);
+        ctx.record_start = Some((attempt, Instant::now(), now));
+        let mut row = self.run_row(ctx, JobState::Running, attempt);
+        // A first run: this process has stored nothing of the message (a producer may have;
+        // the flusher's plain INSERT then falls back to the upsert).
+        row.fresh = attempt == 1;
         row.started_at = Some(now);
         row.worker_id = Some(self.worker_id(broker));
         row.max_retries = self.max_retries(broker, ctx);

@@ -46,7 +46,7 @@ async fn a_cli_worker_with_database_url_records_what_it_runs() {
     let migrated = cli_json(&fx, &db, &["migrate", "--json"]).await;
     assert_eq!(
         migrated,
-        json!({"schema": schema, "applied": ["0001_job_executions", "0002_job_links"]})
+        json!({"schema": schema, "applied": ["0001_job_executions", "0002_job_links", "0003_byte_order_keys"]})
     );
     let again = cli_json(&fx, &db, &["migrate", "--json"]).await;
     assert_eq!(again["applied"], json!([]));

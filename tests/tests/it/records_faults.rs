@@ -104,6 +104,11 @@ async fn late_and_repeated_writes_never_move_a_record_back() {
         2,
         "both late writes reached PostgreSQL"
     );
+    // The late enqueue was that process's first sight of the message: its flusher tried the
+    // plain INSERT, met the stored record and wrote the row again as the upsert (which kept
+    // the newer state); the next batch went straight to the upsert.
+    assert_eq!(late.stats().insert_conflicts, 1);
+    assert_eq!(worker_records.stats().insert_conflicts, 0);
     let count = raw()
         .await
         .query_one(
