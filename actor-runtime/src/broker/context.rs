@@ -59,10 +59,9 @@ pub struct MessageContext {
     payload_size: usize,
     cancel: Option<CancelFlag>,
     cancelled: bool,
-    /// When this run started, as the job records saw it: its attempt, a monotonic instant
-    /// for its duration and the wall-clock time recorded.
+    /// When this run started, as the job records saw it.
     #[cfg(feature = "postgres")]
-    pub(crate) record_start: Option<(i32, std::time::Instant, std::time::SystemTime)>,
+    pub(crate) record_start: Option<crate::records::RunStart>,
 }
 
 impl std::fmt::Debug for MessageContext {

@@ -167,6 +167,8 @@ impl Row {
 /// The pending rows, by message id, bounded.
 pub(crate) struct Buffer {
     rows: Mutex<HashMap<Arc<str>, Row>>,
+    /// An empty map with room, swapped in for the rows when a flush takes them all.
+    spare: Mutex<HashMap<Arc<str>, Row>>,
     /// Rows taken by a flush not yet written (or given back): they count against the
     /// capacity too, so a failing flush never makes room for more.
     in_flight: AtomicUsize,
@@ -189,6 +191,7 @@ impl Buffer {
     ) -> Buffer {
         Buffer {
             rows: Mutex::new(HashMap::new()),
+            spare: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             capacity: capacity.max(1),
             batch_rows: batch_rows.max(1),
@@ -276,15 +279,24 @@ impl Buffer {
         true
     }
 
-    /// Takes up to `max` rows to write.
+    /// Takes up to `max` rows to write. Taking them all (the usual case) swaps the map for
+    /// an empty one under the lock and unpacks it after, so the hooks never wait for a
+    /// batch's worth of moves.
     pub(crate) fn take(&self, max: usize) -> Vec<Row> {
+        let mut spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
         let mut rows = self.lock();
-        let taken: Vec<Row> = if rows.len() <= max {
-            rows.drain().map(|(_, row)| row).collect()
-        } else {
-            let keys: Vec<Arc<str>> = rows.keys().take(max).cloned().collect();
-            keys.into_iter().filter_map(|k| rows.remove(&k)).collect()
-        };
+        if rows.len() <= max {
+            std::mem::swap(&mut *rows, &mut spare);
+            self.in_flight.fetch_add(spare.len(), Ordering::Relaxed);
+            self.publish(0);
+            drop(rows);
+            let taken = spare.drain().map(|(_, row)| row).collect();
+            // Emptied, its room kept: the next swap allocates nothing.
+            *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = spare;
+            return taken;
+        }
+        let keys: Vec<Arc<str>> = rows.keys().take(max).cloned().collect();
+        let taken: Vec<Row> = keys.into_iter().filter_map(|k| rows.remove(&k)).collect();
         self.in_flight.fetch_add(taken.len(), Ordering::Relaxed);
         self.publish(rows.len());
         taken

@@ -151,24 +151,33 @@ pub(crate) async fn write(
             rows.iter().map($f).collect::<Vec<_>>()
         };
     }
+    // A column empty in every row travels as one NULL array, which UNNEST pads with NULLs:
+    // most batches have no eta, error, parent, group or arguments at all.
+    macro_rules! sparse {
+        ($r:ident => $e:expr) => {
+            rows.iter()
+                .any(|$r| $e.is_some())
+                .then(|| rows.iter().map(|$r| $e).collect::<Vec<_>>())
+        };
+    }
     let ids = column!(|r| &*r.message_id);
     let queues = column!(|r| canonical_queue(&r.queue_name));
     let actors = column!(|r| &*r.actor_name);
     let states = column!(|r| r.state.as_str());
     let orders = column!(|r| r.state.order());
     let attempts = column!(|r| r.attempt);
-    let max_retries = column!(|r| r.max_retries);
-    let enqueued = column!(|r| r.enqueued_at);
-    let etas = column!(|r| r.eta);
-    let started = column!(|r| r.started_at);
-    let finished = column!(|r| r.finished_at);
-    let durations = column!(|r| r.duration_ms);
-    let workers = column!(|r| r.worker_id.as_deref());
-    let errors = column!(|r| r.last_error.as_deref());
-    let histories = column!(|r| (!r.errors.is_empty()).then_some(Json(&r.errors)));
-    let parents = column!(|r| r.parent_id.as_deref());
-    let groups = column!(|r| r.group_id.as_deref());
-    let args = column!(|r| r.args.as_ref());
+    let max_retries = sparse!(r => r.max_retries);
+    let enqueued = sparse!(r => r.enqueued_at);
+    let etas = sparse!(r => r.eta);
+    let started = sparse!(r => r.started_at);
+    let finished = sparse!(r => r.finished_at);
+    let durations = sparse!(r => r.duration_ms);
+    let workers = sparse!(r => r.worker_id.as_deref());
+    let errors = sparse!(r => r.last_error.as_deref());
+    let histories = sparse!(r => (!r.errors.is_empty()).then_some(Json(&r.errors)));
+    let parents = sparse!(r => r.parent_id.as_deref());
+    let groups = sparse!(r => r.group_id.as_deref());
+    let args = sparse!(r => r.args.as_ref());
     let n = client
         .execute(
             statement,

@@ -80,6 +80,7 @@ pub use state::JobState;
 use buffer::Buffer;
 use builder::Config;
 use metrics::Metrics;
+pub(crate) use recorder::RunStart;
 
 /// What can go wrong talking to the records' database.
 #[derive(Debug, thiserror::Error)]

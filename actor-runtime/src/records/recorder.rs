@@ -16,6 +16,16 @@ use crate::broker::{Broker, Fate, MessageContext, Middleware};
 use crate::message::{canonical_queue, Message};
 use crate::middleware::{current_message, Retries};
 
+/// A run's start, kept in its [`MessageContext`] until it ends.
+#[derive(Clone, Debug)]
+pub(crate) struct RunStart {
+    attempt: i32,
+    instant: Instant,
+    at: SystemTime,
+    /// The message id as the rows share it.
+    id: Arc<str>,
+}
+
 /// The middleware that records messages in `job_executions`; from
 /// [`Records::recorder`](super::Records::recorder). Add it last, so it sees the fate the
 /// other middleware decided.
@@ -56,9 +66,9 @@ impl Recorder {
     }
 
     /// A row of `state` for the message a worker runs: its names shared, not copied.
-    fn run_row(&self, ctx: &MessageContext, state: JobState, attempt: i32) -> Row {
+    fn run_row(&self, ctx: &MessageContext, id: Arc<str>, state: JobState, attempt: i32) -> Row {
         let mut row = Row::new(
-            ctx.message.message_id.as_str(),
+            id,
             ctx.queue_shared().clone(),
             Cow::Borrowed(ctx.actor().name),
             state,
@@ -131,15 +141,19 @@ impl Recorder {
     /// The end of a run: its attempt and, if this process saw it start, its duration.
     fn finish(&self, ctx: &MessageContext, state: JobState) -> Row {
         let now = SystemTime::now();
-        let started = ctx.record_start;
-        let attempt = started
-            .map(|(attempt, ..)| attempt)
-            .unwrap_or_else(|| ctx.message.retries().min(i32::MAX as u32 - 1) as i32 + 1);
-        let mut row = self.run_row(ctx, state, attempt);
-        if let Some((_, instant, at)) = started {
-            row.started_at = Some(at);
-            row.duration_ms = Some(instant.elapsed().as_micros() as f64 / 1000.0);
-        }
+        let mut row = match &ctx.record_start {
+            Some(start) => {
+                let mut row = self.run_row(ctx, start.id.clone(), state, start.attempt);
+                row.started_at = Some(start.at);
+                row.duration_ms = Some(start.instant.elapsed().as_micros() as f64 / 1000.0);
+                row
+            }
+            None => {
+                let attempt = ctx.message.retries().min(i32::MAX as u32 - 1) as i32 + 1;
+                self.run_row(ctx, ctx.message.message_id.as_str().into(), state, attempt)
+            }
+        };
+        let attempt = row.attempt;
         if state != JobState::Retrying {
             row.finished_at = Some(now);
         }
@@ -188,8 +202,14 @@ impl Middleware for Recorder {
     ) -> Result<(), crate::broker::Skip> {
         let attempt = ctx.message.retries().min(i32::MAX as u32 - 1) as i32 + 1;
         let now = SystemTime::now();
-        ctx.record_start = Some((attempt, Instant::now(), now));
-        let mut row = self.run_row(ctx, JobState::Running, attempt);
+        let id: Arc<str> = ctx.message.message_id.as_str().into();
+        ctx.record_start = Some(RunStart {
+            attempt,
+            instant: Instant::now(),
+            at: now,
+            id: id.clone(),
+        });
+        let mut row = self.run_row(ctx, id, JobState::Running, attempt);
         // A first run: this process has stored nothing of the message (a producer may have;
         // the flusher's plain INSERT then falls back to the upsert).
         row.fresh = attempt == 1;
