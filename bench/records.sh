@@ -86,8 +86,11 @@ run() { # $1: off|on
   rate=$(echo "$N / $secs" | bc)
   pgcpu=$(echo "$cpu1 - $cpu0" | bc)
   printf '%-4s %8s msg/s  drain %6.3f s  postgres CPU %6.2f s (%s us/msg)  lag p50/p99/max %s\n' \
-    "$1" "$rate" "$secs" "$pgcpu" "$(echo "$pgcpu * 1000000 / $N" | bc)" "$lag"
+    "$1" "$rate" "$secs" "$pgcpu" "$(echo "scale=1; $pgcpu * 1000000 / $N" | bc)" "$lag"
+  RATES[$1]+="$rate "
 }
+
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 # The records' lag while a worker keeps up with a steady RATE msg/s (sent meanwhile).
 lag_at_rate() {
@@ -113,10 +116,18 @@ lag_at_rate() {
 }
 
 echo "N=$N, $P processes x $T threads, Redis $BENCH_REDIS_URL, PostgreSQL $DB"
+declare -A RATES=([off]="" [on]="")
 for _ in $(seq 1 "$REPEATS"); do
   run off
   run on
 done
+read -r -a offs <<<"${RATES[off]}"
+read -r -a ons <<<"${RATES[on]}"
+pairs=""
+for i in "${!offs[@]}"; do pairs+="$((100 * ${ons[$i]} / ${offs[$i]}))% "; done
+off_median=$(echo "${RATES[off]}" | median)
+on_median=$(echo "${RATES[on]}" | median)
+echo "median: off $off_median msg/s, on $on_median msg/s: $(echo "100 * $on_median / $off_median" | bc)% (each pair: $pairs)"
 RATE=${RATE:-20000}
 lag_at_rate
 sql "DROP SCHEMA IF EXISTS $SCHEMA CASCADE"

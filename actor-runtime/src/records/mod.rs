@@ -6,7 +6,9 @@
 //! record. A middleware, the [`Recorder`], turns hooks into state changes; they go into a
 //! bounded in-memory buffer (one pending row per message, so a message enqueued, run and
 //! finished within one flush window costs one row write) and a background flusher writes
-//! them in batches, one `UNNEST` upsert per batch. The queue never waits for PostgreSQL
+//! them in batches, one `UNNEST` upsert per batch (rows this process had stored nothing of go
+//! first as a plain `INSERT`, cheaper for PostgreSQL, and again as the upsert if one was
+//! stored elsewhere: see [`RecordStats::insert_conflicts`]). The queue never waits for PostgreSQL
 //! (unless you choose [`Overflow::Block`]): when it is unreachable, rows stay buffered and
 //! are retried, with a warning and [`RecordStats::unreachable`].
 //!
