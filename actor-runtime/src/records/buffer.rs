@@ -291,7 +291,10 @@ impl Buffer {
             self.publish(0);
             drop(rows);
             let taken = spare.drain().map(|(_, row)| row).collect();
-            // Emptied, its room kept: the next swap allocates nothing.
+            // Emptied, its room kept (a batch's worth at most, so a burst's, such as the
+            // catch-up after an outage, is not held for good): the next swap allocates
+            // nothing.
+            spare.shrink_to(self.batch_rows.min(self.capacity));
             *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = spare;
             return taken;
         }
@@ -299,6 +302,8 @@ impl Buffer {
         let taken: Vec<Row> = keys.into_iter().filter_map(|k| rows.remove(&k)).collect();
         self.in_flight.fetch_add(taken.len(), Ordering::Relaxed);
         self.publish(rows.len());
+        drop(rows);
+        *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = spare;
         taken
     }
 
@@ -381,6 +386,37 @@ mod tests {
             .push(Row::new("m0", "q", "a", JobState::Succeeded, 2))
             .await;
         assert_eq!(buffer.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn take_hands_out_each_row_once_whole_or_in_part() {
+        let buffer = Buffer::new(100, 3, Overflow::Drop, Arc::new(Metrics::default()));
+        for round in 0..3 {
+            for i in 0..5 {
+                buffer
+                    .push(Row::new(
+                        format!("r{round}m{i}"),
+                        "q",
+                        "a",
+                        JobState::Enqueued,
+                        1,
+                    ))
+                    .await;
+            }
+            // Part (more buffered than asked), then the rest (all: the map swapped out).
+            let mut ids: Vec<String> = buffer
+                .take(2)
+                .into_iter()
+                .chain(buffer.take(10))
+                .map(|row| row.message_id.to_string())
+                .collect();
+            ids.sort();
+            let expected: Vec<String> = (0..5).map(|i| format!("r{round}m{i}")).collect();
+            assert_eq!(ids, expected);
+            assert_eq!(buffer.len(), 0);
+            buffer.written(5);
+        }
+        assert!(buffer.take(10).is_empty());
     }
 
     #[tokio::test]
