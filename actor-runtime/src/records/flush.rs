@@ -1,5 +1,6 @@
 //! The flusher: writes the buffer to PostgreSQL in batches, one `UNNEST` upsert per batch,
-//! with the monotonic guard in SQL; reconnects and retries when PostgreSQL is away.
+//! with the monotonic guard in SQL (fresh rows first as a plain insert, see [`Optimism`]);
+//! reconnects and retries when PostgreSQL is away.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
