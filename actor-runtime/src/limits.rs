@@ -2,7 +2,7 @@
 //! warning threshold below it.
 //!
 //! The limits are settings of each broker's config
-//! ([`RedisConfig::max_message_size`](crate::broker::RedisConfig::max_message_size), and the
+//! (`RedisConfig::max_message_size` with the `redis` feature, and the
 //! RabbitMQ config's with the `rabbitmq` feature), checked where the backend already has the
 //! encoded bytes, so they cost a length comparison per message:
 //!

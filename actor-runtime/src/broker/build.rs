@@ -73,10 +73,10 @@ impl Broker {
     ///
     /// - `BROKER=redis|rabbitmq|stub` chooses explicitly;
     /// - else `RABBITMQ_URL` set means RabbitMQ (its other settings from `RABBITMQ_*`, see
-    ///   [`RabbitmqConfig`](super::RabbitmqConfig)), even with `REDIS_URL` beside it: Redis
+    ///   `RabbitmqConfig`, feature `rabbitmq`), even with `REDIS_URL` beside it: Redis
     ///   then serves results and rate limits, as with Dramatiq;
     /// - else `REDIS_URL` set means Redis (its other settings from `REDIS_*`, see
-    ///   [`RedisConfig::from_env`](super::RedisConfig::from_env));
+    ///   `RedisConfig::from_env`, feature `redis`);
     /// - else the in-memory stub with a warning, or an error when the environment says
     ///   production ([`environment_is_production`](super::environment_is_production)):
     ///   never a silent in-memory broker in production.

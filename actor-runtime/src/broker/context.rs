@@ -100,8 +100,8 @@ impl MessageContext {
     }
 
     /// Whether the message was cancelled: skipped because a cancel was requested before it
-    /// ran, or aborted while it ran (see [`cancel`](crate::cancel)). A cancelled message is
-    /// acked, never retried nor dead-lettered.
+    /// ran, or aborted while it ran (see the `cancel` module, feature `redis`). A cancelled
+    /// message is acked, never retried nor dead-lettered.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled
     }
@@ -254,7 +254,7 @@ impl MessageContext {
 /// A running message's cancel flag: raised once, when a cancel (or a Python
 /// `dramatiq_abort.abort`) asks for the message to stop. From
 /// [`cancel_requested`](crate::middleware::cancel_requested) inside an actor, where the
-/// [`Cancellation`](crate::cancel::Cancellation) middleware is on.
+/// `cancel::Cancellation` middleware (feature `redis`) is on.
 ///
 /// An `async` actor is stopped at its next await point once the abort is due (at once, or
 /// after the abort's grace period); a plain `fn` actor cannot be stopped from outside, so it

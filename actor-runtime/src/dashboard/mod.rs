@@ -11,7 +11,7 @@
 //! - **Queue**: its ready, delayed (with due time) and dead (with reason) messages, a page
 //!   at a time; requeue or delete one, or all that match a filter, after a confirmation;
 //!   pause and resume consumption by our workers (Python workers do not know the flag).
-//! - **Jobs** (with [`Dashboard::records`], feature `postgres`): search by message id,
+//! - **Jobs** (with `Dashboard::records`, feature `postgres`): search by message id,
 //!   actor, queue, state, time range and error text; a job's arguments (as recorded),
 //!   every error of its attempts, its timings and worker, links to the job that enqueued
 //!   it, the jobs it enqueued and its group.

@@ -91,7 +91,7 @@ pub fn shutdown_requested() -> Option<Shutdown> {
 }
 
 /// Inside an actor, its message's [`CancelFlag`], where the
-/// [`Cancellation`](crate::cancel::Cancellation) middleware is on; `None` outside an actor or
+/// `cancel::Cancellation` middleware (feature `redis`) is on; `None` outside an actor or
 /// without that middleware. A plain `fn` actor polls it, since it cannot be stopped from
 /// outside; an `async` one may use it to stop cleanly before it is aborted.
 ///

@@ -54,7 +54,7 @@ pub enum JobState {
     /// Skipped unrun (its `max_age` passed, or a middleware skipped it).
     Skipped,
     /// Cancelled: skipped because a cancel came before it ran, or aborted while it ran
-    /// (the [`Cancellation`](crate::cancel::Cancellation) middleware).
+    /// (the `cancel::Cancellation` middleware, feature `redis`).
     Cancelled,
 }
 
